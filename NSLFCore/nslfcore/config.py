@@ -1,0 +1,137 @@
+"""Network configurations of NSLF, serialisable to JSON (stored in every checkpoint).
+
+Two presets:
+
+``paper``
+    The published shapes: CU-Net widths 32-64-128-256-256 (four downsamplings), FCD up-sampling
+    256->128->64->32->32, GMN hidden width 256 (affine) and 16 (deformable), FSD 64-32.
+    Parameter counts with shared CU-Net weights equal the authors' public code for the parts
+    its forward pass uses (CU-Net 10,739,873; FCD 1,888,161; FSD 415,432).
+``compact``
+    A CPU-friendly width 8-16-32-64-64 used by the shipped default model and by the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from nslfcore import MODALITIES
+
+CUNetWeights = Literal["shared", "per_modality"]
+SegmenterInput = Literal["features_and_fused", "fused_only"]
+
+
+@dataclass(frozen=True)
+class NSLFConfig:
+    """Shapes and switches of the four NSLF networks.
+
+    Attributes:
+        name: preset name or a user label.
+        cunet_widths: channels at the five CU-Net levels, full resolution first. The first is the
+            "local" feature width, the last the "global" (bottleneck, 1/16 resolution) width.
+        cunet_weights: ``"per_modality"`` ("a group of U-Nets", the paper) or ``"shared"`` (one
+            U-Net for all modalities, the public code).
+        gmn_scales: down-sampling factors at which the GMN's deformable branch predicts
+            displacements, coarse to fine; each must divide 16. ``(1,)`` is the public code's
+            single-scale alignment, ``(2, 1)`` the paper's multi-scale alignment.
+        gmn_flow_width: hidden channels of each deformable head (16 in the public code).
+        fsd_widths: channels of the FSD's two double-convolution blocks.
+        num_classes: output classes of the FSD (background, NCR, ED, ET).
+        modalities: names of the four input channels, in order.
+        use_gmn: ablation switch: ``False`` drops the GMN (no registration term in stage 2).
+        segmenter_input: ablation switch: ``"fused_only"`` feeds the FSD only the fused volume.
+        fusion_eps: the epsilon of the weight normalisation ``w_i / (sum_j w_j + eps)``.
+    """
+
+    name: str = "paper"
+    cunet_widths: tuple[int, int, int, int, int] = (32, 64, 128, 256, 256)
+    cunet_weights: CUNetWeights = "per_modality"
+    gmn_scales: tuple[int, ...] = (2, 1)
+    gmn_flow_width: int = 16
+    fsd_widths: tuple[int, int] = (64, 32)
+    num_classes: int = 4
+    modalities: tuple[str, ...] = field(default=MODALITIES)
+    use_gmn: bool = True
+    segmenter_input: SegmenterInput = "features_and_fused"
+    fusion_eps: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if len(self.cunet_widths) != 5 or any(w <= 0 for w in self.cunet_widths):
+            raise ValueError(f"cunet_widths must be five positive channel counts, got {self.cunet_widths}.")
+        if self.cunet_weights not in ("shared", "per_modality"):
+            raise ValueError(f"cunet_weights must be 'shared' or 'per_modality', got {self.cunet_weights!r}.")
+        if not self.gmn_scales or any(s not in (1, 2, 4, 8, 16) for s in self.gmn_scales):
+            raise ValueError(f"gmn_scales must be powers of two dividing 16, got {self.gmn_scales}.")
+        if list(self.gmn_scales) != sorted(self.gmn_scales, reverse=True) or len(set(self.gmn_scales)) != len(
+            self.gmn_scales
+        ):
+            raise ValueError(f"gmn_scales must be distinct and ordered coarse to fine, got {self.gmn_scales}.")
+        if self.segmenter_input not in ("features_and_fused", "fused_only"):
+            raise ValueError(f"segmenter_input must be 'features_and_fused' or 'fused_only', got {self.segmenter_input!r}.")
+        if len(self.modalities) != 4:
+            raise ValueError(f"NSLF fuses exactly four modalities, got {self.modalities}.")
+        if self.cunet_widths[4] % 8:
+            raise ValueError("cunet_widths[4] (the global width) must be a multiple of 8 for the GMN's GroupNorm.")
+
+    #: Spatial sizes must be multiples of this (four 2x down-samplings); inputs are padded to it.
+    size_multiple: ClassVar[int] = 16
+
+    @property
+    def local_width(self) -> int:
+        """Channels of the CU-Net "local" feature (full resolution)."""
+        return self.cunet_widths[0]
+
+    @property
+    def global_width(self) -> int:
+        """Channels of the CU-Net "global" feature (bottleneck, 1/16 resolution)."""
+        return self.cunet_widths[4]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dictionary (tuples become lists)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NSLFConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are refused so a typo is never ignored."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown NSLF configuration keys {unknown}; known keys are {sorted(known)}.")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> NSLFConfig:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> NSLFConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+PRESETS: dict[str, NSLFConfig] = {
+    "paper": NSLFConfig(name="paper"),
+    "compact": NSLFConfig(name="compact", cunet_widths=(8, 16, 32, 64, 64), fsd_widths=(16, 8), gmn_flow_width=8),
+}
+
+
+def get_config(name_or_path: str) -> NSLFConfig:
+    """A preset by name (``paper``, ``compact``) or a configuration read from a JSON file."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        return NSLFConfig.from_json(path.read_text())
+    raise ValueError(f"Unknown configuration {name_or_path!r}: use one of {sorted(PRESETS)} or a path to a .json file.")

@@ -1,0 +1,28 @@
+"""The four NSLF networks, named after the paper, and their composition.
+
+* :class:`CUNet` -- CU-Net, the 3-D U-Net feature extractor (``cunet.py``);
+* :class:`FusionDecoder` -- FCD, the fusion convolutional decoder (``fcd.py``);
+* :class:`GeometricMatchingNetwork` -- GMN, the geometric matching network (``gmn.py``);
+* :class:`SegmentationDecoder` -- FSD, the segmentation decoder (``fsd.py``);
+* :class:`NSLF` -- all four composed (``nslf.py``).
+"""
+
+from nslfcore.models.cunet import CUNet, CUNetOutput
+from nslfcore.models.fcd import FusionDecoder, FusionOutput
+from nslfcore.models.fsd import SegmentationDecoder
+from nslfcore.models.gmn import AffineParameters, GeometricMatchingNetwork, GMNOutput
+from nslfcore.models.nslf import NSLF, NSLFOutput, check_input
+
+__all__ = [
+    "CUNet",
+    "CUNetOutput",
+    "FusionDecoder",
+    "FusionOutput",
+    "SegmentationDecoder",
+    "GeometricMatchingNetwork",
+    "GMNOutput",
+    "AffineParameters",
+    "NSLF",
+    "NSLFOutput",
+    "check_input",
+]
