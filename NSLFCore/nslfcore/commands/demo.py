@@ -18,9 +18,7 @@ from nslfcore.models import NSLF
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run NSLF on a generated phantom case and print shapes and timings")
     parser.add_argument("--config", default="compact", choices=sorted(PRESETS), help="network configuration")
-    parser.add_argument(
-        "--size", type=int, nargs=3, default=(96, 128, 128), metavar=("Z", "Y", "X"), help="phantom size in voxels (z y x)"
-    )
+    parser.add_argument("--tiny", action="store_true", help="a small procedural phantom instead of the BraTS-size one")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
 
@@ -30,7 +28,8 @@ def _count(module: torch.nn.Module) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nslfcore.data.phantom import generate_tiny_case
+    from nslfcore.data.phantom import generate_case, generate_tiny_case
+    from nslfcore.data.transforms import preprocess_case
 
     config = PRESETS[args.config]
     torch.manual_seed(args.seed)
@@ -44,17 +43,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"  total {_count(model):>12,d} parameters")
 
     start = time.perf_counter()
-    case = generate_tiny_case(seed=args.seed, size=tuple(args.size))
-    x = torch.from_numpy(case.stacked()).unsqueeze(0)
-    x = (x - x.amin(dim=(2, 3, 4), keepdim=True)) / (x.amax(dim=(2, 3, 4), keepdim=True) - x.amin(dim=(2, 3, 4), keepdim=True))
+    case = generate_tiny_case(seed=args.seed) if args.tiny else generate_case(seed=args.seed)
     gen_s = time.perf_counter() - start
-    print(f"phantom case {case.name}: input {tuple(x.shape)} (B, modality, z, y, x), generated in {gen_s:.2f} s")
+    start = time.perf_counter()
+    prepared = preprocess_case(case)  # brain mask, crop to the brain's box, normalise to [0, 1]
+    x = torch.from_numpy(prepared.image).unsqueeze(0)
+    prep_s = time.perf_counter() - start
+    print(f"phantom case {case.name}: {case.geometry.shape} voxels (z, y, x), generated in {gen_s:.2f} s; "
+          f"cropped to the brain {tuple(x.shape[2:])} and normalised in {prep_s:.2f} s")
 
     with torch.inference_mode():
         start = time.perf_counter()
         fusion, logits = model.fuse_and_segment(x)
         forward_s = time.perf_counter() - start
     labels = logits.argmax(dim=1)
+    print(f"input {tuple(x.shape)} (batch, [t1, t1ce, t2, flair], z, y, x)")
     print(f"fused volume {tuple(fusion.fused.shape)}, fusion weights {tuple(fusion.weights.shape)}")
     print(f"segmentation logits {tuple(logits.shape)}, label map {tuple(labels.shape)}")
     voxels = x.shape[2] * x.shape[3] * x.shape[4]

@@ -1,0 +1,58 @@
+"""Reading and writing single volumes with SimpleITK, keeping the grid.
+
+Arrays are ``(z, y, x)`` (SimpleITK order); geometry is ``(x, y, z)``, mm, LPS
+(see :mod:`nslfcore.data.case`). Formats: anything SimpleITK reads (``.nii``, ``.nii.gz``,
+``.nrrd``, ``.mha``, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from nslfcore.data.case import Geometry
+
+#: File name endings recognised as images.
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def strip_suffix(name: str) -> str | None:
+    """The file name without its image suffix, or ``None`` if it is not an image file name."""
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Read a volume; returns its voxel array ``(z, y, x)`` (file dtype) and :class:`Geometry`.
+
+    Raises ``RuntimeError`` (from SimpleITK) when the file cannot be read. Images that are not
+    3-D (2-D, 4-D, or multi-component) are returned as they are; check ``array.ndim``.
+    """
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        return array, Geometry(size=(0, 0, 0), spacing=(1.0, 1.0, 1.0))
+    return array, Geometry.from_image(image)
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, dtype: np.dtype | type | None = None) -> Path:
+    """Write a ``(z, y, x)`` array on ``geometry`` to ``path`` (format from the suffix, compressed).
+
+    ``dtype`` converts the voxels first (e.g. ``np.int16``, ``np.uint8``); values are rounded for
+    integer types. Returns the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(array)
+    if dtype is not None:
+        if np.issubdtype(np.dtype(dtype), np.integer) and not np.issubdtype(data.dtype, np.integer):
+            info = np.iinfo(dtype)
+            data = np.clip(np.rint(data), info.min, info.max)
+        data = data.astype(dtype)
+    sitk.WriteImage(geometry.to_image(data), str(path), True)
+    return path

@@ -1,0 +1,294 @@
+"""Preprocessing and training-crop transforms.
+
+Volume-level preprocessing (numpy, once per case, cached by :mod:`nslfcore.data.cache`):
+
+1. :func:`brain_mask`: brain = any modality > 0 (BraTS volumes are skull-stripped, zero outside).
+2. :func:`brain_bbox` / :class:`CropRecord`: crop to the brain's bounding box, remembering where
+   the box lies so results can be pasted back onto the original grid (:meth:`CropRecord.uncrop`).
+3. :func:`normalize`: ``"paper"`` -- per modality subtract the mean over brain voxels, then
+   min-max scale the whole volume to [0, 1] (the mean is subtracted from every voxel, so the
+   background, 0 before, is the volume minimum and maps to 0; min-max scaling is shift-invariant,
+   hence this equals min-max scaling of each modality) -- or ``"zscore"`` -- per modality
+   ``(x - mean) / std`` over brain voxels, 0 outside the brain.
+
+Crop-level transforms (MONAI dictionary transforms on ``{"image": (4, z, y, x), "label": (1, z, y, x)}``):
+:func:`train_transforms` (pad, tumour-biased random crop, flips, small affine, intensity
+scale/shift, gamma, noise) and :func:`valid_transforms` (pad, centre crop). Crop sizes are
+``(z, y, x)``: :data:`FUSION_CROP` = (64, 80, 80) for stages 1-2 and :data:`SEGMENTATION_CROP` =
+(64, 160, 160) for stage 3 -- the paper's 80 x 80 x 64 and 160 x 160 x 64 (in-plane x slices).
+
+Arrays are ``(z, y, x)`` (channel first where there is a channel); geometry ``(x, y, z)``, mm, LPS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from monai.transforms import (
+    CenterSpatialCropd,
+    Compose,
+    MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    Randomizable,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    SpatialCrop,
+    SpatialPadd,
+    ThresholdIntensityd,
+)
+
+from nslfcore.data.case import Case, Geometry
+
+#: Crop sizes (z, y, x) of the paper: fusion stages 1-2 and segmentation stage 3.
+FUSION_CROP: tuple[int, int, int] = (64, 80, 80)
+SEGMENTATION_CROP: tuple[int, int, int] = (64, 160, 160)
+NORMALIZATIONS: tuple[str, ...] = ("paper", "zscore")
+
+
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """Boolean brain mask ``(z, y, x)`` of a ``(C, z, y, x)`` stack: any modality > 0."""
+    return np.any(np.asarray(image) > 0, axis=0)
+
+
+def normalize(image: np.ndarray, mask: np.ndarray, method: str = "paper") -> np.ndarray:
+    """Normalise each modality of ``image`` ``(C, z, y, x)`` using brain voxels ``mask`` ``(z, y, x)``.
+
+    ``"paper"``: ``x - mean(x[brain])``, then ``(x - min) / (max - min)`` over the whole volume
+    -> [0, 1] (background -> 0). ``"zscore"``: ``(x - mean) / std`` over brain voxels, 0 outside.
+    A constant modality becomes all zeros. Returns float32 of the same shape.
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalization {method!r} is unknown; use one of {NORMALIZATIONS}.")
+    out = np.empty(image.shape, dtype=np.float32)
+    any_brain = bool(mask.any())
+    for c, channel in enumerate(np.asarray(image, dtype=np.float32)):
+        values = channel[mask] if any_brain else channel.ravel()
+        mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
+        if method == "paper":
+            shifted = channel - np.float32(mean)
+            low, high = float(shifted.min()), float(shifted.max())
+            out[c] = (shifted - low) / (high - low) if high > low else 0.0
+        else:
+            std = float(values.std(dtype=np.float64)) if values.size else 0.0
+            out[c] = np.where(mask, (channel - np.float32(mean)) / np.float32(std if std > 0 else 1.0), 0.0)
+    return out
+
+
+def brain_bbox(mask: np.ndarray, margin: int = 0) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """``(start, stop)`` voxel indices ``(z, y, x)`` of the mask's bounding box grown by ``margin`` voxels (clipped)."""
+    if not mask.any():
+        return (0, 0, 0), tuple(int(s) for s in mask.shape)  # type: ignore[return-value]
+    start, stop = [], []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        start.append(max(0, int(hits[0]) - margin))
+        stop.append(min(mask.shape[axis], int(hits[-1]) + 1 + margin))
+    return tuple(start), tuple(stop)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class CropRecord:
+    """Where a cropped volume lies in its original grid, so the crop can be inverted.
+
+    Attributes:
+        geometry: the original grid (``(x, y, z)`` sizes, mm, LPS).
+        start: first voxel of the box, ``(z, y, x)``.
+        shape: box shape ``(z, y, x)``.
+    """
+
+    geometry: Geometry
+    start: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        """Index of the box in a ``(z, y, x)`` array of the original grid."""
+        return tuple(slice(s, s + n) for s, n in zip(self.start, self.shape))  # type: ignore[return-value]
+
+    @property
+    def cropped_geometry(self) -> Geometry:
+        """The grid of the cropped volume (same spacing and direction, shifted origin)."""
+        return self.geometry.cropped(self.start, self.shape)
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """Crop ``(..., z, y, x)`` on the original grid to the box."""
+        return array[(Ellipsis, *self.slices)]
+
+    def uncrop(self, array: np.ndarray, fill: float = 0) -> np.ndarray:
+        """Paste a box-shaped ``(..., z, y, x)`` array back onto the original grid, ``fill`` elsewhere."""
+        if tuple(array.shape[-3:]) != tuple(self.shape):
+            raise ValueError(f"array shape {array.shape[-3:]} does not match the crop box {self.shape} (z, y, x).")
+        out = np.full((*array.shape[:-3], *self.geometry.shape), fill, dtype=array.dtype)
+        out[(Ellipsis, *self.slices)] = array
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        g = self.geometry
+        return {
+            "size": list(g.size), "spacing": list(g.spacing), "origin": list(g.origin),
+            "direction": [list(r) for r in g.direction], "start": list(self.start), "shape": list(self.shape),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CropRecord:
+        geometry = Geometry(
+            tuple(d["size"]), tuple(d["spacing"]), tuple(d["origin"]), tuple(tuple(r) for r in d["direction"])  # type: ignore[arg-type]
+        )
+        return cls(geometry, tuple(d["start"]), tuple(d["shape"]))  # type: ignore[arg-type]
+
+
+@dataclass
+class PreprocessedCase:
+    """A case cropped to its brain and normalised.
+
+    Attributes:
+        name: case name.
+        image: float32 ``(4, z, y, x)`` in :data:`nslfcore.MODALITIES` order, on ``record.cropped_geometry``.
+        label: uint8 internal labels ``(z, y, x)`` or ``None``.
+        record: how to paste results back onto the original grid.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray | None
+    record: CropRecord
+
+
+def preprocess_case(case: Case, normalization: str = "paper", margin: int = 0) -> PreprocessedCase:
+    """Brain mask -> crop to the brain box (+ ``margin`` voxels) -> normalise; see the module docstring."""
+    stack = case.stacked()
+    mask = brain_mask(stack)
+    start, stop = brain_bbox(mask, margin)
+    record = CropRecord(case.geometry, start, tuple(b - a for a, b in zip(start, stop)))  # type: ignore[arg-type]
+    image = normalize(record.crop(stack), record.crop(mask), normalization)
+    label = None if case.label is None else np.ascontiguousarray(record.crop(case.label)).astype(np.uint8)
+    return PreprocessedCase(case.name, np.ascontiguousarray(image), label, record)
+
+
+# ------------------------------------------------------------------------------ crop transforms
+class RandTumourCropd(Randomizable, MapTransform):
+    """Random crop of ``roi_size`` (z, y, x) centred on a tumour voxel with probability ``tumour_fraction``.
+
+    Otherwise the centre is a random brain voxel (``image`` > 0 in any channel) outside the
+    tumour. Centres are shifted inwards as needed so the crop lies inside the volume (pad first,
+    e.g. with :class:`monai.transforms.SpatialPadd`). Writes the centre used, ``(z, y, x)``, to
+    ``data["crop_center"]`` and whether it was a tumour-centred crop to ``data["tumour_crop"]``.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[Hashable] = ("image", "label"),
+        roi_size: Sequence[int] = FUSION_CROP,
+        tumour_fraction: float = 0.5,
+        label_key: str = "label",
+        image_key: str = "image",
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        if not 0.0 <= tumour_fraction <= 1.0:
+            raise ValueError(f"tumour_fraction {tumour_fraction} must lie in [0, 1].")
+        self.roi_size = tuple(int(s) for s in roi_size)
+        self.tumour_fraction = float(tumour_fraction)
+        self.label_key, self.image_key = label_key, image_key
+        self._center: tuple[int, int, int] = (0, 0, 0)
+        self._tumour = False
+
+    def _pick(self, candidates: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        flat = candidates[self.R.randint(len(candidates))]
+        return tuple(int(v) for v in np.unravel_index(flat, shape))  # type: ignore[return-value]
+
+    def randomize(self, data: Mapping[Hashable, Any]) -> None:
+        label = np.asarray(data[self.label_key])[0] if self.label_key in data else None
+        image = np.asarray(data[self.image_key])
+        shape = image.shape[1:]
+        want_tumour = self.R.rand() < self.tumour_fraction
+        tumour = np.flatnonzero(label) if label is not None and want_tumour else np.empty(0, dtype=np.int64)
+        self._tumour = bool(len(tumour))
+        if self._tumour:
+            center = self._pick(tumour, shape)
+        else:
+            center = None
+            for _ in range(64):  # rejection sampling: the brain fills most of a brain-box crop
+                candidate = tuple(int(self.R.randint(n)) for n in shape)
+                if image[(slice(None), *candidate)].max() > 0 and (label is None or label[candidate] == 0):
+                    center = candidate
+                    break
+            if center is None:
+                brain = np.any(image > 0, axis=0)
+                if label is not None:
+                    brain &= label == 0
+                pool = np.flatnonzero(brain)
+                center = self._pick(pool, shape) if len(pool) else tuple(n // 2 for n in shape)
+        half = [r // 2 for r in self.roi_size]
+        self._center = tuple(  # type: ignore[assignment]
+            int(min(max(c, h), n - (r - h))) for c, h, r, n in zip(center, half, self.roi_size, shape)
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(d)
+        start = [c - r // 2 for c, r in zip(self._center, self.roi_size)]
+        cropper = SpatialCrop(roi_start=start, roi_end=[s + r for s, r in zip(start, self.roi_size)])
+        for key in self.key_iterator(d):
+            d[key] = cropper(d[key])
+        d["crop_center"] = self._center
+        d["tumour_crop"] = self._tumour
+        return d
+
+
+def valid_transforms(crop_size: Sequence[int] = FUSION_CROP) -> Compose:
+    """Deterministic crop: pad to at least ``crop_size`` (z, y, x), then crop the centre."""
+    keys = ["image", "label"]
+    return Compose(
+        [
+            SpatialPadd(keys, spatial_size=crop_size, allow_missing_keys=True),
+            CenterSpatialCropd(keys, roi_size=crop_size, allow_missing_keys=True),
+        ]
+    )
+
+
+def train_transforms(
+    crop_size: Sequence[int] = FUSION_CROP,
+    tumour_fraction: float = 0.5,
+    augment: bool = True,
+    clip_to_unit: bool = True,
+) -> Compose:
+    """Random training crop of ``crop_size`` (z, y, x) and augmentations (MONAI dictionary transforms).
+
+    Steps: pad to ``crop_size``; :class:`RandTumourCropd`; if ``augment``: flips along each
+    axis (p 0.5 each), small affine (p 0.2: rotation +-10 deg, scale +-10 %), per-modality
+    intensity scale (+-10 %, p 0.5) and shift (+-0.05, p 0.5), gamma 0.7-1.5 (p 0.3),
+    Gaussian noise (sd 0.02, p 0.2); if ``clip_to_unit`` (for ``"paper"`` normalisation):
+    clip the image to [0, 1].
+    """
+    keys = ["image", "label"]
+    steps: list[Any] = [
+        SpatialPadd(keys, spatial_size=crop_size, allow_missing_keys=True),
+        RandTumourCropd(keys, roi_size=crop_size, tumour_fraction=tumour_fraction),
+    ]
+    if augment:
+        steps += [
+            RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+            RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
+            RandFlipd(keys, prob=0.5, spatial_axis=2, allow_missing_keys=True),
+            RandAffined(
+                keys, prob=0.2, rotate_range=(np.pi / 18,) * 3, scale_range=(0.1,) * 3,
+                mode=("bilinear", "nearest"), padding_mode="zeros", allow_missing_keys=True,
+            ),  # fmt: skip
+            RandScaleIntensityd("image", factors=0.1, prob=0.5, channel_wise=True),
+            RandShiftIntensityd("image", offsets=0.05, prob=0.5, channel_wise=True),
+            RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3, retain_stats=True),
+            RandGaussianNoised("image", prob=0.2, std=0.02),
+        ]
+    if clip_to_unit:
+        steps += [
+            ThresholdIntensityd("image", threshold=0.0, above=True, cval=0.0),
+            ThresholdIntensityd("image", threshold=1.0, above=False, cval=1.0),
+        ]
+    return Compose(steps)

@@ -1,0 +1,1 @@
+"""Nested three-stage NSLF training: stages, trainer, checkpoints, events."""

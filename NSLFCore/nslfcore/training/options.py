@@ -1,0 +1,83 @@
+"""Training options of a run (stored as JSON in every checkpoint, so a resume continues the same run)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How to train, with the paper's values as defaults.
+
+    Attributes:
+        stages: stages to run, in order (1 CU-Net, 2 FCD + GMN, 3 FSD).
+        epochs: maximum epochs per stage (early stopping may end a stage sooner).
+        lr: learning rate of the parts a stage trains (Adam; SGD for the GMN).
+        fine_tune_lr: learning rate of the parts a stage fine-tunes (CU-Net in 2 and 3, FCD in 3).
+        min_lr: floor of the cosine schedule.
+        weight_decay: Adam/SGD weight decay.
+        warmup_epochs: linear warm-up length (may be fractional).
+        patience: early-stopping patience in epochs on the validation loss.
+        batch_size: crops per step per process.
+        fusion_crop: crop size ``(z, y, x)`` for stages 1 and 2 (paper: 80 x 80 x 64 in-plane x slices).
+        segmentation_crop: crop size ``(z, y, x)`` for stage 3 (paper: 160 x 160 x 64).
+        tumour_fraction: fraction of training crops centred on a tumour voxel.
+        contrastive: stage-1 contrastive term on (``False`` is the ablation without it).
+        seed: the seed of everything random (sampling, crops, augmentation, initialisation).
+        num_workers: data-loading worker processes.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        compile: ``torch.compile`` the training step (opt-in).
+        deterministic: deterministic algorithms (exact resume on CPU).
+        max_steps_per_epoch: cap on the steps of one epoch (``None``: the whole training set).
+        stop_after_epochs: stop gracefully after this many epochs of a stage in this process
+            (used to emulate an interruption; ``None``: never).
+    """
+
+    stages: tuple[int, ...] = (1, 2, 3)
+    epochs: int = 30
+    lr: float = 1e-4
+    fine_tune_lr: float = 1e-5
+    min_lr: float = 1e-5
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    patience: int = 10
+    batch_size: int = 1
+    fusion_crop: tuple[int, int, int] = (64, 80, 80)
+    segmentation_crop: tuple[int, int, int] = (64, 160, 160)
+    tumour_fraction: float = 0.5
+    contrastive: bool = True
+    seed: int = 0
+    num_workers: int = 0
+    amp: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    max_steps_per_epoch: int | None = None
+    stop_after_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.stages or any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
+            raise ValueError(f"stages must be an increasing selection of 1, 2, 3; got {self.stages}.")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be at least 1.")
+        if not 0.0 <= self.tumour_fraction <= 1.0:
+            raise ValueError(f"tumour_fraction must lie in [0, 1], got {self.tumour_fraction}.")
+        for crop in (self.fusion_crop, self.segmentation_crop):
+            if len(crop) != 3 or any(c < 16 or c % 16 for c in crop):
+                raise ValueError(f"crop sizes must be three multiples of 16 (z, y, x), got {crop}.")
+
+    def crop_for_stage(self, stage: int) -> tuple[int, int, int]:
+        return self.segmentation_crop if stage == 3 else self.fusion_crop
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingOptions:
+        data: dict[str, Any] = json.loads(text)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def replace(self, **changes: Any) -> TrainingOptions:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,113 @@
+"""The three nested training stages: what each trains, fine-tunes and freezes, and its loss.
+
+=====  ===========================  =============================  ==========================
+stage  trains (lr, optimiser)       fine-tunes (lr 1e-5, Adam)     loss
+=====  ===========================  =============================  ==========================
+1      CU-Net (1e-4, Adam)          --                             reconstruction + contrastive
+2      FCD (1e-4, Adam),            CU-Net                         fidelity + light + SSIM + NCC
+       GMN (1e-4, SGD momentum 0.9)                                 + DVF smoothness
+3      FSD (1e-4, Adam)             CU-Net, FCD                    weighted CE + soft Dice
+=====  ===========================  =============================  ==========================
+
+Everything else is frozen (``requires_grad=False``); the CU-Net's reconstruction head is trained
+only in stage 1. :class:`StageStep` is the module a training step calls (and that
+DistributedDataParallel wraps): ``image`` and ``label`` in, the loss terms out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nslfcore.losses import Stage1Loss, Stage1LossWeights, Stage2Loss, Stage3Loss, intensity_noise_augment
+from nslfcore.models import NSLF
+from nslfcore.training.options import TrainingOptions
+
+STAGE_TITLES = {1: "feature extraction (CU-Net)", 2: "fusion (FCD + GMN)", 3: "segmentation (FSD)"}
+
+
+def _params(*modules: nn.Module | None) -> list[nn.Parameter]:
+    return [p for m in modules if m is not None for p in m.parameters()]
+
+
+def configure_trainable(model: NSLF, stage: int) -> None:
+    """Set ``requires_grad`` for ``stage``: trained and fine-tuned parts on, everything else off."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    on: list[nn.Module | None] = {1: [model.cunet], 2: [model.cunet, model.fcd, model.gmn], 3: [model.cunet, model.fcd, model.fsd]}[
+        stage
+    ]
+    for p in _params(*on):
+        p.requires_grad_(True)
+    if stage != 1:
+        model.cunet.reconstruction_head.requires_grad_(False)
+
+
+def build_optimizers(model: NSLF, stage: int, options: TrainingOptions) -> dict[str, torch.optim.Optimizer]:
+    """The stage's optimisers: ``"adam"`` always, ``"sgd"`` for the GMN in stage 2."""
+    lr, fine, wd = options.lr, options.fine_tune_lr, options.weight_decay
+    head = set(model.cunet.reconstruction_head.parameters())
+    cunet_body = [p for p in model.cunet.parameters() if p not in head]
+    if stage == 1:
+        return {"adam": torch.optim.Adam(_params(model.cunet), lr=lr, weight_decay=wd)}
+    if stage == 2:
+        optimizers: dict[str, torch.optim.Optimizer] = {
+            "adam": torch.optim.Adam(
+                [{"params": _params(model.fcd), "lr": lr}, {"params": cunet_body, "lr": fine}], weight_decay=wd
+            )
+        }
+        if model.gmn is not None:
+            optimizers["sgd"] = torch.optim.SGD(_params(model.gmn), lr=lr, momentum=0.9, weight_decay=wd)
+        return optimizers
+    return {
+        "adam": torch.optim.Adam(
+            [{"params": _params(model.fsd), "lr": lr}, {"params": cunet_body + _params(model.fcd), "lr": fine}],
+            weight_decay=wd,
+        )
+    }
+
+
+class StageStep(nn.Module):
+    """One stage's forward computation and loss, as a module (what DDP wraps).
+
+    ``forward(image, label, generator=None)``: ``image`` ``(B, 4, D, H, W)`` (spatial ``(z, y, x)``,
+    ``[0, 1]``), ``label`` int64 ``(B, D, H, W)``; returns ``{term: scalar, ..., "total": scalar}``.
+    ``generator`` draws the stage-1 positive view (so a resumed run draws the same views).
+    In stage 3 the last logits ``(B, 4, D, H, W)`` stay in ``last_logits`` for validation metrics.
+    """
+
+    def __init__(self, model: NSLF, stage: int, options: TrainingOptions) -> None:
+        super().__init__()
+        self.model = model
+        self.stage = stage
+        if stage == 1:
+            self.loss: nn.Module = Stage1Loss(Stage1LossWeights(contrastive=1.0 if options.contrastive else 0.0))
+        elif stage == 2:
+            weights = Stage2Loss().weights
+            if model.gmn is None:  # ablation without GMN: no registration terms
+                from dataclasses import replace
+
+                weights = replace(weights, ncc=0.0, smooth=0.0)
+            self.loss = Stage2Loss(weights)
+        else:
+            self.loss = Stage3Loss()
+
+    def forward(
+        self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        if self.stage == 1:
+            out = self.model.cunet(image)
+            terms = {"x": image, "reconstruction": out.reconstruction}
+            if getattr(self.loss.weights, "contrastive", 0.0):
+                positive = self.model.cunet(intensity_noise_augment(image, generator=generator))
+                terms |= {"features": out.global_features, "positive_features": positive.global_features}
+            return self.loss(**terms)
+        if self.stage == 2:
+            out = self.model(image, with_gmn=True, with_fsd=False)
+            reg = out.registration
+            return self.loss(
+                image, out.fusion.fused, reg.warped if reg is not None else None, reg.dvf if reg is not None else None
+            )
+        out = self.model(image, with_gmn=False, with_fsd=True)
+        self.last_logits = out.logits.detach()  # read by validation for the Dice metrics
+        return self.loss(out.logits, label)
