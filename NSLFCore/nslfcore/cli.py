@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nslfcore.commands.demo",
     "nslfcore.commands.phantom",
     "nslfcore.commands.check_data",
+    "nslfcore.commands.train",
 )
 
 

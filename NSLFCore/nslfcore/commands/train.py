@@ -1,0 +1,86 @@
+"""``nslf train``: nested three-stage NSLF training (see :mod:`nslfcore.training`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nslfcore.config import PRESETS, get_config
+from nslfcore.data.validation import DataValidationError
+from nslfcore.training.options import TrainingOptions
+from nslfcore.training.run import TrainingSetupError, train
+
+_STAGES = {"1": (1,), "2": (2,), "3": (3,), "all": (1, 2, 3)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainingOptions()
+    parser.add_argument("--data", required=True, help="BraTS-layout folder, phantom:N or phantom-tiny:N")
+    parser.add_argument("--stage", default="all", choices=sorted(_STAGES), help="stage to train (default: all)")
+    parser.add_argument("--config", default="compact", help=f"network configuration: {sorted(PRESETS)} or a .json file")
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, run.json, events)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="maximum epochs per stage")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate of the trained parts")
+    parser.add_argument("--fine-tune-lr", type=float, default=defaults.fine_tune_lr)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)")
+    parser.add_argument("--fusion-crop", type=int, nargs=3, default=defaults.fusion_crop, metavar=("Z", "Y", "X"))
+    parser.add_argument("--segmentation-crop", type=int, nargs=3, default=defaults.segmentation_crop, metavar=("Z", "Y", "X"))
+    parser.add_argument("--tumour-fraction", type=float, default=defaults.tumour_fraction)
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch")
+    parser.add_argument("--workers", type=int, default=defaults.num_workers, help="data-loading worker processes")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    parser.add_argument("--no-contrastive", action="store_true", help="ablation: stage 1 without the contrastive term")
+    parser.add_argument("--no-gmn", action="store_true", help="ablation: no geometric matching network")
+    parser.add_argument("--fused-only", action="store_true", help="ablation: the segmenter sees only the fused volume")
+    parser.add_argument("--events", default=None, help="write JSON-lines events to FILE, or - for stdout")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train NSLF stage by stage (nested self-supervised training)")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> TrainingOptions:
+    return TrainingOptions(
+        stages=_STAGES[args.stage],
+        epochs=args.epochs,
+        lr=args.lr,
+        fine_tune_lr=args.fine_tune_lr,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        fusion_crop=tuple(args.fusion_crop),
+        segmentation_crop=tuple(args.segmentation_crop),
+        tumour_fraction=args.tumour_fraction,
+        max_steps_per_epoch=args.steps_per_epoch,
+        num_workers=args.workers,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        compile=args.compile,
+        amp=not args.no_amp,
+        contrastive=not args.no_contrastive,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = get_config(args.config)
+        if args.no_gmn:
+            config = config.replace(use_gmn=False)
+        if args.fused_only:
+            config = config.replace(segmenter_input="fused_only")
+        status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume)
+    except (TrainingSetupError, DataValidationError, FileNotFoundError, ValueError) as error:
+        print(f"nslf train: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nslf train: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"nslf train: {status}; run folder {args.out}", file=sys.stderr)
+    return 0 if status == "completed" else 3

@@ -1,0 +1,220 @@
+"""``nslf train`` as a library function: check everything, set up the run folder, train.
+
+All checks (data folder, cases, split, stage order) happen before anything is written, so a bad
+argument fails fast with one message and leaves no files behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from nslfcore.config import NSLFConfig
+from nslfcore.data.brats import find_cases, read_split_lists, seeded_split, select_cases
+from nslfcore.data.cache import CaseCache
+from nslfcore.data.case import CaseFiles
+from nslfcore.data.dataset import BratsCropDataset
+from nslfcore.data.validation import case_problems
+from nslfcore.models import NSLF
+from nslfcore.training.events import EventWriter
+from nslfcore.training.options import TrainingOptions
+from nslfcore.training.trainer import DistributedContext, Trainer
+
+
+class TrainingSetupError(ValueError):
+    """A training argument that cannot work (one sentence, naming the thing to fix)."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the cases come from: a folder, or ``count`` generated phantoms (``tiny`` for the procedural ones)."""
+
+    folder: Path | None = None
+    phantom_count: int = 0
+    tiny: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        """``DIR``, ``phantom:N`` (realistic 240x240x155 phantoms) or ``phantom-tiny:N`` (48^3 procedural)."""
+        for prefix, tiny in (("phantom-tiny:", True), ("phantom:", False)):
+            if text.startswith(prefix):
+                try:
+                    count = int(text[len(prefix) :])
+                except ValueError:
+                    count = 0
+                if count < 2:
+                    raise TrainingSetupError(f"--data {text}: give at least 2 phantom cases, e.g. {prefix}20.")
+                return cls(phantom_count=count, tiny=tiny)
+        return cls(folder=Path(text))
+
+    def describe(self) -> str:
+        if self.folder is not None:
+            return str(self.folder)
+        return f"phantom{'-tiny' if self.tiny else ''}:{self.phantom_count}"
+
+
+def _select_device(spec: str, context: DistributedContext) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingSetupError(f"--device {spec}: CUDA is not available on this machine; use --device cpu.")
+        if context.world_size > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", context.rank)))
+        elif device.index is None:
+            device = torch.device("cuda", 0)
+        if device.index >= torch.cuda.device_count():
+            raise TrainingSetupError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are present.")
+    return device
+
+
+def distributed_context() -> DistributedContext:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE > 1``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedContext()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def _folder_cases(folder: Path) -> tuple[list[CaseFiles], dict[str, list[str]]]:
+    if not folder.is_dir():
+        raise TrainingSetupError(f"--data {folder}: no such folder; give a BraTS-layout folder or phantom:N.")
+    cases = find_cases(folder)
+    if not cases:
+        raise TrainingSetupError(f"--data {folder}: no cases found (expected BraTS-layout case folders).")
+    for case in cases:
+        problems = case_problems(case, require_label=True)
+        if problems:
+            raise TrainingSetupError(f"--data {folder}: {problems[0]}")
+    try:
+        split = read_split_lists(folder)
+        split.setdefault("valid", [])
+    except FileNotFoundError:
+        split = seeded_split([c.name for c in cases], fractions=(0.8, 0.2, 0.0), seed=0)
+    if not split.get("train"):
+        raise TrainingSetupError(f"--data {folder}: the split leaves no training case; add cases or fix train.txt.")
+    try:
+        select_cases(cases, split["train"] + split["valid"])
+    except ValueError as error:
+        raise TrainingSetupError(f"--data {folder}: {error}") from error
+    if not split["valid"]:  # a single case: validate on the training case rather than on nothing
+        split["valid"] = split["train"][:1]
+    return cases, {"train": split["train"], "valid": split["valid"]}
+
+
+def _phantom_folder(spec: DataSpec, run_dir: Path, seed: int, context: DistributedContext) -> Path:
+    """Generate the phantom cases once into the run folder (rank 0), reusing them on resume."""
+    from nslfcore.data.phantom import write_phantom_dataset
+
+    folder = run_dir / "data" / f"{spec.describe().replace(':', '-')}-seed{seed}"
+    marker = folder / ".complete"
+    if context.is_main and not marker.exists():
+        write_phantom_dataset(folder, spec.phantom_count, seed=seed, tiny=spec.tiny)
+        marker.write_text(json.dumps({"count": spec.phantom_count, "seed": seed, "tiny": spec.tiny}))
+    if context.active:
+        dist.barrier()
+    return folder
+
+
+def check_stage_order(stages: tuple[int, ...], run_dir: Path) -> None:
+    """Stage 3 needs stage 2's fusion network: in this run, or already in the run folder."""
+    if 3 in stages and 2 not in stages and not (run_dir / "stage2_best.pt").exists():
+        raise TrainingSetupError(
+            f"--stage 3 needs a stage-2 checkpoint, but {run_dir / 'stage2_best.pt'} does not exist; "
+            "run --stage 2 first or use --stage all."
+        )
+
+
+def train(
+    data: str,
+    run_dir: str | Path,
+    config: NSLFConfig,
+    options: TrainingOptions,
+    device: str = "auto",
+    events: str | Path | None = None,
+    resume: bool = False,
+) -> str:
+    """Train NSLF; returns ``"completed"`` or ``"stopped"``. Raises :class:`TrainingSetupError` for bad arguments."""
+    run_dir = Path(run_dir)
+    spec = DataSpec.parse(data)
+    context = distributed_context()
+    torch_device = _select_device(device, context)
+    check_stage_order(options.stages, run_dir)
+    if not resume and any(run_dir.glob("stage*.pt")):
+        raise TrainingSetupError(f"{run_dir} already holds checkpoints; use --resume to continue or another --out.")
+    if spec.folder is not None:
+        cases, split = _folder_cases(spec.folder)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cases, split = _folder_cases(_phantom_folder(spec, run_dir, options.seed, context))
+
+    _seed_everything(options.seed, options.deterministic)
+    model = NSLF(config)  # same initialisation on every rank (DDP also broadcasts rank 0's)
+    cache = CaseCache()
+    train_cases, valid_cases = select_cases(cases, split["train"]), select_cases(cases, split["valid"])
+
+    def datasets(stage: int) -> tuple[BratsCropDataset, BratsCropDataset]:
+        crop = options.crop_for_stage(stage)
+        train_set = BratsCropDataset(
+            train_cases, crop, train=True, tumour_fraction=options.tumour_fraction, cache=cache, seed=options.seed
+        )
+        valid_set = BratsCropDataset(valid_cases, crop, train=False, cache=cache, seed=options.seed)
+        if options.num_workers:
+            train_set.preload()
+            valid_set.preload()
+        return train_set, valid_set
+
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").write_text(
+            json.dumps(
+                {"config": config.to_dict(), "options": json.loads(options.to_json()), "data": spec.describe(),
+                 "split": split},
+                indent=2,
+            )
+        )  # fmt: skip
+    writer = EventWriter(events, enabled=context.is_main)
+    status = "failed"
+    try:
+        if context.is_main:
+            writer.emit(
+            "run_start",
+            run_dir=str(run_dir),
+            stages=list(options.stages),
+            config=config.to_dict(),
+            data={"train": len(split["train"]), "valid": len(split["valid"]), "source": spec.describe()},
+            device=str(torch_device),
+            world_size=context.world_size,
+            resume=resume,
+            )
+        trainer = Trainer(model, options, run_dir, datasets, split, writer, torch_device, context, resume)
+        status = trainer.fit()
+        return status
+    except Exception as error:
+        if context.is_main:
+            writer.emit("error", message=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        if context.is_main:
+            writer.emit("run_end", status=status)
+        writer.close()
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False

@@ -1,0 +1,181 @@
+"""Nested three-stage training on tiny phantoms: loss goes down, exact resume, kill safety, events, DDP, bad args."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nslfcore.cli import main as nslf_main
+from nslfcore.config import PRESETS
+from nslfcore.data.phantom import write_phantom_dataset
+from nslfcore.training.checkpoint import load_checkpoint
+from nslfcore.training.events import EventSchemaError, validate_event
+from nslfcore.training.options import TrainingOptions
+from nslfcore.training.run import train
+
+SMALL = ["--fusion-crop", "32", "32", "32", "--segmentation-crop", "32", "48", "48", "--deterministic"]
+SMALL_OPTIONS = dict(fusion_crop=(32, 32, 32), segmentation_crop=(32, 48, 48), deterministic=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-phantoms")
+    write_phantom_dataset(folder, 6, seed=3, tiny=True)
+    return folder
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_three_stage_run_lowers_every_stage_loss(tiny_data, tmp_path):
+    run_dir, events = tmp_path / "run", tmp_path / "events.jsonl"
+    code = nslf_main(
+        ["train", "--data", str(tiny_data), "--out", str(run_dir), "--epochs", "5", "--lr", "1e-3",
+         "--fine-tune-lr", "1e-4", "--events", str(events), *SMALL]
+    )  # fmt: skip
+    assert code == 0
+    stream = _events(events)
+    for event in stream:
+        validate_event(event)
+    assert stream[0]["event"] == "run_start" and stream[-1] == stream[-1] | {"event": "run_end", "status": "completed"}
+    losses: dict[int, list[float]] = {}
+    for event in stream:
+        if event["event"] == "iteration":
+            losses.setdefault(event["stage"], []).append(event["losses"]["total"])
+    start = {s: sum(v[:4]) / 4 for s, v in losses.items()}
+    end = {s: sum(v[-4:]) / 4 for s, v in losses.items()}
+    assert sorted(losses) == [1, 2, 3] and all(len(v) == 25 for v in losses.values())
+    assert end[1] < 0.8 * start[1], (start, end)  # reconstruction + contrastive
+    assert end[2] < start[2] - 0.05, (start, end)  # fidelity + light - SSIM + NCC + smoothness (negative)
+    assert end[3] < 0.95 * start[3], (start, end)  # weighted CE + Dice
+    validations = [e for e in stream if e["event"] == "validation" and e["stage"] == 3]
+    assert {"dice_et", "dice_tc", "dice_wt", "loss"} <= set(validations[-1]["metrics"])
+    # Checkpoints: one per stage, complete, loadable with weights_only=True.
+    for stage in (1, 2, 3):
+        state = load_checkpoint(run_dir / f"stage{stage}.pt")
+        assert state["finished"] and state["stage"] == stage and state["epoch"] == 5
+        assert set(state["split"]) == {"train", "valid"} and state["version"]
+        assert {"model", "optimizers", "schedulers", "rng", "config", "training", "best_metric"} <= set(state)
+        best = load_checkpoint(run_dir / f"stage{stage}_best.pt")
+        assert best["kind"] == "weights" and json.loads(best["config"])["name"] == "compact"
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def _stage1_options(**changes) -> TrainingOptions:
+    return TrainingOptions(stages=(1,), epochs=4, lr=1e-3, **SMALL_OPTIONS).replace(**changes)
+
+
+def test_resume_gives_identical_weights(tiny_data, tmp_path):
+    config = PRESETS["compact"]
+    assert train(str(tiny_data), tmp_path / "straight", config, _stage1_options()) == "completed"
+    assert train(str(tiny_data), tmp_path / "split", config, _stage1_options(stop_after_epochs=2)) == "stopped"
+    assert load_checkpoint(tmp_path / "split" / "stage1.pt")["epoch"] == 2
+    assert train(str(tiny_data), tmp_path / "split", config, _stage1_options(), resume=True) == "completed"
+    straight = load_checkpoint(tmp_path / "straight" / "stage1.pt")
+    resumed = load_checkpoint(tmp_path / "split" / "stage1.pt")
+    assert straight["step"] == resumed["step"] == 20  # 5 training cases x 4 epochs
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for key in ("best_metric", "best_epoch"):
+        assert straight[key] == resumed[key]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
+    run_dir, events = tmp_path / "run", tmp_path / "events.jsonl"
+    args = ["--data", str(tiny_data), "--out", str(run_dir), "--stage", "1", "--epochs", "3", "--events", str(events), *SMALL]
+    process = subprocess.Popen([sys.executable, "-m", "nslfcore.train", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # wait until epoch 2 is under way (epoch 1's checkpoint exists)
+            lines = events.read_text().splitlines()[:-1] if events.exists() else []  # skip a half-written line
+            if any('"epoch": 2' in line and '"iteration"' in line for line in lines):
+                break
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    state = load_checkpoint(run_dir / "stage1.pt")  # intact after the kill
+    assert state["epoch"] == 1 and not state["finished"]
+    resumed = subprocess.run([sys.executable, "-m", "nslfcore.train", *args, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    final = load_checkpoint(run_dir / "stage1.pt")
+    assert final["finished"] and final["epoch"] == 3
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_graceful_stop_file_writes_a_checkpoint_mid_epoch(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "STOP").touch()
+    assert train(str(tiny_data), run_dir, PRESETS["compact"], _stage1_options()) == "stopped"
+    state = load_checkpoint(run_dir / "stage1.pt")
+    assert state["epoch"] == 0 and state["batch_in_epoch"] == 1 and state["step"] == 1
+
+
+def test_event_schema_refuses_drift():
+    good = {"schema": 1, "event": "early_stop", "time": 1.0, "stage": 2, "epoch": 5, "best_epoch": 3, "patience": 2}
+    validate_event(good)
+    for bad in (
+        good | {"schema": 2},
+        good | {"event": "unknown"},
+        {k: v for k, v in good.items() if k != "best_epoch"},
+        good | {"stage": "2"},
+        good | {"time": None},
+    ):
+        with pytest.raises(EventSchemaError):
+            validate_event(bad)
+
+
+@pytest.mark.parametrize("problem", ["missing-dir", "empty-dir", "missing-modality", "stage3-without-stage2"])
+def test_bad_arguments_fail_fast_and_write_nothing(problem, tiny_data, tmp_path, capsys):
+    data = tiny_data
+    stage = "all"
+    if problem == "missing-dir":
+        data = tmp_path / "nowhere"
+    elif problem == "empty-dir":
+        data = tmp_path / "empty"
+        data.mkdir()
+    elif problem == "missing-modality":
+        data = tmp_path / "broken"
+        write_phantom_dataset(data, 2, seed=1, tiny=True)
+        next(data.glob("*/*_t1ce.nii.gz")).unlink()
+    else:
+        stage = "3"
+    out = tmp_path / "run"
+    code = nslf_main(["train", "--data", str(data), "--out", str(out), "--stage", stage, *SMALL])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("nslf train: error:")
+    expected = {"missing-dir": "no such folder", "empty-dir": "no cases", "missing-modality": "t1ce",
+                "stage3-without-stage2": "stage-2 checkpoint"}[problem]  # fmt: skip
+    assert expected in err[0]
+    assert not out.exists()
+
+
+def test_distributed_data_parallel_two_gloo_processes_agree(tiny_data, tmp_path):
+    events = tmp_path / "events.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+         "-m", "nslfcore.train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--stage", "1",
+         "--epochs", "2", "--device", "cpu", "--events", str(events), *SMALL],
+        capture_output=True, text=True, env=env, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stream = _events(events)
+    start = next(e for e in stream if e["event"] == "run_start")
+    assert start["world_size"] == 2
+    end = next(e for e in stream if e["event"] == "stage_end")
+    assert len(end["replica_digests"]) == 2 and len(set(end["replica_digests"])) == 1
+    # Each rank ran half of the 5 training cases per epoch (rank 0's share is logged).
+    assert max(e["step"] for e in stream if e["event"] == "iteration") == 2 * 3
