@@ -179,3 +179,17 @@ def test_distributed_data_parallel_two_gloo_processes_agree(tiny_data, tmp_path)
     assert len(end["replica_digests"]) == 2 and len(set(end["replica_digests"])) == 1
     # Each rank ran half of the 5 training cases per epoch (rank 0's share is logged).
     assert max(e["step"] for e in stream if e["event"] == "iteration") == 2 * 3
+
+
+def test_loss_weights_are_configurable_per_term(tiny_data, tmp_path):
+    from nslfcore.models import NSLF
+    from nslfcore.training.stages import StageStep
+
+    options = TrainingOptions(loss_weights=(("stage2.ssim", 0.0), ("stage2.ncc", 2.5)))
+    step = StageStep(NSLF(PRESETS["compact"]), 2, options)
+    terms = step(torch.rand(1, 4, 32, 32, 32), torch.zeros(1, 32, 32, 32, dtype=torch.long))
+    assert "ssim" not in terms and step.loss.weights.ncc == 2.5
+    expected = sum(getattr(step.loss.weights, k) * v for k, v in terms.items() if k != "total")
+    torch.testing.assert_close(terms["total"], expected)
+    code = nslf_main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--loss-weight", "stage2.bogus=1"])
+    assert code == 1 and not (tmp_path / "r").exists()

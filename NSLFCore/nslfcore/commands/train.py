@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-contrastive", action="store_true", help="ablation: stage 1 without the contrastive term")
     parser.add_argument("--no-gmn", action="store_true", help="ablation: no geometric matching network")
     parser.add_argument("--fused-only", action="store_true", help="ablation: the segmenter sees only the fused volume")
+    parser.add_argument(
+        "--loss-weight", action="append", default=[], metavar="STAGEN.TERM=W",
+        help="override a loss-term weight, e.g. stage2.ssim=2 (repeatable; terms as in nslfcore.losses)",
+    )  # fmt: skip
     parser.add_argument("--events", default=None, help="write JSON-lines events to FILE, or - for stdout")
 
 
@@ -47,8 +51,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _loss_weights(items: list[str]) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            pairs.append((name.strip(), float(value)))
+        except ValueError:
+            raise ValueError(f"--loss-weight {item!r} must look like stage2.ssim=2.0.") from None
+        if not name.startswith(("stage1.", "stage2.", "stage3.")):
+            raise ValueError(f"--loss-weight {item!r} must name a stage: stage1., stage2. or stage3.")
+    return tuple(pairs)
+
+
 def options_from_args(args: argparse.Namespace) -> TrainingOptions:
     return TrainingOptions(
+        loss_weights=_loss_weights(args.loss_weight),
         stages=_STAGES[args.stage],
         epochs=args.epochs,
         lr=args.lr,

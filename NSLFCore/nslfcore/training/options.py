@@ -34,6 +34,8 @@ class TrainingOptions:
         max_steps_per_epoch: cap on the steps of one epoch (``None``: the whole training set).
         stop_after_epochs: stop gracefully after this many epochs of a stage in this process
             (used to emulate an interruption; ``None``: never).
+        loss_weights: ``(("stage2.ssim", 2.0), ...)`` overrides of the loss-term weights
+            (names ``stageN.term`` as in :mod:`nslfcore.losses`' ``StageNLossWeights``).
     """
 
     stages: tuple[int, ...] = (1, 2, 3)
@@ -56,6 +58,7 @@ class TrainingOptions:
     deterministic: bool = False
     max_steps_per_epoch: int | None = None
     stop_after_epochs: int | None = None
+    loss_weights: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.stages or any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
@@ -64,9 +67,21 @@ class TrainingOptions:
             raise ValueError("epochs, batch_size and patience must be at least 1.")
         if not 0.0 <= self.tumour_fraction <= 1.0:
             raise ValueError(f"tumour_fraction must lie in [0, 1], got {self.tumour_fraction}.")
+        from nslfcore.losses import Stage1LossWeights, Stage2LossWeights, Stage3LossWeights
+
+        terms = {f"stage{i}.{f.name}" for i, w in enumerate((Stage1LossWeights, Stage2LossWeights, Stage3LossWeights), 1)
+                 for f in dataclasses.fields(w)}  # fmt: skip
+        unknown = sorted(name for name, _ in self.loss_weights if name not in terms)
+        if unknown:
+            raise ValueError(f"Unknown loss terms {unknown}; known: {sorted(terms)}.")
         for crop in (self.fusion_crop, self.segmentation_crop):
             if len(crop) != 3 or any(c < 16 or c % 16 for c in crop):
                 raise ValueError(f"crop sizes must be three multiples of 16 (z, y, x), got {crop}.")
+
+    def weights_for_stage(self, stage: int) -> dict[str, float]:
+        """The loss-weight overrides of ``stage`` as ``{term: weight}``."""
+        prefix = f"stage{stage}."
+        return {name[len(prefix) :]: value for name, value in self.loss_weights if name.startswith(prefix)}
 
     def crop_for_stage(self, stage: int) -> tuple[int, int, int]:
         return self.segmentation_crop if stage == 3 else self.fusion_crop
@@ -77,6 +92,7 @@ class TrainingOptions:
     @classmethod
     def from_json(cls, text: str) -> TrainingOptions:
         data: dict[str, Any] = json.loads(text)
+        data["loss_weights"] = tuple(tuple(pair) for pair in data.get("loss_weights", ()))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def replace(self, **changes: Any) -> TrainingOptions:

@@ -16,10 +16,20 @@ DistributedDataParallel wraps): ``image`` and ``label`` in, the loss terms out.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from nslfcore.losses import Stage1Loss, Stage1LossWeights, Stage2Loss, Stage3Loss, intensity_noise_augment
+from nslfcore.losses import (
+    Stage1Loss,
+    Stage1LossWeights,
+    Stage2Loss,
+    Stage2LossWeights,
+    Stage3Loss,
+    Stage3LossWeights,
+    intensity_noise_augment,
+)
 from nslfcore.models import NSLF
 from nslfcore.training.options import TrainingOptions
 
@@ -28,6 +38,15 @@ STAGE_TITLES = {1: "feature extraction (CU-Net)", 2: "fusion (FCD + GMN)", 3: "s
 
 def _params(*modules: nn.Module | None) -> list[nn.Parameter]:
     return [p for m in modules if m is not None for p in m.parameters()]
+
+
+def _weights(defaults: object, overrides: dict[str, float]) -> object:
+    """``defaults`` (a loss-weights dataclass) with ``overrides`` applied; unknown terms are refused."""
+    known = {f.name for f in dataclasses.fields(defaults)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"Unknown loss terms {unknown} for {type(defaults).__name__}; known: {sorted(known)}.")
+    return dataclasses.replace(defaults, **overrides)  # type: ignore[type-var]
 
 
 def configure_trainable(model: NSLF, stage: int) -> None:
@@ -80,17 +99,17 @@ class StageStep(nn.Module):
         super().__init__()
         self.model = model
         self.stage = stage
+        overrides = options.weights_for_stage(stage)
         if stage == 1:
-            self.loss: nn.Module = Stage1Loss(Stage1LossWeights(contrastive=1.0 if options.contrastive else 0.0))
+            if not options.contrastive:  # ablation without contrastive pre-training
+                overrides["contrastive"] = 0.0
+            self.loss: nn.Module = Stage1Loss(_weights(Stage1LossWeights(), overrides))
         elif stage == 2:
-            weights = Stage2Loss().weights
             if model.gmn is None:  # ablation without GMN: no registration terms
-                from dataclasses import replace
-
-                weights = replace(weights, ncc=0.0, smooth=0.0)
-            self.loss = Stage2Loss(weights)
+                overrides |= {"ncc": 0.0, "smooth": 0.0}
+            self.loss = Stage2Loss(_weights(Stage2LossWeights(), overrides))
         else:
-            self.loss = Stage3Loss()
+            self.loss = Stage3Loss(_weights(Stage3LossWeights(), overrides))
 
     def forward(
         self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None
