@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import platform
 import statistics
 import time
@@ -174,6 +174,16 @@ def measure(stage: int, args: argparse.Namespace, device: torch.device) -> dict:
     }
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -187,7 +197,11 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     results = [measure(stage, args, device) for stage in args.stages]
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{_cpu_model()} ({os.cpu_count()} cores), {torch.get_num_threads()} threads"
+    )
     report = {"benchmark": "train_throughput", "config": args.config, "device": str(device), "machine": machine,
               "torch": torch.__version__, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
