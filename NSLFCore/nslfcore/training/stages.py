@@ -115,12 +115,20 @@ class StageStep(nn.Module):
         self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         if self.stage == 1:
-            out = self.model.cunet(image)
-            terms = {"x": image, "reconstruction": out.reconstruction}
-            if getattr(self.loss.weights, "contrastive", 0.0):
-                positive = self.model.cunet(intensity_noise_augment(image, generator=generator))
-                terms |= {"features": out.global_features, "positive_features": positive.global_features}
-            return self.loss(**terms)
+            if not self.loss.weights.contrastive:
+                return self.loss(x=image, reconstruction=self.model.cunet(image).reconstruction)
+            # The image and its positive view go through CU-Net in ONE call: BatchNorm then
+            # normalises both with the same statistics, so the contrastive term cannot be met by
+            # per-call normalisation (which eval mode, with running statistics, does not have).
+            positive = intensity_noise_augment(image, generator=generator)
+            both = self.model.cunet(torch.cat((image, positive)))
+            b = image.shape[0]
+            return self.loss(
+                x=image,
+                reconstruction=both.reconstruction[:b],
+                features=both.global_features[:b],
+                positive_features=both.global_features[b:],
+            )
         if self.stage == 2:
             out = self.model(image, with_gmn=True, with_fsd=False)
             reg = out.registration

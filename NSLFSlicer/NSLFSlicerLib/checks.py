@@ -1,0 +1,102 @@
+"""Input checks run before any computation; each problem is one sentence naming the node and what to do.
+
+:func:`check_inputs` raises :class:`InputError` (a ``ValueError``) listing every problem found.
+Geometries are compared as IJK-to-RAS matrices and ``(i, j, k)`` dimensions; a mismatch is an
+error unless the caller resamples to the T1 grid (``resampleToReference=True``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import ensure_engine_on_path
+from .mrml_io import array_view, ijk_to_ras
+
+ensure_engine_on_path()
+from nslfcore import MODALITIES  # noqa: E402
+
+#: Display names of the modalities in messages.
+LABELS: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+#: Tolerances of the geometry comparison: mm for positions, unitless for direction x spacing.
+POSITION_TOLERANCE_MM = 1e-3
+MATRIX_TOLERANCE = 1e-5
+
+
+class InputError(ValueError):
+    """The inputs cannot be processed; the message says which node and what to do (one line per problem)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def node_problems(modality: str, node: Any) -> list[str]:
+    """Problems of one input on its own: missing, not a scalar volume, not 3-D, empty, NaN/Inf."""
+    label = LABELS[modality]
+    if node is None:
+        return [f"No {label} volume was given; select the {label} input volume."]
+    name = node.GetName()
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return [f"The {label} input '{name}' is a {node.GetClassName()}, not a scalar volume; select a grey-level MR volume."]
+    image = node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        return [f"The {label} input '{name}' has no voxels; load the image again or select another volume."]
+    if image.GetNumberOfScalarComponents() != 1:
+        return [f"The {label} input '{name}' has {image.GetNumberOfScalarComponents()} components per voxel; select a single-component (scalar) volume."]
+    dims = image.GetDimensions()
+    if min(dims) < 2:
+        return [f"The {label} input '{name}' is not 3-D (dimensions {dims[0]} x {dims[1]} x {dims[2]}); select a 3-D volume."]
+    if node.GetParentTransformNode() is not None:
+        return [f"The {label} input '{name}' is under a transform; harden the transform (Transforms module) first."]
+    values = array_view(node)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        return [f"The {label} input '{name}' contains NaN or infinite voxels; replace them (e.g. with 0) before running NSLF."]
+    if not values.any():
+        return [f"The {label} input '{name}' is empty (all voxels are 0); select the volume that holds the {label} image."]
+    return []
+
+
+def geometry_problem(modality: str, node: Any, reference: Any) -> str | None:
+    """A sentence if ``node``'s grid differs from the T1 ``reference``'s, else ``None``."""
+    dims, ref_dims = node.GetImageData().GetDimensions(), reference.GetImageData().GetDimensions()
+    a, b = ijk_to_ras(node), ijk_to_ras(reference)
+    same = dims == ref_dims and np.allclose(a[:3, 3], b[:3, 3], atol=POSITION_TOLERANCE_MM, rtol=0)
+    same = same and np.allclose(a[:3, :3], b[:3, :3], atol=MATRIX_TOLERANCE, rtol=0)
+    if same:
+        return None
+    return (
+        f"The {LABELS[modality]} input '{node.GetName()}' is not on the T1 grid of '{reference.GetName()}' "
+        f"(dimensions {tuple(dims)} vs {tuple(ref_dims)} or different spacing/origin/orientation); "
+        "register the volumes first or pass resampleToReference=True to resample them to the T1 grid."
+    )
+
+
+def check_inputs(nodes: dict[str, Any], resample_to_reference: bool = False) -> None:
+    """Check the four inputs (keys :data:`nslfcore.MODALITIES`); raise :class:`InputError` on any problem.
+
+    Checks, in order: each node (missing, scalar, 3-D, transform, NaN/Inf, empty), the same node given
+    for two modalities, and (unless ``resample_to_reference``) each grid against the T1 grid.
+    """
+    problems: list[str] = []
+    for modality in MODALITIES:
+        problems += node_problems(modality, nodes.get(modality))
+    seen: dict[str, str] = {}
+    for modality in MODALITIES:
+        node = nodes.get(modality)
+        if node is None:
+            continue
+        if node.GetID() in seen:
+            problems.append(
+                f"The node '{node.GetName()}' is given as both {LABELS[seen[node.GetID()]]} and {LABELS[modality]}; "
+                "select a different volume for each modality."
+            )
+        seen.setdefault(node.GetID(), modality)
+    if not problems and not resample_to_reference:
+        for modality in MODALITIES[1:]:
+            problem = geometry_problem(modality, nodes[modality], nodes["t1"])
+            if problem:
+                problems.append(problem)
+    if problems:
+        raise InputError(problems)

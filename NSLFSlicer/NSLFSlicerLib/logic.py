@@ -1,0 +1,179 @@
+"""NSLFLogicCore: the Qt-free logic of the module (blocking calls usable from the Python console).
+
+Data path: four volume nodes -> :func:`.checks.check_inputs` -> arrays ``(z, y, x)`` (resampled to
+the T1 grid if asked) -> :class:`nslfcore.data.case.Case` (LPS) -> :mod:`.engine` -> fused volume
+node, segmentation node, tumour volumes table (RAS, exactly the T1 node's IJK-to-RAS).
+
+Nothing in the scene changes until the computation has finished: a failed check or a cancel
+(:meth:`NSLFLogicCore.requestCancel`, checked between phases and at every engine progress step)
+leaves the scene as it was. Outputs passed in are filled in place; otherwise new nodes are made.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import engine
+from .app_setup import SlicerContext, default_context
+from .assign import assign_inputs
+from .checks import check_inputs
+from .hierarchy import place_with
+from .mrml_io import array_from_volume, case_from_nodes, geometry_of, new_node, set_volume
+from .resample import resample_to
+from .segmentation import fill_segmentation
+from .tables import TABLE_NAME, fill_table
+from .volume_rendering import set_window_level, setup_volume_rendering
+
+ProgressCallback = Callable[[float, str], None]
+log = logging.getLogger(__name__)
+
+
+class Cancelled(RuntimeError):
+    """The run was cancelled with :meth:`NSLFLogicCore.requestCancel`; the scene is unchanged."""
+
+
+@dataclass
+class NSLFOutputs:
+    """Nodes written by a run (``None`` for what was not asked)."""
+
+    fused: Any = None
+    segmentation: Any = None
+    table: Any = None
+
+
+def case_name(t1_name: str) -> str:
+    """The case's name from the T1 node name: the name without a trailing ``_t1``/``-t1n``-like suffix."""
+    for suffix in ("_t1n", "-t1n", "_t1w", "-t1w", "_t1", "-t1", " t1", "_T1", "-T1", " T1"):
+        if t1_name.endswith(suffix) and len(t1_name) > len(suffix):
+            return t1_name[: -len(suffix)]
+    return t1_name
+
+
+class NSLFLogicCore:
+    """Fuse four MR volumes and segment the tumour with NSLF, writing MRML nodes.
+
+    Args:
+        context: scene and module logics (:func:`.app_setup.default_context` if ``None``).
+        scene: used to build a context when ``context`` is ``None``.
+    """
+
+    def __init__(self, context: SlicerContext | None = None, scene: Any = None) -> None:
+        self.context = context or default_context(scene)
+        self._cancel = threading.Event()
+        self._models: dict[tuple[str, str], Any] = {}
+
+    @property
+    def scene(self) -> Any:
+        return self.context.scene
+
+    # ----------------------------------------------------------------------------- public API
+    def requestCancel(self) -> None:
+        """Ask the running computation to stop at the next check; it raises :class:`Cancelled`."""
+        self._cancel.set()
+
+    def assignInputs(self, scene_or_nodes: Any = None) -> dict[str, Any]:
+        """``{"t1": node, "t1ce": ..., "t2": ..., "flair": ...}`` from node names (see :mod:`.assign`)."""
+        return assign_inputs(self.scene if scene_or_nodes is None else scene_or_nodes)
+
+    def fuse(self, t1: Any, t1ce: Any, t2: Any, flair: Any, outputVolume: Any = None, **options: Any) -> Any:
+        """Fuse the four volumes; returns the fused ``vtkMRMLScalarVolumeNode`` (options: see :meth:`process`)."""
+        return self.process(t1, t1ce, t2, flair, outputVolume=outputVolume, fuse=True, segment=False, **options).fused
+
+    def segment(self, t1: Any, t1ce: Any, t2: Any, flair: Any, outputSegmentation: Any = None, **options: Any) -> Any:
+        """Segment the tumour; returns the ``vtkMRMLSegmentationNode`` (also fills the tumour volumes table)."""
+        return self.process(
+            t1, t1ce, t2, flair, outputSegmentation=outputSegmentation, fuse=False, segment=True, **options
+        ).segmentation
+
+    def process(
+        self,
+        t1: Any,
+        t1ce: Any,
+        t2: Any,
+        flair: Any,
+        outputVolume: Any = None,
+        outputSegmentation: Any = None,
+        outputTable: Any = None,
+        model: Any = None,
+        device: str = "auto",
+        progressCallback: ProgressCallback | None = None,
+        resampleToReference: bool = False,
+        fuse: bool = True,
+        segment: bool = True,
+    ) -> NSLFOutputs:
+        """Fuse and/or segment; blocking. Returns :class:`NSLFOutputs`.
+
+        Args:
+            t1, t1ce, t2, flair: scalar volume nodes, on one grid (or see ``resampleToReference``).
+            outputVolume, outputSegmentation, outputTable: nodes to fill in place, or ``None`` for new ones.
+            model: model id, ``.pt`` path or URL (``None``: the default model), or an ``NSLF`` instance.
+            device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+            progressCallback: ``callback(fraction, message)``, fraction in [0, 1].
+            resampleToReference: resample T1ce, T2 and FLAIR to the T1 grid instead of refusing.
+            fuse, segment: which results to compute.
+
+        Raises:
+            checks.InputError: bad inputs (message names the node); scene unchanged.
+            Cancelled: :meth:`requestCancel` was called; scene unchanged.
+        """
+        self._cancel.clear()
+        report = progressCallback or (lambda fraction, message: None)
+        nodes = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
+
+        def step(fraction: float, message: str) -> None:
+            if self._cancel.is_set():
+                raise Cancelled("NSLF was cancelled; nothing was changed in the scene.")
+            report(fraction, message)
+
+        step(0.0, "Checking inputs")
+        check_inputs(nodes, resampleToReference)
+        step(0.05, "Reading volumes")
+        name = case_name(t1.GetName())
+        case = case_from_nodes(nodes, name, self._resampled(nodes) if resampleToReference else None)
+        step(0.1, "Loading the model")
+        device = engine.resolve_device(device)
+        net = self._model(model, device)
+        result = engine.run(case, net, device, fuse, segment, lambda f, m: step(0.15 + 0.75 * f, m))
+        step(0.9, "Writing results to the scene")
+        outputs = self._write(nodes, name, result, outputVolume, outputSegmentation, outputTable)
+        report(1.0, "Done")
+        return outputs
+
+    # ----------------------------------------------------------------------------- internals
+    def _resampled(self, nodes: dict[str, Any]) -> dict[str, np.ndarray]:
+        reference = geometry_of(nodes["t1"])
+        return {m: resample_to(array_from_volume(n), geometry_of(n), reference) for m, n in nodes.items() if m != "t1"}
+
+    def _model(self, spec: Any, device: str) -> Any:
+        if not isinstance(spec, (str, type(None))):
+            return engine.load_model(spec, device)
+        key = (str(spec), device)
+        if key not in self._models:
+            self._models[key] = engine.load_model(spec, device)
+        return self._models[key]
+
+    def _write(
+        self, nodes: dict[str, Any], name: str, result: engine.EngineResult, volume: Any, segmentation: Any, table: Any
+    ) -> NSLFOutputs:
+        t1 = nodes["t1"]
+        out = NSLFOutputs()
+        if result.fused is not None:
+            out.fused = volume or new_node(self.scene, "vtkMRMLScalarVolumeNode", f"{name} NSLF fused")
+            set_volume(out.fused, result.fused.astype(np.float32), t1)
+            if out.fused.GetDisplayNode() is None:
+                out.fused.CreateDefaultDisplayNodes()
+            set_window_level(out.fused, result.fused)
+            setup_volume_rendering(self.context.volume_rendering, out.fused, result.fused)
+        if result.labels is not None:
+            out.segmentation = segmentation or new_node(self.scene, "vtkMRMLSegmentationNode", f"{name} NSLF segmentation")
+            fill_segmentation(out.segmentation, result.labels, t1)
+            out.table = table or new_node(self.scene, "vtkMRMLTableNode", TABLE_NAME)
+            fill_table(out.table, result.labels, tuple(t1.GetSpacing()))  # type: ignore[arg-type]
+        place_with([n for n in (out.fused, out.segmentation, out.table) if n is not None], t1)
+        return out

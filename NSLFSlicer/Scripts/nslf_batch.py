@@ -1,0 +1,82 @@
+"""Batch NSLF: fuse and segment BraTS-like cases from the command line, inside Slicer or in plain Python.
+
+    Slicer --no-main-window --python-script nslf_batch.py -- --case DIR --out DIR [--model M] [--device D]
+    python nslf_batch.py --cases DIR --out DIR [--model M] [--device D] [--no-render]
+
+Per case (a folder with T1, T1ce, T2 and FLAIR files named like BraTS 2021 ``*_t1.nii.gz`` or
+2023 ``*-t1n.nii.gz``): the volumes are read through MRML storage nodes, the logic runs, and
+``<out>[/<case>]/`` receives fused.nii.gz, segmentation.seg.nrrd, tumor_volumes.csv, scene.mrb
+and render.png (offscreen 3-D view). ``--cases`` processes every sub-folder in turn, skips failed
+cases and prints a report; the exit code is 1 if any case failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the module folder holding NSLFSlicerLib
+
+from NSLFSlicerLib.app_setup import create_standalone_context, in_slicer_application  # noqa: E402
+from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
+from NSLFSlicerLib.rendering import render_png  # noqa: E402
+from NSLFSlicerLib.scene_io import save_results  # noqa: E402
+from NSLFSlicerLib.assign import load_case_folder  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nslf_batch.py", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--case", type=Path, help="one case folder")
+    source.add_argument("--cases", type=Path, help="a folder of case folders")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--model", default=None, help="model id, .pt path or URL (default: the shipped model)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-render", action="store_true", help="skip render.png")
+    return parser.parse_args([a for a in argv if a != "--"] if argv[:1] == ["--"] else argv)
+
+
+def process_case(case_dir: Path, out_dir: Path, model: str | None, device: str, render: bool) -> dict[str, Path]:
+    """Process one case folder into ``out_dir`` in a fresh scene; returns the written files."""
+    logic = NSLFLogicCore(create_standalone_context())
+    nodes = load_case_folder(logic.context, case_dir)
+    missing = [m for m in ("t1", "t1ce", "t2", "flair") if m not in nodes]
+    if missing:
+        raise ValueError(f"Case folder {case_dir} has no file for {', '.join(missing)}; name files like <case>_t1ce.nii.gz.")
+    outputs = logic.process(**nodes, model=model, device=device, progressCallback=lambda f, m: print(f"  {f:4.0%} {m}", flush=True))
+    paths = save_results(logic.scene, outputs, out_dir)
+    if render:
+        render_png(outputs.fused, outputs.segmentation, out_dir / "render.png")
+        paths["render"] = out_dir / "render.png"
+    return paths
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    cases = [args.case] if args.case else sorted(p for p in args.cases.iterdir() if p.is_dir())
+    failures: list[tuple[str, str]] = []
+    for case_dir in cases:
+        out_dir = args.out if args.case else args.out / case_dir.name
+        start = time.perf_counter()
+        print(f"{case_dir.name}:", flush=True)
+        try:
+            paths = process_case(case_dir, out_dir, args.model, args.device, not args.no_render)
+            print(f"  done in {time.perf_counter() - start:.1f} s: {', '.join(p.name for p in paths.values())}", flush=True)
+        except Exception as error:  # a failed case is reported and skipped
+            failures.append((case_dir.name, f"{type(error).__name__}: {error}"))
+            print(f"  FAILED: {error}", flush=True)
+    print(f"{len(cases) - len(failures)} of {len(cases)} case(s) processed.")
+    for name, reason in failures:
+        print(f"  skipped {name}: {reason}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    if in_slicer_application():
+        import slicer.util
+
+        slicer.util.exit(code)
+    sys.exit(code)

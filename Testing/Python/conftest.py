@@ -1,0 +1,37 @@
+"""Shared fixtures: the module folder on sys.path, one processed scenario per session, a fresh logic per test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+MODULE_DIR = Path(__file__).resolve().parents[2] / "NSLFSlicer"
+sys.path.insert(0, str(MODULE_DIR))
+
+from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
+from NSLFSlicerLib.testing import run_scenario  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def scenario(tmp_path_factory):
+    """The shared scenario (oblique phantom, random compact model), run once."""
+    return run_scenario(NSLFLogicCore(), tmp_path_factory.mktemp("scenario"))
+
+
+@pytest.fixture(scope="session")
+def model_path(scenario):
+    return scenario.model_path
+
+
+@pytest.fixture(scope="session")
+def case_dir(scenario):
+    return scenario.case_dir
+
+
+@pytest.fixture
+def logic():
+    """A logic on a fresh standalone scene."""
+    return NSLFLogicCore()
+
