@@ -4,9 +4,8 @@ Arrays are ``(z, y, x)``; the :class:`nslfcore.data.case.Case` geometry is LPS. 
 ``fused`` float32 (the normalised fused volume, values in [0, 1]) and ``labels`` uint8 in BraTS
 2021 labels {0, 1, 2, 4}, both on the case grid.
 
-Uses ``nslfcore.inference.run`` and ``nslfcore.model_store.load_model`` when the engine has them;
-until then (older engine) a minimal path: checkpoint file -> :class:`NSLF`, brain crop +
-normalisation (:func:`nslfcore.data.transforms.preprocess_case`), one forward pass, uncrop.
+Inference is :func:`nslfcore.inference.run`. Models come from ``nslfcore.model_store.load_model``
+when the engine has a model store (issue 5), otherwise from a checkpoint path.
 """
 
 from __future__ import annotations
@@ -75,33 +74,13 @@ def load_model(spec: Any, device: str) -> Any:
 
 
 def run(case: Case, model: Any, device: str, fuse: bool, segment: bool, progress: Progress) -> EngineResult:
-    """Run NSLF on ``case``; ``progress`` is called between steps with a fraction of the inference."""
-    inference = _optional("nslfcore.inference")
-    if inference is not None:
-        result = inference.run(case, model, device=device, progress=progress, label_convention="brats2021")
-        return EngineResult(
-            np.asarray(result.fused, dtype=np.float32) if fuse else None,
-            np.asarray(result.labels, dtype=np.uint8) if segment else None,
-        )
-    return _single_pass(case, model, device, fuse, segment, progress)
+    """Run NSLF on ``case`` with :func:`nslfcore.inference.run` (results on the case grid)."""
+    from nslfcore.inference import run as run_inference
 
-
-def _single_pass(case: Case, model: Any, device: str, fuse: bool, segment: bool, progress: Progress) -> EngineResult:
-    import torch
-    from nslfcore.data.labels import internal_to_brats2021
-    from nslfcore.data.transforms import preprocess_case
-
-    progress(0.0, "Preprocessing")
-    pre = preprocess_case(case)
-    x = torch.from_numpy(pre.image)[None].to(device)
-    progress(0.2, "Running NSLF")
-    with torch.inference_mode():
-        fusion, logits = model.fuse_and_segment(x)
-    progress(0.9, "Pasting results back")
-    fused = pre.record.uncrop(fusion.fused[0, 0].float().cpu().numpy()) if fuse else None
-    labels = None
-    if segment:
-        internal = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
-        labels = internal_to_brats2021(pre.record.uncrop(internal))
-    progress(1.0, "Done")
-    return EngineResult(fused, labels)
+    result = run_inference(
+        case, model, fuse=fuse, segment=segment, device=device, progress=progress, label_convention="brats2021"
+    )
+    return EngineResult(
+        np.asarray(result.fused, dtype=np.float32) if fuse else None,
+        np.asarray(result.labels, dtype=np.uint8) if segment else None,
+    )
