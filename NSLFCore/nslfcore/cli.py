@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nslfcore.commands.phantom",
     "nslfcore.commands.check_data",
     "nslfcore.commands.train",
+    "nslfcore.commands.infer",
 )
 
 
