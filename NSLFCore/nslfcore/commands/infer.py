@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument(f"--{modality}", type=Path, metavar="FILE", help=f"{modality.upper()} image")
         parser.add_argument("--case", type=Path, metavar="DIR", help="a BraTS-layout case folder instead of four files")
         parser.add_argument("--out", type=Path, required=True, help="output folder")
-        parser.add_argument("--model", required=True, help="model file (.pt, an NSLF weights checkpoint)")
+        parser.add_argument("--model", required=True, help="a model id from Resources/Models/models.json or a .pt file")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
         parser.add_argument("--mode", default="auto", choices=("auto", "whole", "sliding"))
         parser.add_argument("--label-convention", default="brats2021", choices=("brats2021", "brats2023"))
@@ -98,20 +98,7 @@ def _write(array: np.ndarray, geometry, temp: Path) -> None:
 
 
 def _load_model(spec: str):
-    """An NSLF model in eval mode from a weights checkpoint file (read with ``weights_only=True``)."""
-    from nslfcore.config import NSLFConfig
-    from nslfcore.models import NSLF
-    from nslfcore.training.checkpoint import load_checkpoint
+    """An NSLF model in eval mode from a registry id or a model file (checksum-verified for registry ids)."""
+    from nslfcore.model_store import load_model
 
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model {spec} not found; give the path of an NSLF model file (.pt).")
-    data = load_checkpoint(path)
-    if "config" not in data or "model" not in data:
-        raise ValueError(f"{path} has no network configuration or weights; is it an NSLF model file?")
-    model = NSLF(NSLFConfig.from_json(data["config"]))
-    try:
-        model.load_state_dict(data["model"])
-    except RuntimeError as error:
-        raise ValueError(f"{path} does not match its own configuration ({str(error).splitlines()[0]}).") from error
-    return model.eval()
+    return load_model(spec)[0]
