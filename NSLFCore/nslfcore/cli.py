@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nslfcore.commands.check_data",
     "nslfcore.commands.train",
     "nslfcore.commands.infer",
+    "nslfcore.commands.evaluate",
 )
 
 
