@@ -3,17 +3,28 @@
 The path reads left to right: input (a :class:`~nslfcore.data.case.Case`, four files, or a case
 folder) -> :func:`~nslfcore.data.transforms.preprocess_case` (brain mask, crop to the brain's box,
 normalisation) -> one network pass per volume or per window (fused volume AND class probabilities
-from the same pass) -> paste back onto the original grid -> labels in BraTS 2021 ``{0, 1, 2, 4}``
-or 2023 ``{0, 1, 2, 3}``.
+from the same pass; the four modalities go through CU-Net in one batched call) -> paste back onto
+the original grid, zero outside the brain -> labels in BraTS 2021 ``{0, 1, 2, 4}`` or 2023
+``{0, 1, 2, 3}``.
 
 Arrays are numpy ``(z, y, x)`` (SimpleITK order); the geometry is the input's (ITK ``(x, y, z)``
-mm, LPS). Whole-volume inference is used when the estimated memory fits, otherwise MONAI's
-sliding-window inference with Gaussian blending. On CUDA out-of-memory the ROI is halved, then the
-CPU is used, each with a warning.
+mm, LPS). Whole-volume inference is used when the estimated memory (:func:`estimate_memory_bytes`)
+fits, otherwise MONAI's sliding-window inference with Gaussian blending. When memory runs out the
+whole volume falls back to windows, windows shrink, and on CUDA the CPU is used last, each step
+with a warning.
+
+Example:
+    >>> from nslfcore.data.phantom import generate_tiny_case
+    >>> from nslfcore.config import PRESETS
+    >>> result = run(generate_tiny_case(), NSLF(PRESETS["compact"]), device="cpu")
+    >>> result.fused.shape == result.labels.shape == result.geometry.shape
+    True
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 import warnings
@@ -30,16 +41,19 @@ from nslfcore import MODALITIES
 from nslfcore.data.brats import find_cases, load_case
 from nslfcore.data.case import Case, CaseFiles, Geometry
 from nslfcore.data.labels import from_internal
-from nslfcore.data.transforms import preprocess_case
+from nslfcore.data.transforms import brain_mask, preprocess_case
+from nslfcore.data.validation import DataValidationError
 from nslfcore.models import NSLF
 
-#: ``progress(fraction in [0, 1], message)``.
+#: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
 Progress = Callable[[float, str], None]
 Mode = Literal["auto", "whole", "sliding"]
 LabelConvention = Literal["brats2021", "brats2023"]
+Source = Case | Mapping[str, str | Path] | str | Path
 
 #: The paper's inference window, (z, y, x) = 64 x 160 x 160 (its 160 x 160 x 64).
 DEFAULT_ROI: tuple[int, int, int] = (64, 160, 160)
+#: Windows are never made smaller than this (voxels per axis) when memory runs out.
 _MIN_ROI = 32
 
 
@@ -48,12 +62,13 @@ class InferenceResult:
     """Outputs on the input grid (arrays ``(z, y, x)``).
 
     Attributes:
-        fused: float32 fused volume (normalised intensities in [0, 1], 0 outside the brain box), or ``None``.
-        labels: uint8 label map in ``label_convention``, or ``None``.
-        probabilities: float32 ``(4, z, y, x)`` class probabilities (background, NCR, ED, ET), or ``None``.
+        fused: float32 fused volume (normalised intensities in [0, 1], 0 outside the brain), or ``None``.
+        labels: uint8 label map in ``label_convention`` (0 outside the brain), or ``None``.
+        probabilities: float32 ``(4, z, y, x)`` class probabilities (background, NCR, ED, ET), summing
+            to 1 per voxel (background 1 outside the brain), or ``None``.
         geometry: the input's geometry (ITK ``(x, y, z)`` mm, LPS).
         timings: seconds per phase (``preprocess``, ``inference``, ``postprocess``, ``total``).
-        mode: ``"whole"`` or ``"sliding"``; device: where the network ran.
+        mode: ``"whole"`` or ``"sliding"``; device: where the network ran (after any fallback).
     """
 
     fused: np.ndarray | None
@@ -65,49 +80,87 @@ class InferenceResult:
     device: str = ""
 
 
-def as_case(source: Case | Mapping[str, str | Path] | str | Path) -> Case:
-    """A :class:`Case` from a Case, ``{modality: path}`` for the four modalities, or a case folder.
+# ---------------------------------------------------------------------------------------- inputs
+def check_case(case: Case) -> None:
+    """Raise :class:`DataValidationError` unless ``case`` has four finite volumes on its grid."""
+    problems = []
+    for modality in MODALITIES:
+        if modality not in case.images:
+            problems.append(f"{case.name}: no {modality} volume; give all four modalities ({', '.join(MODALITIES)}).")
+            continue
+        array = np.asarray(case.images[modality])
+        if array.shape != case.geometry.shape:
+            problems.append(
+                f"{case.name}: the {modality} volume has shape {array.shape} but the case grid is "
+                f"{case.geometry.shape} (z, y, x); resample it onto the case grid."
+            )
+        elif np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            problems.append(f"{case.name}: the {modality} volume has NaN or infinite voxels; clean or mask it first.")
+    if problems:
+        raise DataValidationError(problems)
 
-    Files are checked by :mod:`nslfcore.data.validation` (missing files, geometry mismatch, NaN/Inf,
-    non-3-D images) and a problem raises :class:`~nslfcore.data.validation.DataValidationError`.
+
+def as_case(source: Source) -> Case:
+    """A checked :class:`Case` from a Case, ``{modality: path}`` for the four modalities, or one case folder.
+
+    Files are checked by :mod:`nslfcore.data.validation` (missing or unreadable files, geometry
+    mismatch, NaN/Inf, 2-D/4-D images); any problem raises
+    :class:`~nslfcore.data.validation.DataValidationError` with one line per problem. Labels are
+    not read.
     """
     if isinstance(source, Case):
+        check_case(source)
         return source
     if isinstance(source, Mapping):
         missing = [m for m in MODALITIES if m not in source]
         if missing:
             raise ValueError(f"Missing input modalities {missing}; give t1, t1ce, t2 and flair.")
         paths = {m: Path(source[m]) for m in MODALITIES}
-        name = paths["t1"].name.split(".")[0]
-        return load_case(CaseFiles(name=name, images=paths))
+        absent = [f"{paths[m]} does not exist; check the {m} path." for m in MODALITIES if not paths[m].is_file()]
+        if absent:
+            raise DataValidationError(absent)
+        return load_case(CaseFiles(name=paths["t1"].name.split(".")[0], images=paths))
     folder = Path(source)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a case folder; give a BraTS-layout case folder or four files.")
-    cases = find_cases(folder) or find_cases(folder.parent)
-    matches = [c for c in cases if c.name == folder.name] or cases
-    if len(matches) != 1:
-        raise ValueError(f"{folder} does not hold exactly one case (found {len(matches)}).")
-    return load_case(matches[0])
+    cases = find_cases(folder)
+    if len(cases) != 1:
+        raise ValueError(f"{folder} holds {len(cases)} cases; give the folder of one case (its t1, t1ce, t2 and flair files).")
+    return load_case(dataclasses.replace(cases[0], label=None))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> ``cuda`` when available, else ``cpu``; ``"cuda"`` -> ``cuda:0``."""
     if str(device) == "auto":
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'.") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"Device {device} was asked for but CUDA is not available; use 'cpu' or 'auto'.")
-        return torch.device("cuda", resolved.index or 0)
+        index = resolved.index or 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"Device {device} does not exist ({torch.cuda.device_count()} CUDA devices); use 'cuda:0'.")
+        return torch.device("cuda", index)
+    if resolved.type != "cpu":
+        raise ValueError(f"Unsupported device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'.")
     return resolved
 
 
+# ---------------------------------------------------------------------------------------- memory
 def estimate_memory_bytes(model: NSLF, spatial_shape: Sequence[int]) -> int:
     """Rough peak activation memory of one whole-volume pass (float32), in bytes.
 
-    About six full-resolution tensors of ``4 modalities x w0`` channels are alive at the CU-Net's
-    last level (skip, up-sampled, concatenation, two convolutions, the output), plus the FCD and FSD
-    inputs; spatial sizes are padded to multiples of 16.
+    ``spatial_shape`` is ``(z, y, x)``; sizes are padded to multiples of 16 as the model does. Per
+    voxel: about six full-resolution tensors of ``4 modalities x w0`` channels are alive at the
+    CU-Net's last decoder level (skip, up-sampled, concatenation, two convolutions, the output),
+    plus the four local features the FCD and FSD read, the FSD's first width and ~16 channels of
+    inputs and outputs: ``4 bytes x (28 w0 + fsd0 + 16)``. That is 1024 B/voxel for ``compact`` and
+    3904 B/voxel for ``paper``; the peak resident memory measured on the CPU (torch 2.13) is about
+    900 and 2930 B/voxel, so the estimate errs on the safe side. Under bf16 autocast (CUDA) the
+    real need is lower still.
     """
     padded = [math.ceil(s / 16) * 16 for s in spatial_shape]
     voxels = int(np.prod(padded))
@@ -116,7 +169,8 @@ def estimate_memory_bytes(model: NSLF, spatial_shape: Sequence[int]) -> int:
     return voxels * per_voxel
 
 
-def _available_bytes(device: torch.device) -> int:
+def available_bytes(device: torch.device) -> int:
+    """Memory whole-volume inference may use: 70 % of free CUDA memory, or half the available RAM."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.7)
@@ -126,32 +180,58 @@ def _available_bytes(device: torch.device) -> int:
                 return int(line.split()[1]) * 1024 // 2
     except OSError:
         pass
-    return 8 * 1024**3
+    try:
+        import psutil  # macOS and Windows (Slicer ships it)
+
+        return int(psutil.virtual_memory().available) // 2
+    except ImportError:
+        return 8 * 1024**3
 
 
-def _count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is PyTorch running out of GPU or CPU memory."""
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+# ------------------------------------------------------------------------------------- inference
+def _count_windows(shape: Sequence[int], roi: Sequence[int], overlap: Sequence[float]) -> int:
+    """Number of windows MONAI's sliding-window inference visits (its scan-interval rule, per axis)."""
     total = 1
-    for size, r in zip(shape, roi):
-        r = min(r, size)
-        step = max(int(r * (1 - overlap)), 1)
+    for size, r, o in zip(shape, roi, overlap):
+        step = max(int(r * (1 - o)), 1) if r < size else r
         total *= math.ceil(max(size - r, 0) / step) + 1
     return total
 
 
 class _Predictor:
-    """One network pass: ``(B, 4, z, y, x)`` -> (fused ``(B, 1, ...)``, probabilities ``(B, 4, ...)``)."""
+    """One network pass: ``(B, 4, z, y, x)`` -> fused ``(B, 1, ...)`` [, probabilities ``(B, 4, ...)``].
 
-    def __init__(self, model: NSLF, progress: Progress | None, total: int, start: float, span: float) -> None:
-        self.model, self.progress, self.total, self.start, self.span = model, progress, max(total, 1), start, span
+    Counts the windows it has seen to report progress between ``start`` and ``start + span``.
+    """
+
+    def __init__(self, model: NSLF, segment: bool, progress: Progress | None, total: int, start: float, span: float) -> None:
+        self.model, self.segment, self.progress = model, segment, progress
+        self.total, self.start, self.span = max(total, 1), start, span
         self.calls = 0
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fusion, logits = self.model.fuse_and_segment(x.contiguous(memory_format=torch.channels_last_3d))
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.segment:
+            fusion, logits = self.model.fuse_and_segment(x)
+            out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = (
+                fusion.fused.float(),
+                torch.softmax(logits.float(), dim=1),
+            )
+        else:
+            out = self.model.fuse(x).fused.float()
         self.calls += x.shape[0]
         if self.progress is not None:
-            done = min(self.calls / self.total, 1.0)
-            self.progress(self.start + self.span * done, f"inference {min(self.calls, self.total)}/{self.total}")
-        return fusion.fused.float(), torch.softmax(logits.float(), dim=1)
+            done = min(self.calls, self.total)
+            self.progress(self.start + self.span * done / self.total, f"inference: window {done}/{self.total}")
+        return out
 
 
 def _infer(
@@ -160,36 +240,92 @@ def _infer(
     device: torch.device,
     mode: str,
     roi: tuple[int, int, int],
-    overlap: float,
+    overlap: tuple[float, float, float],
+    segment: bool,
     progress: Progress | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fused ``(z, y, x)`` and probabilities ``(4, z, y, x)`` (or ``None``) of a ``(4, z, y, x)`` box, on the CPU."""
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         if mode == "whole":
-            predictor = _Predictor(model, progress, 1, 0.1, 0.8)
-            fused, probs = predictor(x)
+            out = _Predictor(model, segment, progress, 1, 0.1, 0.8)(x)
         else:
-            roi = tuple(min(r, s) for r, s in zip(roi, x.shape[2:]))  # type: ignore[assignment]
-            predictor = _Predictor(model, progress, _count_windows(x.shape[2:], roi, overlap), 0.1, 0.8)
-            fused, probs = sliding_window_inference(
-                x, roi, sw_batch_size=1, predictor=predictor, overlap=overlap, mode="gaussian"
+            window = tuple(min(r, s) for r, s in zip(roi, x.shape[2:]))
+            predictor = _Predictor(model, segment, progress, _count_windows(x.shape[2:], window, overlap), 0.1, 0.8)
+            out = sliding_window_inference(x, window, 1, predictor, overlap=overlap, mode="gaussian")
+    fused, probs = out if isinstance(out, (tuple, list)) else (out, None)
+    return fused[0, 0].float().cpu(), None if probs is None else probs[0].float().cpu()
+
+
+def _smaller(roi: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """Half the window (multiples of 16, at least :data:`_MIN_ROI`), or ``None`` when it cannot shrink."""
+    smaller = tuple(min(r, max(_MIN_ROI, r // 32 * 16)) for r in roi)
+    return None if smaller == tuple(roi) else smaller  # type: ignore[return-value]
+
+
+def _infer_with_fallback(
+    model: NSLF,
+    image: np.ndarray,
+    device: torch.device,
+    mode: str,
+    roi: Sequence[int],
+    overlap: tuple[float, float, float],
+    segment: bool,
+    progress: Progress,
+) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.device]:
+    """:func:`_infer`, retried when memory runs out: whole volume -> windows -> smaller windows -> (CUDA) the CPU.
+
+    Returns the outputs and the mode and device that produced them. Each retry is announced with a
+    ``RuntimeWarning`` and a progress message; when nothing is left to try, ``MemoryError`` says so.
+    """
+    mode = _choose_mode(mode, model, image.shape[1:], device)
+    window = tuple(int(r) for r in roi)
+    while True:
+        try:
+            model.to(device, memory_format=torch.channels_last_3d)
+            fused, probs = _infer(model, image, device, mode, window, overlap, segment, progress)  # type: ignore[arg-type]
+            return fused, probs, mode, device
+        except Exception as error:  # noqa: BLE001 - only running out of memory is retried
+            if not _out_of_memory(error):
+                raise
+        where = "GPU" if device.type == "cuda" else "CPU"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = _smaller(window)  # type: ignore[arg-type]
+        if mode == "whole":
+            mode, message = "sliding", f"Out of {where} memory for the whole volume; retrying with windows {window} (z, y, x)."
+        elif smaller is not None:
+            window, message = smaller, f"Out of {where} memory; retrying with smaller windows {smaller} (z, y, x)."
+        elif device.type == "cuda":
+            device, window = torch.device("cpu"), tuple(int(r) for r in roi)
+            mode = _choose_mode("auto", model, image.shape[1:], device)
+            message = "Out of GPU memory even with the smallest windows; running on the CPU instead (slower)."
+        else:
+            raise MemoryError(
+                f"Not enough memory to run NSLF on a {image.shape[1:]} (z, y, x) brain box, even with {window} windows "
+                "on the CPU; close other programs or use a machine with more memory."
             )
-    return fused[0, 0].float().cpu(), probs[0].float().cpu()
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        progress(0.1, message)
+
+
+def _choose_mode(mode: str, model: NSLF, box: Sequence[int], device: torch.device) -> str:
+    if mode != "auto":
+        return mode
+    return "whole" if estimate_memory_bytes(model, box) < available_bytes(device) else "sliding"
 
 
 def run(
-    source: Case | Mapping[str, str | Path] | str | Path,
-    model: NSLF,
+    source: Source,
+    model: NSLF | str | Path | None,
     *,
     fuse: bool = True,
     segment: bool = True,
     device: str | torch.device = "auto",
     mode: Mode = "auto",
     roi: tuple[int, int, int] = DEFAULT_ROI,
-    overlap: float = 0.5,
+    overlap: float | Sequence[float] = 0.5,
     label_convention: LabelConvention = "brats2021",
     probabilities: bool = False,
     progress: Progress | None = None,
@@ -198,80 +334,73 @@ def run(
 
     Args:
         source: a :class:`Case`, ``{modality: path}``, or a BraTS-layout case folder.
-        model: an :class:`NSLF` (moved to ``device`` and put in eval mode here).
-        fuse, segment: which outputs to return (the network pass is the same).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        model: an :class:`NSLF` (moved to ``device`` and put in eval mode here), or a model id, file
+            or downloaded URL for :func:`nslfcore.model_store.load_model` (``None``: the default model).
+        fuse, segment: which outputs to return; fusion alone skips the FSD, segmentation needs the
+            fused volume anyway, and both come from the same network pass.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
         mode: ``"whole"`` volume, ``"sliding"`` window, or ``"auto"`` (whole when it fits in memory).
-        roi: sliding-window size ``(z, y, x)``; overlap: window overlap fraction.
+        roi: sliding-window size ``(z, y, x)``; overlap: window overlap fraction (one, or per axis).
         label_convention: ``"brats2021"`` (ET = 4) or ``"brats2023"`` (ET = 3).
         probabilities: also return the class probabilities ``(4, z, y, x)``.
-        progress: ``progress(fraction, message)``.
+        progress: ``progress(fraction, message)``: at the input check, per window, before pasting
+            back, and at 1.0 when done.
     """
     if label_convention not in ("brats2021", "brats2023"):
         raise ValueError(f"label_convention must be 'brats2021' or 'brats2023', got {label_convention!r}.")
     if mode not in ("auto", "whole", "sliding"):
         raise ValueError(f"mode must be 'auto', 'whole' or 'sliding', got {mode!r}.")
+    if len(roi) != 3 or min(roi) < 1:
+        raise ValueError(f"roi must be three positive sizes (z, y, x), got {tuple(roi)}.")
+    overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
+    if len(overlaps) != 3 or not all(0 <= o < 1 for o in overlaps):
+        raise ValueError(f"overlap must be one fraction in [0, 1) or three (z, y, x), got {overlap}.")
     report = progress or (lambda fraction, message: None)
     clock = time.perf_counter()
+    torch_device = resolve_device(device)
     report(0.0, "reading and checking the inputs")
     case = as_case(source)
+    if not isinstance(model, NSLF):
+        from nslfcore.model_store import load_model
+
+        model, _ = load_model(model, device="cpu")
     prepared = preprocess_case(case)
+    record = prepared.record
+    brain = brain_mask(np.stack([record.crop(np.asarray(case.images[m])) for m in MODALITIES]))
     timings = {"preprocess": time.perf_counter() - clock}
     report(0.1, f"brain box {prepared.image.shape[1:]} voxels (z, y, x)")
 
-    torch_device = resolve_device(device)
-    model = model.eval()
-    if mode == "auto":
-        fits = estimate_memory_bytes(model, prepared.image.shape[1:]) < _available_bytes(torch_device)
-        mode = "whole" if fits else "sliding"
     start = time.perf_counter()
-    current_roi = tuple(roi)
-    while True:
-        try:
-            model.to(torch_device, memory_format=torch.channels_last_3d)
-            fused_t, probs_t = _infer(model, prepared.image, torch_device, mode, current_roi, overlap, progress)  # type: ignore[arg-type]
-            break
-        except torch.OutOfMemoryError:
-            if torch_device.type != "cuda":
-                raise
-            torch.cuda.empty_cache()
-            if mode == "whole":
-                mode = "sliding"
-                warnings.warn(f"Out of GPU memory for the whole volume; retrying with sliding windows {current_roi}.")
-            elif min(current_roi) > _MIN_ROI:
-                current_roi = tuple(max(_MIN_ROI, r // 2) for r in current_roi)
-                warnings.warn(f"Out of GPU memory; retrying with smaller windows {current_roi}.")
-            else:
-                torch_device = torch.device("cpu")
-                warnings.warn("Out of GPU memory even with small windows; running on the CPU instead.")
+    fused_t, probs_t, mode, torch_device = _infer_with_fallback(
+        model.eval(), prepared.image, torch_device, mode, roi, overlaps, segment or probabilities, report
+    )
     timings["inference"] = time.perf_counter() - start
 
     report(0.9, "pasting the results back onto the input grid")
     start = time.perf_counter()
-    record = prepared.record
-    fused = record.uncrop(fused_t.numpy().astype(np.float32)) if fuse else None
-    labels = probs = None
-    if segment or probabilities:
-        probs_box = probs_t.numpy().astype(np.float32)
+    fused = labels = probs = None
+    if fuse:
+        fused = record.uncrop(np.where(brain, fused_t.numpy(), 0).astype(np.float32))
+    if probs_t is not None:
+        probs_box = probs_t.numpy()
+        probs_box[:, ~brain] = 0.0
+        probs_box[0][~brain] = 1.0  # background outside the brain
         if segment:
             internal = record.uncrop(probs_box.argmax(axis=0).astype(np.uint8))
-            labels = from_internal(internal, label_convention).astype(np.uint8)
-        if probabilities:
-            probs = record.uncrop(probs_box)
-            outside = np.ones(case.geometry.shape, dtype=bool)
-            outside[record.slices] = False
-            probs[0][outside] = 1.0  # background outside the brain box
+            labels = from_internal(internal, label_convention)
+        if probabilities:  # background 1 outside the box too
+            probs = np.concatenate([record.uncrop(probs_box[:1], fill=1.0), record.uncrop(probs_box[1:])])
     timings["postprocess"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - clock
     report(1.0, "done")
     return InferenceResult(fused, labels, probs, case.geometry, timings, mode, str(torch_device))
 
 
-def fuse(source: Case | Mapping[str, str | Path] | str | Path, model: NSLF, **options) -> InferenceResult:
-    """The fused volume only (see :func:`run`)."""
+def fuse(source: Source, model: NSLF | str | Path | None, **options) -> InferenceResult:
+    """The fused volume only (the FSD is skipped); see :func:`run` for the arguments."""
     return run(source, model, fuse=True, segment=False, **options)
 
 
-def segment(source: Case | Mapping[str, str | Path] | str | Path, model: NSLF, **options) -> InferenceResult:
-    """The label map only (see :func:`run`)."""
+def segment(source: Source, model: NSLF | str | Path | None, **options) -> InferenceResult:
+    """The label map only (and probabilities on request); see :func:`run` for the arguments."""
     return run(source, model, fuse=False, segment=True, **options)

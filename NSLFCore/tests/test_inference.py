@@ -1,20 +1,27 @@
-"""Whole-case inference: original geometry, label conventions, whole vs sliding window, progress, input checks."""
+"""Whole-case inference: original geometry, label conventions, whole vs sliding window, memory fallback,
+progress, input checks, and the ``nslf fuse|segment|run`` command on oblique inputs."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
+import nslfcore.inference as inference
 from nslfcore import MODALITIES
+from nslfcore.cli import main as nslf
 from nslfcore.config import PRESETS
 from nslfcore.data.case import Case, Geometry
-from nslfcore.data.io import read_image, write_image
+from nslfcore.data.io import write_image
 from nslfcore.data.phantom import generate_tiny_case
 from nslfcore.data.validation import DataValidationError
 from nslfcore.inference import estimate_memory_bytes, fuse, run, segment
+from nslfcore.model_store import sha256_file
 from nslfcore.models import NSLF
+from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +30,18 @@ def model() -> NSLF:
     return NSLF(PRESETS["compact"]).eval()
 
 
+@pytest.fixture(scope="module")
+def model_file(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "compact.pt"
+    checkpoint = new_checkpoint(
+        kind="weights", config=model.config.to_json(), stage=3, epoch=1, model=model.state_dict(), best_metric=None
+    )
+    atomic_torch_save(checkpoint, path)
+    return path
+
+
 def _oblique(case: Case) -> Case:
-    """The same voxels on an oblique (rotated), anisotropic grid."""
+    """The same voxels on an oblique (rotated), anisotropic grid: spacing (1.2, 0.9, 2.5) mm (x, y, z)."""
     m = sitk.VersorTransform((0.3, -0.2, 0.9), 0.4).GetMatrix()
     rotation = (tuple(m[0:3]), tuple(m[3:6]), tuple(m[6:9]))
     geometry = Geometry(size=case.geometry.size, spacing=(1.2, 0.9, 2.5), origin=(-31.0, 12.5, 7.0), direction=rotation)
@@ -40,27 +57,6 @@ def _write(case: Case, folder) -> dict:
     return paths
 
 
-def test_outputs_keep_the_oblique_anisotropic_input_geometry(model, tmp_path):
-    case = _oblique(generate_tiny_case(seed=2, size=(40, 52, 44)))
-    assert not np.allclose(np.asarray(case.geometry.direction, dtype=float).reshape(3, 3), np.eye(3))
-    paths = _write(case, tmp_path / "in")
-    result = run(paths, model, probabilities=True)
-    _, read_geometry = read_image(paths["t1"])
-    for array in (result.fused, result.labels):
-        assert array.shape == case.geometry.shape  # (z, y, x)
-    out = tmp_path / "seg.nii.gz"
-    write_image(result.labels, result.geometry, out)
-    image = sitk.ReadImage(str(out))
-    reference = sitk.ReadImage(str(paths["t1"]))
-    assert image.GetSize() == reference.GetSize()
-    np.testing.assert_allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-5)
-    np.testing.assert_allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
-    np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
-    assert result.geometry == read_geometry
-    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-4)
-    assert result.fused.dtype == np.float32 and 0.0 <= result.fused.min() and result.fused.max() <= 1.0 + 1e-5
-
-
 def _banded(model: NSLF) -> NSLF:
     """The model with a classifier that labels by fused intensity, so every class appears."""
     banded = NSLF(PRESETS["compact"]).eval()
@@ -68,61 +64,169 @@ def _banded(model: NSLF) -> NSLF:
     with torch.no_grad():
         banded.fsd.classifier.weight.zero_()
         banded.fsd.classifier.weight[:, -1, 0, 0, 0] = torch.tensor([0.0, 10.0, 20.0, 30.0])  # the fused channel
-        banded.fsd.classifier.bias.copy_(torch.tensor([0.0, -2.0, -7.0, -15.0]))
+        banded.fsd.classifier.bias.copy_(torch.tensor([0.0, -3.0, -8.5, -15.0]))  # bands at 0.3, 0.55, 0.65
     return banded
 
 
-@pytest.mark.parametrize(("convention", "allowed"), [("brats2021", {0, 1, 2, 4}), ("brats2023", {0, 1, 2, 3})])
-def test_labels_only_in_the_allowed_set(model, convention, allowed):
-    case = generate_tiny_case(seed=3)
-    labels = segment(case, model, label_convention=convention).labels
-    assert labels.dtype == np.uint8 and set(np.unique(labels).tolist()) <= allowed
-    labels = segment(case, _banded(model), label_convention=convention).labels
-    assert set(np.unique(labels).tolist()) == allowed  # every class, each with its file value
+def _contextual(model: NSLF, gain: float = 20.0) -> NSLF:
+    """:func:`_banded` with an amplified fusion-weight head, so the labels depend on spatial context.
+
+    Random weights give nearly uniform fusion weights and one class everywhere, which any two
+    inference schemes reproduce trivially. Here the fusion weights (hence the fused intensity, hence
+    the label band) depend on the CU-Net features, i.e. on what a window sees.
+    """
+    contextual = _banded(model)
+    with torch.no_grad():
+        contextual.fcd.weight_head[0].weight.mul_(gain)
+    return contextual
 
 
-def test_conventions_differ_only_in_the_enhancing_tumour_value(model):
-    case = generate_tiny_case(seed=3)
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Dice over the labels present in either map."""
+    values = [2 * ((a == v) & (b == v)).sum() / ((a == v).sum() + (b == v).sum()) for v in np.union1d(a, b)]
+    return float(np.mean(values))
+
+
+# --------------------------------------------------------------------------------------- outputs
+def test_cli_outputs_keep_the_oblique_anisotropic_input_geometry(model, model_file, tmp_path, capsys):
+    case = _oblique(generate_tiny_case(seed=2, size=(20, 32, 28)))
+    assert not np.allclose(np.asarray(case.geometry.direction), np.eye(3))
+    paths = _write(case, tmp_path / "in")
+    out = tmp_path / "out"
+    args = [a for m in MODALITIES for a in (f"--{m}", str(paths[m]))]
+    assert nslf(["run", *args, "--out", str(out), "--model", str(model_file), "--probabilities", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "seg.nii.gz") in printed and "time" in printed
+    reference = sitk.ReadImage(str(paths["t1"]))
+    for name, pixel in (("fused.nii.gz", sitk.sitkFloat32), ("seg.nii.gz", sitk.sitkUInt8), ("probabilities.nii.gz", None)):
+        image = sitk.ReadImage(str(out / name))
+        assert image.GetSize() == reference.GetSize(), name
+        np.testing.assert_allclose(image.GetSpacing(), (1.2, 0.9, 2.5), atol=1e-5)
+        np.testing.assert_allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
+        if pixel is not None:
+            assert image.GetPixelID() == pixel, name
+    probabilities = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "probabilities.nii.gz")))  # (z, y, x, class)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "seg.nii.gz")))
+    expected = run(paths, model, device="cpu", probabilities=True)
+    assert expected.geometry == Geometry.from_image(reference)
+    np.testing.assert_array_equal(labels, expected.labels)
+    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "probabilities.nii.gz", "seg.nii.gz"]
+
+
+def test_outputs_are_zero_outside_the_brain(model):
+    case = generate_tiny_case(seed=3, size=(24, 32, 32))
+    result = run(case, _banded(model), device="cpu", probabilities=True)
+    outside = ~np.any(case.stacked() > 0, axis=0)
+    assert outside.any() and result.fused.dtype == np.float32 and result.probabilities.dtype == np.float32
+    assert not result.fused[outside].any() and not result.labels[outside].any()
+    assert (result.probabilities[0][outside] == 1).all() and not result.probabilities[1:, outside].any()
+    assert 0 <= result.fused.min() and result.fused.max() <= 1 + 1e-5
+
+
+def test_labels_only_in_the_allowed_set_for_both_conventions(model):
+    case = generate_tiny_case(seed=3, size=(24, 32, 32))
+    assert set(np.unique(segment(case, model, device="cpu").labels).tolist()) <= {0, 1, 2, 4}
     banded = _banded(model)
-    old = segment(case, banded, label_convention="brats2021").labels
-    new = segment(case, banded, label_convention="brats2023").labels
-    assert (old == 4).sum() > 0
-    np.testing.assert_array_equal(old == 4, new == 3)
-    np.testing.assert_array_equal(np.where(old == 4, 0, old), np.where(new == 3, 0, new))
+    old = segment(case, banded, device="cpu", label_convention="brats2021")
+    new = segment(case, banded, device="cpu", label_convention="brats2023")
+    assert old.fused is None and old.labels.dtype == new.labels.dtype == np.uint8
+    assert set(np.unique(old.labels).tolist()) == {0, 1, 2, 4}  # every class, each with its file value
+    assert set(np.unique(new.labels).tolist()) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(old.labels == 4, new.labels == 3)  # the conventions differ only in ET
+    np.testing.assert_array_equal(np.where(old.labels == 4, 0, old.labels), np.where(new.labels == 3, 0, new.labels))
 
 
-def test_whole_volume_and_sliding_window_agree(model):
-    case = generate_tiny_case(seed=1, size=(64, 96, 96))
-    whole = run(case, model, mode="whole")
-    sliding = run(case, model, mode="sliding", roi=(32, 48, 48), overlap=0.5)
-    assert whole.mode == "whole" and sliding.mode == "sliding"
-    a, b = whole.labels > 0, sliding.labels > 0
-    dice = 2 * (a & b).sum() / (a.sum() + b.sum())
-    assert dice >= 0.99, dice
-    assert np.abs(whole.fused - sliding.fused).max() < 0.01
+def test_fuse_alone_skips_the_segmentation_decoder(model, model_file, monkeypatch):
+    case = generate_tiny_case(seed=4, size=(24, 32, 32))
+    both = run(case, model_file, device="cpu")  # a model file works in place of a model
+    monkeypatch.setattr(model.fsd, "forward", lambda *a: pytest.fail("FSD ran for fusion alone"))
+    fused = fuse(case, model, device="cpu")
+    assert fused.labels is None and fused.probabilities is None and both.labels is not None
+    np.testing.assert_allclose(fused.fused, both.fused, atol=1e-6)
 
 
-def test_progress_is_reported_from_zero_to_one(model):
+# ------------------------------------------------------------------------------ whole vs sliding
+def test_a_single_window_equals_the_whole_volume(model):
+    case = generate_tiny_case(seed=1, size=(24, 32, 32))
+    contextual = _contextual(model)
+    whole = run(case, contextual, device="cpu", mode="whole", probabilities=True)
+    single = run(case, contextual, device="cpu", mode="sliding", roi=(64, 64, 64), probabilities=True)
+    assert (whole.mode, single.mode) == ("whole", "sliding")
+    np.testing.assert_allclose(single.fused, whole.fused, atol=1e-5)
+    np.testing.assert_allclose(single.probabilities, whole.probabilities, atol=1e-5)
+
+
+def test_whole_volume_and_sliding_windows_agree(model):
+    """Four overlapping windows (Gaussian blending) against one pass over the brain box.
+
+    Measured: mean Dice over the four labels 0.9994, fused max |diff| 0.004 (the plain random model:
+    Dice 1.0, 0.0002). A partly trained model agrees less (see the report of issue 5).
+    """
+    case = generate_tiny_case(seed=1, size=(32, 48, 48))
+    contextual = _contextual(model)
+    whole = run(case, contextual, device="cpu", mode="whole")
     seen: list[float] = []
-    fuse(generate_tiny_case(seed=4), model, mode="sliding", roi=(32, 32, 32), progress=lambda f, m: seen.append(f))
-    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 5
+    sliding = run(case, contextual, device="cpu", mode="sliding", roi=(32, 32, 32), progress=lambda f, m: seen.append(f))
+    assert set(np.unique(whole.labels).tolist()) == {0, 1, 2, 4}  # a non-trivial label map
+    assert _dice(whole.labels, sliding.labels) >= 0.99
+    assert np.abs(whole.fused - sliding.fused).max() < 0.02
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 8  # one per window
 
 
-def test_memory_estimate_grows_with_volume_and_width(model):
+def test_auto_mode_follows_the_memory_estimate(model, monkeypatch):
     small = estimate_memory_bytes(model, (64, 64, 64))
     assert estimate_memory_bytes(model, (128, 128, 128)) == 8 * small
+    assert estimate_memory_bytes(model, (60, 50, 64)) == small  # padded to multiples of 16
     assert estimate_memory_bytes(NSLF(PRESETS["paper"].replace(cunet_weights="shared")), (64, 64, 64)) > 3 * small
+    case = generate_tiny_case(seed=4, size=(32, 32, 32))
+    monkeypatch.setattr(inference, "available_bytes", lambda device: 10**12)
+    assert fuse(case, model, device="cpu").mode == "whole"
+    monkeypatch.setattr(inference, "available_bytes", lambda device: 1000)
+    assert fuse(case, model, device="cpu").mode == "sliding"
 
 
+def test_running_out_of_memory_falls_back_then_says_why(model, monkeypatch):
+    case = generate_tiny_case(seed=4, size=(32, 32, 32))
+    real = inference._infer
+    attempts: list[tuple] = []
+
+    def oom_unless_small(model, image, device, mode, roi, *rest):
+        attempts.append((mode, roi))
+        if mode == "whole" or max(roi) > 32:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return real(model, image, device, mode, roi, *rest)
+
+    monkeypatch.setattr(inference, "_infer", oom_unless_small)
+    with pytest.warns(RuntimeWarning, match="Out of CPU memory"):
+        result = fuse(case, model, device="cpu", mode="whole", roi=(64, 128, 128))
+    assert result.mode == "sliding" and result.fused is not None
+    windows = [(64, 128, 128), (64, 128, 128), (32, 64, 64), (32, 32, 32)]
+    assert attempts == list(zip(["whole", "sliding", "sliding", "sliding"], windows))
+
+    def always_oom(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(inference, "_infer", always_oom)
+    with pytest.warns(RuntimeWarning), pytest.raises(MemoryError, match="Not enough memory .* on the CPU"):
+        fuse(case, model, device="cpu", mode="sliding")
+    monkeypatch.setattr(inference, "_infer", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
+    with pytest.raises(KeyError):  # anything but running out of memory is not retried
+        fuse(case, model, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------- inputs
 def test_bad_inputs_are_refused_with_one_clear_message(model, tmp_path):
-    case = generate_tiny_case(seed=5)
+    case = generate_tiny_case(seed=5, size=(24, 32, 32))
     paths = _write(case, tmp_path / "ok")
     shifted = Geometry(case.geometry.size, case.geometry.spacing, (5.0, 0.0, 0.0), case.geometry.direction)
     write_image(case.images["t2"], shifted, paths["t2"])
-    with pytest.raises(DataValidationError, match="t2"):
+    with pytest.raises(DataValidationError, match="t2.nii.gz has origin"):
         run(paths, model)
     missing = dict(paths, flair=tmp_path / "nowhere_flair.nii.gz")
-    with pytest.raises(DataValidationError, match="flair"):
+    with pytest.raises(DataValidationError, match="nowhere_flair.nii.gz does not exist; check the flair path"):
         run(missing, model)
     with pytest.raises(ValueError, match="Missing input modalities"):
         run({"t1": paths["t1"]}, model)
@@ -130,3 +234,51 @@ def test_bad_inputs_are_refused_with_one_clear_message(model, tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((20, 20), np.float32)), str(flat))
     with pytest.raises(DataValidationError, match="3-D"):
         run(dict(paths, t1=flat, t2=paths["t1"]), model)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds 0 cases"):
+        run(tmp_path / "empty", model)
+    images = dict(case.images, t1ce=np.where(case.images["t1ce"] > 0, np.nan, 0).astype(np.float32))
+    with pytest.raises(DataValidationError, match="t1ce volume has NaN"):
+        run(Case(case.name, images, None, case.geometry), model)
+    images = dict(case.images, flair=case.images["flair"][1:])
+    with pytest.raises(DataValidationError, match="flair volume has shape"):
+        run(Case(case.name, images, None, case.geometry), model)
+    for bad in ({"device": "tpu"}, {"mode": "tiles"}, {"label_convention": "brats2019"}, {"overlap": 1.0}):
+        with pytest.raises(ValueError):
+            run(case, model, **bad)
+
+
+# ---------------------------------------------------------------------------------- command line
+def test_cli_model_choice_is_checked_before_computing(model_file, tmp_path, monkeypatch, capsys):
+    case_dir = tmp_path / "case"
+    _write(generate_tiny_case(seed=6, size=(24, 32, 32)), case_dir)
+    out = tmp_path / "out"
+    empty = tmp_path / "no-registry"
+    empty.mkdir()
+    monkeypatch.setenv("NSLF_MODELS_DIR", str(empty))
+    assert nslf(["fuse", "--case", str(case_dir), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model is required" in err[0] and "names no default model" in err[0], err
+    assert nslf(["fuse", "--case", str(case_dir), "--out", str(out), "--model", "nslf-unknown"]) == 1
+    assert "no models are installed" in capsys.readouterr().err
+    assert nslf(["fuse", "--case", str(case_dir), "--out", str(out), "--model", str(model_file), "--device", "cuda:7"]) == 1
+    assert "cuda:7" in capsys.readouterr().err
+    assert not out.exists()  # nothing was created for a refused run
+    # A registry default model is used when --model is left out.
+    entry = {"id": "compact-test", "file": str(model_file), "sha256": sha256_file(model_file)}
+    (empty / "models.json").write_text(json.dumps({"default": "compact-test", "models": [entry]}))
+    assert nslf(["fuse", "--case", str(case_dir), "--out", str(out), "--device", "cpu"]) == 0
+    assert "'compact-test'" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz"]
+
+
+def test_cli_reports_several_input_problems_on_one_line(model_file, tmp_path, capsys):
+    case_dir = tmp_path / "BraTS2021_00000"
+    paths = _write(generate_tiny_case(seed=6, size=(24, 32, 32), name="BraTS2021_00000"), case_dir)
+    paths["t2"].unlink()
+    paths["flair"].unlink()
+    out = tmp_path / "out"
+    assert nslf(["segment", "--case", str(case_dir), "--out", str(out), "--model", str(model_file)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no t2 file" in err[0] and "no flair file" in err[0], err
+    assert not out.exists()

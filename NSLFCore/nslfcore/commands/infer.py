@@ -1,7 +1,13 @@
 """``nslf fuse | segment | run``: NSLF on one case, outputs with the inputs' exact geometry.
 
-Everything is checked before any computation (inputs, model, existing outputs); outputs are written
-under temporary names and renamed at the end, so a failure leaves no partial files.
+Everything is checked before any computation (inputs, device, model, output folder, existing
+outputs); outputs are written under temporary names in the output folder and renamed at the end,
+so a failure leaves no partial files. Every refusal is one line on stderr and exit code 1
+(argument errors: 2).
+
+Outputs: ``fused.nii.gz`` (float32, fuse and run), ``seg.nii.gz`` (uint8 BraTS labels, segment
+and run) and, with ``--probabilities``, ``probabilities.nii.gz`` (float32, four components per
+voxel: background, NCR, ED, ET; a NIfTI vector image, nibabel shape ``(x, y, z, 1, 4)``).
 """
 
 from __future__ import annotations
@@ -14,21 +20,32 @@ from pathlib import Path
 import numpy as np
 
 from nslfcore import MODALITIES
-from nslfcore.data.validation import DataValidationError
 
+_MODES = {"whole": "whole-volume inference", "sliding": "sliding-window inference"}
 _OUTPUTS = {"fuse": ("fused.nii.gz",), "segment": ("seg.nii.gz",), "run": ("fused.nii.gz", "seg.nii.gz")}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    for name, title in (("fuse", "the fused volume"), ("segment", "the tumour segmentation"), ("run", "both")):
-        parser = subparsers.add_parser(name, help=f"NSLF inference on one case: {title}")
+    titles = (("fuse", "the fused volume"), ("segment", "the tumour segmentation"), ("run", "fused volume and segmentation"))
+    for name, title in titles:
+        parser = subparsers.add_parser(
+            name,
+            help=f"NSLF inference on one case: {title}",
+            description=f"NSLF inference on one case ({title}); outputs keep the inputs' exact geometry.",
+        )
         for modality in MODALITIES:
             parser.add_argument(f"--{modality}", type=Path, metavar="FILE", help=f"{modality.upper()} image")
         parser.add_argument("--case", type=Path, metavar="DIR", help="a BraTS-layout case folder instead of four files")
-        parser.add_argument("--out", type=Path, required=True, help="output folder")
-        parser.add_argument("--model", required=True, help="a model id from Resources/Models/models.json or a .pt file")
-        parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-        parser.add_argument("--mode", default="auto", choices=("auto", "whole", "sliding"))
+        parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+        parser.add_argument(
+            "--model",
+            default=None,
+            help="a model id from Resources/Models/models.json, a model file (.pt) or a URL "
+            "(with #sha256=...); default: the registry's default model",
+        )
+        parser.add_argument("--download", action="store_true", help="download the model if it is not on this machine")
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+        parser.add_argument("--mode", default="auto", choices=("auto", "whole", "sliding"), help="whole volume or sliding windows")
         parser.add_argument("--label-convention", default="brats2021", choices=("brats2021", "brats2023"))
         parser.add_argument("--probabilities", action="store_true", help="also write probabilities.nii.gz (4 classes)")
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -47,58 +64,91 @@ def _source(args: argparse.Namespace) -> Path | dict[str, Path]:
     return files
 
 
+def _one_line(error: BaseException) -> str:
+    """The error as one line (a :class:`DataValidationError` lists one problem per line)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
+def _print_progress(fraction: float, message: str) -> None:
+    if sys.stdout.isatty():
+        print(f"\r{fraction:4.0%} {message[:60]:<60}", end="", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    from nslfcore.inference import as_case
+    from nslfcore.inference import as_case, resolve_device
     from nslfcore.inference import run as infer
+    from nslfcore.model_store import REGISTRY_NAME, default_model, load_model, registry_folder
 
     names = list(_OUTPUTS[args.task]) + (["probabilities.nii.gz"] if args.probabilities else [])
     outputs = [args.out / n for n in names]
     temps = [p.with_name(f".partial-{p.name}") for p in outputs]  # hidden, still ending in .nii.gz
+    created = not args.out.exists()
+    clock = time.perf_counter()
     try:
+        source = _source(args)
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a file; give a folder for the outputs.")
         existing = [str(p) for p in outputs if p.exists()]
         if existing and not args.overwrite:
             raise ValueError(f"{existing[0]} already exists; use --overwrite to replace it or choose another --out.")
-        case = as_case(_source(args))  # reads and validates the inputs
-        model = _load_model(args.model)
-        start = time.perf_counter()
+        if args.model is None and default_model() is None:
+            raise ValueError(
+                f"--model is required: {registry_folder() / REGISTRY_NAME} names no default model (none is shipped yet); "
+                "give a model file (.pt), a model id or a URL."
+            )
+        device = resolve_device(args.device)
+        case = as_case(source)  # reads and validates the inputs
+        model, info = load_model(args.model, download=args.download)
+        args.out.mkdir(parents=True, exist_ok=True)  # before computing: an unwritable folder fails now
+        prepared_s = time.perf_counter() - clock
         result = infer(
-            case, model, fuse=args.task != "segment", segment=args.task != "fuse", device=args.device, mode=args.mode,
-            label_convention=args.label_convention, probabilities=args.probabilities,
+            case, model, fuse=args.task != "segment", segment=args.task != "fuse", device=device, mode=args.mode,
+            label_convention=args.label_convention, probabilities=args.probabilities, progress=_print_progress,
         )  # fmt: skip
-        args.out.mkdir(parents=True, exist_ok=True)
-        arrays = {"fused.nii.gz": result.fused, "seg.nii.gz": result.labels, "probabilities.nii.gz": result.probabilities}
+        if sys.stdout.isatty():
+            print()
+        start = time.perf_counter()
         for name, temp in zip(names, temps):
-            array = arrays[name]
-            if name == "probabilities.nii.gz":
-                array = np.moveaxis(array, 0, -1)  # (z, y, x, class): a 4-D NIfTI with the class last
-            _write(array, result.geometry, temp)
+            _write(name, result, temp)
         for temp, final in zip(temps, outputs):
             temp.replace(final)
-    except (ValueError, FileNotFoundError, DataValidationError) as error:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        print(f"nslf {args.task}: error: {error}", file=sys.stderr)
+        write_s = time.perf_counter() - start
+    except (ValueError, OSError, MemoryError, RuntimeError) as error:  # DataValidationError, ModelError: ValueErrors
+        _clean_up(temps, args.out if created else None)
+        kind = "error" if isinstance(error, (ValueError, OSError)) else f"error ({type(error).__name__})"
+        print(f"nslf {args.task}: {kind}: {_one_line(error)}", file=sys.stderr)
         return 1
     except BaseException:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+        _clean_up(temps, args.out if created else None)
         raise
-    seconds = time.perf_counter() - start
-    print(f"nslf {args.task}: {case.name} in {seconds:.1f} s ({result.mode} on {result.device}); wrote "
+    t = result.timings
+    print(f"nslf {args.task}: {case.name} with model {info.id!r}: {_MODES[result.mode]} on {result.device}; wrote "
           + ", ".join(str(p) for p in outputs))  # fmt: skip
+    print(f"nslf {args.task}: time {time.perf_counter() - clock:.1f} s (reading and model {prepared_s:.1f} s, "
+          f"preprocessing {t['preprocess']:.1f} s, network {t['inference']:.1f} s, pasting back {t['postprocess']:.1f} s, "
+          f"writing {write_s:.1f} s)")  # fmt: skip
     return 0
 
 
-def _write(array: np.ndarray, geometry, temp: Path) -> None:
-    """Write ``array`` ``(z, y, x[, c])`` with ``geometry`` as compressed NIfTI to ``temp`` (a temporary name)."""
+def _write(name: str, result, temp: Path) -> None:
+    """Write one output on the input grid (compressed NIfTI) to ``temp``, a temporary name."""
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=array.ndim == 4)
-    sitk.WriteImage(geometry.apply_to(image), str(temp), True, imageIO="NiftiImageIO")
+    from nslfcore.data.io import write_image
+
+    if name == "fused.nii.gz":
+        write_image(result.fused, result.geometry, temp, np.float32)
+    elif name == "seg.nii.gz":
+        write_image(result.labels, result.geometry, temp, np.uint8)
+    else:  # (class, z, y, x) -> a vector image with the four classes as components
+        array = np.ascontiguousarray(np.moveaxis(result.probabilities, 0, -1))
+        image = result.geometry.apply_to(sitk.GetImageFromArray(array, isVector=True))
+        sitk.WriteImage(image, str(temp), True, imageIO="NiftiImageIO")
 
 
-def _load_model(spec: str):
-    """An NSLF model in eval mode from a registry id or a model file (checksum-verified for registry ids)."""
-    from nslfcore.model_store import load_model
-
-    return load_model(spec)[0]
+def _clean_up(temps: list[Path], created: Path | None) -> None:
+    """Remove temporary outputs, and the output folder if this command created it and it is empty."""
+    for temp in temps:
+        temp.unlink(missing_ok=True)
+    if created is not None and created.is_dir() and not any(created.iterdir()):
+        created.rmdir()
