@@ -4,13 +4,11 @@ Arrays are ``(z, y, x)``; the :class:`nslfcore.data.case.Case` geometry is LPS. 
 ``fused`` float32 (the normalised fused volume, values in [0, 1]) and ``labels`` uint8 in BraTS
 2021 labels {0, 1, 2, 4}, both on the case grid.
 
-Inference is :func:`nslfcore.inference.run`. Models come from ``nslfcore.model_store.load_model``
-when the engine has a model store (issue 5), otherwise from a checkpoint path.
+Inference is :func:`nslfcore.inference.run`; models come from :func:`nslfcore.model_store.load_model`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,43 +32,21 @@ class EngineResult:
     labels: np.ndarray | None
 
 
-def _optional(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
-
-
 def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else unchanged."""
-    import torch
+    """``"auto"`` -> ``"cuda:0"`` when available, else ``"cpu"`` (see :func:`nslfcore.inference.resolve_device`)."""
+    from nslfcore.inference import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return str(resolve(device))
 
 
 def load_model(spec: Any, device: str) -> Any:
     """An NSLF model in eval mode on ``device`` from a model id, ``.pt`` path or URL (or an ``NSLF`` instance)."""
     import torch
+    from nslfcore.model_store import load_model as load
 
     if isinstance(spec, torch.nn.Module):
         return spec.to(device).eval()
-    store = _optional("nslfcore.model_store")
-    if store is not None:
-        loaded = store.load_model(spec, device)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        return model.to(device).eval()
-    if spec is None:
-        raise ValueError("No NSLF model was given and this engine has no model store; pass model='path/to/model.pt'.")
-    from nslfcore.config import NSLFConfig
-    from nslfcore.models import NSLF
-    from nslfcore.training.checkpoint import load_checkpoint
-
-    data = load_checkpoint(spec, map_location=device)
-    model = NSLF(NSLFConfig.from_json(data["config"]))
-    model.load_state_dict(data["model"])
-    return model.to(device).eval()
+    return load(spec, device)[0].eval()
 
 
 def run(case: Case, model: Any, device: str, fuse: bool, segment: bool, progress: Progress) -> EngineResult:

@@ -61,16 +61,16 @@ class DataSpec:
 
 
 def _select_device(spec: str, context: DistributedContext) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    """The device of this process: :func:`nslfcore.inference.resolve_device`, or ``cuda:LOCAL_RANK`` under torchrun."""
+    from nslfcore.inference import resolve_device
+
+    try:
+        device = resolve_device(spec)
+    except ValueError as error:
+        raise TrainingSetupError(f"--device {spec}: {error}") from error
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingSetupError(f"--device {spec}: CUDA is not available on this machine; use --device cpu.")
         if context.world_size > 1:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", context.rank)))
-        elif device.index is None:
-            device = torch.device("cuda", 0)
         if device.index >= torch.cuda.device_count():
             raise TrainingSetupError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are present.")
     return device
