@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nslfcore.commands.train",
     "nslfcore.commands.infer",
     "nslfcore.commands.evaluate",
+    "nslfcore.commands.score",
+    "nslfcore.commands.baseline",
 )
 
 

@@ -150,22 +150,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------- memory
-def estimate_memory_bytes(model: NSLF, spatial_shape: Sequence[int]) -> int:
+def estimate_memory_bytes(model: torch.nn.Module, spatial_shape: Sequence[int]) -> int:
     """Rough peak activation memory of one whole-volume pass (float32), in bytes.
 
     ``spatial_shape`` is ``(z, y, x)``; sizes are padded to multiples of 16 as the model does. Per
-    voxel: about six full-resolution tensors of ``4 modalities x w0`` channels are alive at the
-    CU-Net's last decoder level (skip, up-sampled, concatenation, two convolutions, the output),
+    voxel for NSLF: about six full-resolution tensors of ``4 modalities x w0`` channels are alive at
+    the CU-Net's last decoder level (skip, up-sampled, concatenation, two convolutions, the output),
     plus the four local features the FCD and FSD read, the FSD's first width and ~16 channels of
     inputs and outputs: ``4 bytes x (28 w0 + fsd0 + 16)``. That is 1024 B/voxel for ``compact`` and
     3904 B/voxel for ``paper``; the peak resident memory measured on the CPU (torch 2.13) is about
     900 and 2930 B/voxel, so the estimate errs on the safe side. Under bf16 autocast (CUDA) the
-    real need is lower still.
+    real need is lower still. Other networks (the U-Net baseline) state their own
+    ``inference_bytes_per_voxel``.
     """
     padded = [math.ceil(s / 16) * 16 for s in spatial_shape]
     voxels = int(np.prod(padded))
-    w0 = model.config.local_width
-    per_voxel = 4 * (6 * 4 * w0 + 4 * w0 + model.config.fsd_widths[0] + 16)
+    if isinstance(model, NSLF):
+        w0 = model.config.local_width
+        per_voxel = 4 * (6 * 4 * w0 + 4 * w0 + model.config.fsd_widths[0] + 16)
+    else:
+        per_voxel = int(getattr(model, "inference_bytes_per_voxel", 4096))
     return voxels * per_voxel
 
 
@@ -207,26 +211,30 @@ def _count_windows(shape: Sequence[int], roi: Sequence[int], overlap: Sequence[f
 
 
 class _Predictor:
-    """One network pass: ``(B, 4, z, y, x)`` -> fused ``(B, 1, ...)`` [, probabilities ``(B, 4, ...)``].
+    """One network pass: ``(B, 4, z, y, x)`` -> ``{"fused": (B, 1, ...), "probs": (B, 4, ...)}``.
 
+    ``fused`` is there when the model fuses (NSLF), ``probs`` when segmentation is asked for. A
+    network other than NSLF (the U-Net baseline) is a plain segmenter: logits out, no fusion.
     Counts the windows it has seen to report progress between ``start`` and ``start + span``.
     """
 
-    def __init__(self, model: NSLF, segment: bool, progress: Progress | None, total: int, start: float, span: float) -> None:
+    def __init__(
+        self, model: torch.nn.Module, segment: bool, progress: Progress | None, total: int, start: float, span: float
+    ) -> None:
         self.model, self.segment, self.progress = model, segment, progress
         self.total, self.start, self.span = max(total, 1), start, span
         self.calls = 0
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        if self.segment:
+        out: dict[str, torch.Tensor] = {}
+        if not isinstance(self.model, NSLF):
+            out["probs"] = torch.softmax(self.model(x).float(), dim=1)
+        elif self.segment:
             fusion, logits = self.model.fuse_and_segment(x)
-            out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = (
-                fusion.fused.float(),
-                torch.softmax(logits.float(), dim=1),
-            )
+            out = {"fused": fusion.fused.float(), "probs": torch.softmax(logits.float(), dim=1)}
         else:
-            out = self.model.fuse(x).fused.float()
+            out["fused"] = self.model.fuse(x).fused.float()
         self.calls += x.shape[0]
         if self.progress is not None:
             done = min(self.calls, self.total)
@@ -235,7 +243,7 @@ class _Predictor:
 
 
 def _infer(
-    model: NSLF,
+    model: torch.nn.Module,
     image: np.ndarray,
     device: torch.device,
     mode: str,
@@ -243,8 +251,8 @@ def _infer(
     overlap: tuple[float, float, float],
     segment: bool,
     progress: Progress | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Fused ``(z, y, x)`` and probabilities ``(4, z, y, x)`` (or ``None``) of a ``(4, z, y, x)`` box, on the CPU."""
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Fused ``(z, y, x)`` and probabilities ``(4, z, y, x)`` (each or ``None``) of a ``(4, z, y, x)`` box, on the CPU."""
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
@@ -254,8 +262,8 @@ def _infer(
             window = tuple(min(r, s) for r, s in zip(roi, x.shape[2:]))
             predictor = _Predictor(model, segment, progress, _count_windows(x.shape[2:], window, overlap), 0.1, 0.8)
             out = sliding_window_inference(x, window, 1, predictor, overlap=overlap, mode="gaussian")
-    fused, probs = out if isinstance(out, (tuple, list)) else (out, None)
-    return fused[0, 0].float().cpu(), None if probs is None else probs[0].float().cpu()
+    fused, probs = out.get("fused"), out.get("probs")
+    return (None if fused is None else fused[0, 0].float().cpu()), (None if probs is None else probs[0].float().cpu())
 
 
 def _smaller(roi: tuple[int, int, int]) -> tuple[int, int, int] | None:
@@ -265,7 +273,7 @@ def _smaller(roi: tuple[int, int, int]) -> tuple[int, int, int] | None:
 
 
 def _infer_with_fallback(
-    model: NSLF,
+    model: torch.nn.Module,
     image: np.ndarray,
     device: torch.device,
     mode: str,
@@ -273,7 +281,7 @@ def _infer_with_fallback(
     overlap: tuple[float, float, float],
     segment: bool,
     progress: Progress,
-) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.device]:
+) -> tuple[torch.Tensor | None, torch.Tensor | None, str, torch.device]:
     """:func:`_infer`, retried when memory runs out: whole volume -> windows -> smaller windows -> (CUDA) the CPU.
 
     Returns the outputs and the mode and device that produced them. Each retry is announced with a
@@ -310,7 +318,7 @@ def _infer_with_fallback(
         progress(0.1, message)
 
 
-def _choose_mode(mode: str, model: NSLF, box: Sequence[int], device: torch.device) -> str:
+def _choose_mode(mode: str, model: torch.nn.Module, box: Sequence[int], device: torch.device) -> str:
     if mode != "auto":
         return mode
     return "whole" if estimate_memory_bytes(model, box) < available_bytes(device) else "sliding"
@@ -318,7 +326,7 @@ def _choose_mode(mode: str, model: NSLF, box: Sequence[int], device: torch.devic
 
 def run(
     source: Source,
-    model: NSLF | str | Path | None,
+    model: torch.nn.Module | str | Path | None,
     *,
     fuse: bool = True,
     segment: bool = True,
@@ -335,7 +343,8 @@ def run(
     Args:
         source: a :class:`Case`, ``{modality: path}``, or a BraTS-layout case folder.
         model: an :class:`NSLF` (moved to ``device`` and put in eval mode here), or a model id, file
-            or downloaded URL for :func:`nslfcore.model_store.load_model` (``None``: the default model).
+            or downloaded URL for :func:`nslfcore.model_store.load_model` (``None``: the default model),
+            or a segmentation-only network such as :class:`nslfcore.baseline.BaselineUNet` (``fuse=False``).
         fuse, segment: which outputs to return; fusion alone skips the FSD, segmentation needs the
             fused volume anyway, and both come from the same network pass.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
@@ -360,10 +369,12 @@ def run(
     torch_device = resolve_device(device)
     report(0.0, "reading and checking the inputs")
     case = as_case(source)
-    if not isinstance(model, NSLF):
+    if not isinstance(model, torch.nn.Module):
         from nslfcore.model_store import load_model
 
         model, _ = load_model(model, device="cpu")
+    if fuse and not isinstance(model, NSLF):
+        raise ValueError(f"{type(model).__name__} is a segmentation-only network; it cannot fuse (use fuse=False).")
     prepared = preprocess_case(case)
     record = prepared.record
     brain = brain_mask(np.stack([record.crop(np.asarray(case.images[m])) for m in MODALITIES]))
@@ -379,7 +390,7 @@ def run(
     report(0.9, "pasting the results back onto the input grid")
     start = time.perf_counter()
     fused = labels = probs = None
-    if fuse:
+    if fuse and fused_t is not None:
         fused = record.uncrop(np.where(brain, fused_t.numpy(), 0).astype(np.float32))
     if probs_t is not None:
         probs_box = probs_t.numpy()
@@ -396,11 +407,11 @@ def run(
     return InferenceResult(fused, labels, probs, case.geometry, timings, mode, str(torch_device))
 
 
-def fuse(source: Source, model: NSLF | str | Path | None, **options) -> InferenceResult:
+def fuse(source: Source, model: torch.nn.Module | str | Path | None, **options) -> InferenceResult:
     """The fused volume only (the FSD is skipped); see :func:`run` for the arguments."""
     return run(source, model, fuse=True, segment=False, **options)
 
 
-def segment(source: Source, model: NSLF | str | Path | None, **options) -> InferenceResult:
+def segment(source: Source, model: torch.nn.Module | str | Path | None, **options) -> InferenceResult:
     """The label map only (and probabilities on request); see :func:`run` for the arguments."""
     return run(source, model, fuse=False, segment=True, **options)

@@ -87,7 +87,7 @@ def distributed_context() -> DistributedContext:
     return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
-def _folder_cases(folder: Path) -> tuple[list[CaseFiles], dict[str, list[str]]]:
+def folder_cases(folder: Path) -> tuple[list[CaseFiles], dict[str, list[str]]]:
     if not folder.is_dir():
         raise TrainingSetupError(f"--data {folder}: no such folder; give a BraTS-layout folder or phantom:N.")
     cases = find_cases(folder)
@@ -154,10 +154,10 @@ def train(
     if not resume and any(run_dir.glob("stage*.pt")):
         raise TrainingSetupError(f"{run_dir} already holds checkpoints; use --resume to continue or another --out.")
     if spec.folder is not None:
-        cases, split = _folder_cases(spec.folder)
+        cases, split = folder_cases(spec.folder)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        cases, split = _folder_cases(_phantom_folder(spec, run_dir, options.seed, context))
+        cases, split = folder_cases(_phantom_folder(spec, run_dir, options.seed, context))
 
     _seed_everything(options.seed, options.deterministic)
     model = NSLF(config)  # same initialisation on every rank (DDP also broadcasts rank 0's)

@@ -300,7 +300,7 @@ class Trainer:
                 terms = step_module(image, label, torch.Generator(device=self.device).manual_seed(count))
                 values = {k: float(v) for k, v in terms.items()}
                 if self.stage == 3:
-                    values |= _region_dice(step_module.last_logits, label)
+                    values |= region_dice(step_module.last_logits, label)
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
@@ -469,7 +469,7 @@ class Trainer:
         )
 
 
-def _region_dice(logits: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+def region_dice(logits: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
     """Dice of ET ({3}), TC ({1, 3}) and WT ({1, 2, 3}) on one batch of crops (both empty -> 1)."""
     pred = logits.argmax(dim=1)
     out = {}

@@ -1,0 +1,94 @@
+"""The plain 3-D U-Net baseline: training, safe loading, segmentation-only inference, evaluation and scoring."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nslfcore.baseline import BaselineUNet, load_baseline, save_baseline
+from nslfcore.cli import main as nslf
+from nslfcore.config import PRESETS
+from nslfcore.data.brats import find_cases, load_case
+from nslfcore.data.io import write_image
+from nslfcore.data.labels import from_internal
+from nslfcore.data.phantom import write_phantom_dataset
+from nslfcore.inference import run
+from nslfcore.models import NSLF
+from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("baseline") / "data"
+    write_phantom_dataset(folder, 3, seed=21, tiny=True, size=(32, 32, 32))
+    return folder
+
+
+def test_training_writes_a_weights_only_checkpoint_and_a_log(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert nslf(["baseline", "--data", str(data), "--out", str(out), "--epochs", "2", "--crop", "32", "32", "32"]) == 0
+    log = [json.loads(line) for line in (out / "baseline_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert all(np.isfinite(r["train_loss"]) and 0 <= r["dice_wt"] <= 1 for r in log)
+    data_dict = torch.load(out / "baseline_best.pt", weights_only=True)
+    assert data_dict["kind"] == "baseline" and data_dict["features"] == [16, 32, 64, 128, 128, 16]
+    model = load_baseline(out / "baseline_best.pt")
+    assert not model.training and isinstance(model, BaselineUNet)
+    assert nslf(["baseline", "--data", str(data), "--out", str(out)]) == 1  # never overwrites
+    assert "exists" in capsys.readouterr().err
+
+
+def test_an_nslf_file_is_not_a_baseline(tmp_path):
+    model = NSLF(PRESETS["compact"])
+    path = atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), model=model.state_dict()),
+                             tmp_path / "nslf.pt")  # fmt: skip
+    with pytest.raises(ValueError, match="not a U-Net baseline"):
+        load_baseline(path)
+
+
+def test_segmentation_only_inference_on_the_input_grid(data):
+    case = load_case(find_cases(data)[0])
+    model = BaselineUNet().eval()
+    result = run(case, model, fuse=False, device="cpu", mode="sliding", roi=(16, 16, 16), probabilities=True)
+    assert result.fused is None and result.labels.shape == case.geometry.shape
+    assert set(np.unique(result.labels)) <= {0, 1, 2, 4}
+    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot fuse"):
+        run(case, model, device="cpu")
+
+
+def test_evaluate_adds_the_baseline_rows(data, tmp_path):
+    model = NSLF(PRESETS["compact"])
+    model_path = atomic_torch_save(
+        new_checkpoint(kind="weights", config=model.config.to_json(), model=model.state_dict()), tmp_path / "m.pt"
+    )
+    baseline_path = save_baseline(BaselineUNet(), tmp_path / "b.pt")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--data", str(data), "--model", str(model_path), "--baseline", str(baseline_path), "--out", str(out)]
+    assert nslf(args + ["--limit", "2"]) == 0
+    rows = list(csv.DictReader((out / "metrics_baseline.csv").open()))
+    assert len(rows) == 2 and all(r["ssim"] == "nan" for r in rows)
+    summary = (out / "summary.md").read_text()
+    assert "| method | region |" in summary
+    assert summary.count("| NSLF |") == 4 and summary.count("| U-Net baseline |") == 4
+    mean_wt = np.mean([float(r["WT_dice"]) for r in rows])
+    assert f"| U-Net baseline | WT | {mean_wt:.4f}" in summary
+
+
+def test_score_of_the_reference_itself_is_perfect_and_grids_are_checked(data, tmp_path, capsys):
+    files = find_cases(data)[0]
+    case = load_case(files, require_label=True)
+    truth = write_image(from_internal(case.label, "brats2021"), case.geometry, tmp_path / "truth.nii.gz", np.uint8)
+    out_json = tmp_path / "scores.json"
+    assert nslf(["score", "--case", str(data / files.name), "--labels", str(truth), "--json", str(out_json)]) == 0
+    row = json.loads(out_json.read_text())
+    for region in ("ET", "TC", "WT"):
+        assert row[f"{region}_dice"] == pytest.approx(1.0) and row[f"{region}_hd95"] == pytest.approx(0.0)
+    assert "WT" in capsys.readouterr().out
+    shifted = write_image(np.zeros((4, 4, 4), np.uint8), case.geometry.cropped((0, 0, 0), (4, 4, 4)), tmp_path / "s.nii.gz")
+    assert nslf(["score", "--case", str(data / files.name), "--labels", str(shifted)]) == 1
+    assert "not on the grid" in capsys.readouterr().err
