@@ -1,13 +1,14 @@
 """Batch NSLF: fuse and segment BraTS-like cases from the command line, inside Slicer or in plain Python.
 
     Slicer --no-main-window --python-script nslf_batch.py -- --case DIR --out DIR [--model M] [--device D]
-    python nslf_batch.py --cases DIR --out DIR [--model M] [--device D] [--no-render]
+    python nslf_batch.py --cases DIR --out DIR [--model M] [--device D] [--no-render] [--overwrite]
 
 Per case (a folder with T1, T1ce, T2 and FLAIR files named like BraTS 2021 ``*_t1.nii.gz`` or
 2023 ``*-t1n.nii.gz``): the volumes are read through MRML storage nodes, the logic runs, and
-``<out>[/<case>]/`` receives fused.nii.gz, segmentation.seg.nrrd, tumor_volumes.csv, scene.mrb
-and render.png (offscreen 3-D view). ``--cases`` processes every sub-folder in turn, skips failed
-cases and prints a report; the exit code is 1 if any case failed.
+``<out>[/<case>]/`` receives fused.nii.gz, segmentation.seg.nrrd, labels.nii.gz (BraTS 2021
+labels), tumor_volumes.csv, scene.mrb and render.png (offscreen 3-D view). A case whose output
+folder already holds results is refused unless ``--overwrite``. ``--cases`` processes every
+sub-folder in turn, skips failed cases and prints a report; the exit code is 1 if any case failed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the module fo
 from NSLFSlicerLib.app_setup import create_standalone_context, in_slicer_application  # noqa: E402
 from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
 from NSLFSlicerLib.rendering import render_png  # noqa: E402
-from NSLFSlicerLib.scene_io import save_results  # noqa: E402
+from NSLFSlicerLib.scene_io import existing_results, save_results  # noqa: E402
 from NSLFSlicerLib.assign import load_case_folder  # noqa: E402
 
 
@@ -35,21 +36,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model id, .pt path or URL (default: the shipped model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-render", action="store_true", help="skip render.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     return parser.parse_args([a for a in argv if a != "--"] if argv[:1] == ["--"] else argv)
 
 
-def process_case(case_dir: Path, out_dir: Path, model: str | None, device: str, render: bool) -> dict[str, Path]:
+def process_case(
+    case_dir: Path, out_dir: Path, model: str | None, device: str, render: bool, overwrite: bool = False
+) -> dict[str, Path]:
     """Process one case folder into ``out_dir`` in a fresh scene; returns the written files."""
+    existing = existing_results(out_dir, ("render.png",))
+    if existing and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds results ({existing[0].name}); use --overwrite or another --out.")
     logic = NSLFLogicCore(create_standalone_context())
     nodes = load_case_folder(logic.context, case_dir)
     missing = [m for m in ("t1", "t1ce", "t2", "flair") if m not in nodes]
     if missing:
         raise ValueError(f"Case folder {case_dir} has no file for {', '.join(missing)}; name files like <case>_t1ce.nii.gz.")
     outputs = logic.process(**nodes, model=model, device=device, progressCallback=lambda f, m: print(f"  {f:4.0%} {m}", flush=True))
-    paths = save_results(logic.scene, outputs, out_dir)
+    paths = save_results(logic.scene, outputs, out_dir, nodes["t1"], logic.context.segmentations)
     if render:
-        render_png(outputs.fused, outputs.segmentation, out_dir / "render.png")
-        paths["render"] = out_dir / "render.png"
+        try:
+            render_png(outputs.fused, outputs.segmentation, out_dir / "render.png")
+            paths["render"] = out_dir / "render.png"
+        except RuntimeError as error:  # the results are saved; only the picture is missing
+            print(f"  render.png skipped: {error}", flush=True)
     return paths
 
 
@@ -62,8 +72,10 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         print(f"{case_dir.name}:", flush=True)
         try:
-            paths = process_case(case_dir, out_dir, args.model, args.device, not args.no_render)
-            print(f"  done in {time.perf_counter() - start:.1f} s: {', '.join(p.name for p in paths.values())}", flush=True)
+            paths = process_case(case_dir, out_dir, args.model, args.device, not args.no_render, args.overwrite)
+            print(f"  done in {time.perf_counter() - start:.1f} s; results in {out_dir}:", flush=True)
+            for key, path in paths.items():
+                print(f"    {key:12s} {path}", flush=True)
         except Exception as error:  # a failed case is reported and skipped
             failures.append((case_dir.name, f"{type(error).__name__}: {error}"))
             print(f"  FAILED: {error}", flush=True)

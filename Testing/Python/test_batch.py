@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import slicer
 from NSLFSlicerLib.app_setup import create_standalone_context
-from NSLFSlicerLib.mrml_io import load_volume
+from NSLFSlicerLib.mrml_io import array_view, load_volume
 from NSLFSlicerLib.rendering import is_blank
 from NSLFSlicerLib.segmentation import labels_from_segmentation
 
 SCRIPT = Path(__file__).resolve().parents[2] / "NSLFSlicer" / "Scripts" / "nslf_batch.py"
-FILES = ("fused.nii.gz", "segmentation.seg.nrrd", "tumor_volumes.csv", "scene.mrb", "render.png")
+FILES = ("fused.nii.gz", "segmentation.seg.nrrd", "labels.nii.gz", "tumor_volumes.csv", "scene.mrb", "render.png")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,19 @@ def test_saved_segmentation_reloads_with_same_voxels(batch):
     from NSLFSlicerLib.testing import _labels_of  # same voxels as the in-memory run on the same inputs
 
     assert np.array_equal(saved, _labels_of(scenario.logic, scenario.outputs, scenario.nodes))
+    label_file = load_volume(ctx.volumes, out / "labels.nii.gz", labelmap=True)
+    assert np.allclose(slicer_matrix(label_file), slicer_matrix(t1), atol=1e-4)
+    assert np.array_equal(np.asarray(array_view(label_file)), saved)
+
+
+def test_existing_results_are_not_overwritten_without_asking(batch):
+    proc, out, scenario = batch
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    args = [sys.executable, str(SCRIPT), "--case", str(scenario.case_dir), "--out", str(out), "--model",
+            str(scenario.model_path), "--device", "cpu", "--no-render"]  # fmt: skip
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "already holds results" in refused.stdout and "--overwrite" in refused.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def scene_opens(mrb: Path, folder: Path) -> bool:
