@@ -79,6 +79,11 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.selectors()[modality].setCurrentNode(node)
 
     def onRun(self, fuse: bool, segment: bool) -> None:
+        from NSLFSlicerLib.dependencies import ensure_dependencies
+
+        if not ensure_dependencies(ask=True):  # torch via the PyTorch extension, monai/nibabel via pip
+            return
+
         def progress(fraction: float, message: str) -> None:
             self.ui.progressBar.value = int(100 * fraction)
             self.ui.statusLabel.text = message

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import ensure_engine_on_path
+from . import MODULE_DIR, ensure_engine_on_path
 
 ensure_engine_on_path()
 from nslfcore.data.case import Case  # noqa: E402
@@ -39,14 +40,24 @@ def resolve_device(device: str = "auto") -> str:
     return str(resolve(device))
 
 
+def models_folder() -> Path:
+    """The shipped models' registry folder: ``<module dir>/Resources/Models`` in an installed
+    extension (CMake puts it there), else the source checkout's top ``Resources/Models``."""
+    installed = MODULE_DIR / "Resources" / "Models"
+    return installed if (installed / "models.json").is_file() else MODULE_DIR.parent / "Resources" / "Models"
+
+
 def load_model(spec: Any, device: str) -> Any:
-    """An NSLF model in eval mode on ``device`` from a model id, ``.pt`` path or URL (or an ``NSLF`` instance)."""
+    """An NSLF model in eval mode on ``device`` from a model id, ``.pt`` path or URL (or an ``NSLF`` instance).
+
+    ``None`` is the registry's default model (:func:`models_folder`); nothing is downloaded here.
+    """
     import torch
     from nslfcore.model_store import load_model as load
 
     if isinstance(spec, torch.nn.Module):
         return spec.to(device).eval()
-    return load(spec, device)[0].eval()
+    return load(spec, device, models_dir=models_folder())[0].eval()
 
 
 def run(case: Case, model: Any, device: str, fuse: bool, segment: bool, progress: Progress) -> EngineResult:

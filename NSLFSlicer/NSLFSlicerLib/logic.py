@@ -132,18 +132,61 @@ class NSLFLogicCore:
             report(fraction, message)
 
         step(0.0, "Checking inputs")
-        check_inputs(nodes, resampleToReference)
-        step(0.05, "Reading volumes")
-        name = case_name(t1.GetName())
-        case = case_from_nodes(nodes, name, self._resampled(nodes) if resampleToReference else None)
+        name, case = self.prepareCase(nodes, resampleToReference, lambda: step(0.05, "Reading volumes"))
         step(0.1, "Loading the model")
         device = engine.resolve_device(device)
         net = self._model(model, device)
         result = engine.run(case, net, device, fuse, segment, lambda f, m: step(0.15 + 0.75 * f, m))
         step(0.9, "Writing results to the scene")
-        outputs = self._write(nodes, name, result, outputVolume, outputSegmentation, outputTable)
+        outputs = self.writeResults(nodes, name, result.fused, result.labels, outputVolume, outputSegmentation, outputTable)
         report(1.0, "Done")
         return outputs
+
+    def prepareCase(
+        self, nodes: dict[str, Any], resampleToReference: bool = False, checked: Callable[[], None] | None = None
+    ) -> tuple[str, Any]:
+        """Check the four input nodes and read them as a :class:`nslfcore.data.case.Case` on the T1 grid (LPS).
+
+        Returns ``(case name, case)``. Raises :class:`.checks.InputError` (scene unchanged).
+        ``checked`` is called between the checks and the reading.
+        """
+        check_inputs(nodes, resampleToReference)
+        if checked is not None:
+            checked()
+        name = case_name(nodes["t1"].GetName())
+        return name, case_from_nodes(nodes, name, self._resampled(nodes) if resampleToReference else None)
+
+    def writeResults(
+        self,
+        nodes: dict[str, Any],
+        name: str,
+        fused: np.ndarray | None,
+        labels: np.ndarray | None,
+        volume: Any = None,
+        segmentation: Any = None,
+        table: Any = None,
+    ) -> NSLFOutputs:
+        """Put results on the T1 grid into the scene: fused volume (VR), segmentation, tumour volumes table.
+
+        ``fused`` float32 and ``labels`` uint8 BraTS 2021 are ``(z, y, x)`` arrays on the T1 node's
+        grid (or ``None``). Given output nodes are filled in place; otherwise new nodes are made.
+        """
+        t1 = nodes["t1"]
+        out = NSLFOutputs()
+        if fused is not None:
+            out.fused = volume or new_node(self.scene, "vtkMRMLScalarVolumeNode", f"{name} NSLF fused")
+            set_volume(out.fused, fused.astype(np.float32), t1)
+            if out.fused.GetDisplayNode() is None:
+                out.fused.CreateDefaultDisplayNodes()
+            set_window_level(out.fused, fused)
+            setup_volume_rendering(self.context.volume_rendering, out.fused, fused)
+        if labels is not None:
+            out.segmentation = segmentation or new_node(self.scene, "vtkMRMLSegmentationNode", f"{name} NSLF segmentation")
+            fill_segmentation(out.segmentation, labels, t1)
+            out.table = table or new_node(self.scene, "vtkMRMLTableNode", TABLE_NAME)
+            fill_table(out.table, labels, tuple(t1.GetSpacing()))  # type: ignore[arg-type]
+        place_with([n for n in (out.fused, out.segmentation, out.table) if n is not None], t1)
+        return out
 
     # ----------------------------------------------------------------------------- internals
     def _resampled(self, nodes: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -157,23 +200,3 @@ class NSLFLogicCore:
         if key not in self._models:
             self._models[key] = engine.load_model(spec, device)
         return self._models[key]
-
-    def _write(
-        self, nodes: dict[str, Any], name: str, result: engine.EngineResult, volume: Any, segmentation: Any, table: Any
-    ) -> NSLFOutputs:
-        t1 = nodes["t1"]
-        out = NSLFOutputs()
-        if result.fused is not None:
-            out.fused = volume or new_node(self.scene, "vtkMRMLScalarVolumeNode", f"{name} NSLF fused")
-            set_volume(out.fused, result.fused.astype(np.float32), t1)
-            if out.fused.GetDisplayNode() is None:
-                out.fused.CreateDefaultDisplayNodes()
-            set_window_level(out.fused, result.fused)
-            setup_volume_rendering(self.context.volume_rendering, out.fused, result.fused)
-        if result.labels is not None:
-            out.segmentation = segmentation or new_node(self.scene, "vtkMRMLSegmentationNode", f"{name} NSLF segmentation")
-            fill_segmentation(out.segmentation, result.labels, t1)
-            out.table = table or new_node(self.scene, "vtkMRMLTableNode", TABLE_NAME)
-            fill_table(out.table, result.labels, tuple(t1.GetSpacing()))  # type: ignore[arg-type]
-        place_with([n for n in (out.fused, out.segmentation, out.table) if n is not None], t1)
-        return out

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,16 +19,12 @@ from typing import Any
 import vtk
 
 from .mrml_io import ijk_to_ras
+from .process_runner import python_executable
 from .terminology import segment_specs
 
 WORKER = Path(__file__).with_name("rendering_worker.py")
 #: ``VTK_DEFAULT_OPENGL_WINDOW`` values tried in turn (``None``: VTK's default).
 BACKENDS: tuple[str | None, ...] = ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow", None)
-
-
-def python_executable() -> str:
-    """The Python to run the worker with: ``PythonSlicer`` inside Slicer, else this interpreter."""
-    return shutil.which("PythonSlicer") or sys.executable
 
 
 def _transfer_functions(volume_node: Any) -> tuple[list, list]:

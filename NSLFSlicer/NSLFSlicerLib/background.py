@@ -1,0 +1,109 @@
+"""Fuse and segment in a separate process so Slicer never freezes; results enter the scene only at the end.
+
+:class:`BackgroundRun` checks the input nodes (same checks and messages as the blocking
+:meth:`NSLFLogicCore.process`), writes them as NIfTI files on the T1 grid into a work folder
+(Slicer's temporary folder from the GUI), and runs :mod:`.inference_worker` with
+:class:`.process_runner.ProcessRunner`. The GUI polls it; :meth:`BackgroundRun.finish` reads the
+result files and writes the nodes through :meth:`NSLFLogicCore.writeResults` (the code the blocking
+API uses), so both paths give the same nodes. Cancel ends the child and its children; the scene
+is not touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import engine, ensure_engine_on_path
+from .logic import NSLFLogicCore, NSLFOutputs
+from .process_runner import ProcessRunner, RunnerEvent, python_executable
+
+ensure_engine_on_path()
+import nslfcore  # noqa: E402
+from nslfcore.data.io import read_image, write_image  # noqa: E402
+
+WORKER = Path(__file__).with_name("inference_worker.py")
+
+
+class BackgroundRun:
+    """One fusion/segmentation job in a child process (arguments as :meth:`NSLFLogicCore.process`).
+
+    Args:
+        logic: the logic whose scene receives the results.
+        t1, t1ce, t2, flair: input volume nodes.
+        outputVolume, outputSegmentation, outputTable: nodes to fill in place, or ``None``.
+        model: model id, ``.pt`` path or URL (``None``: the default model).
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+        resampleToReference, fuse, segment: as for :meth:`NSLFLogicCore.process`.
+        workdir: parent folder of the job's files (default: the system temporary folder).
+
+    Raises :class:`.checks.InputError` at construction for bad inputs (nothing is started).
+    """
+
+    def __init__(
+        self, logic: NSLFLogicCore, t1: Any, t1ce: Any, t2: Any, flair: Any, outputVolume: Any = None,
+        outputSegmentation: Any = None, outputTable: Any = None, model: str | None = None, device: str = "auto",
+        resampleToReference: bool = False, fuse: bool = True, segment: bool = True, workdir: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        if model is not None and not isinstance(model, (str, Path)):
+            raise TypeError("A background run takes a model id, file or URL, not a network object.")
+        self.logic = logic
+        self.nodes = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
+        self.outputs = (outputVolume, outputSegmentation, outputTable)
+        self.name, case = logic.prepareCase(self.nodes, resampleToReference)
+        self.folder = Path(tempfile.mkdtemp(prefix="NSLF-", dir=workdir))
+        inputs = {m: str(write_image(case.images[m], case.geometry, self.folder / f"{m}.nii.gz", np.float32))
+                  for m in case.images}  # fmt: skip
+        job = {
+            "engine_path": str(Path(nslfcore.__file__).resolve().parents[1]), "inputs": inputs,
+            "model": None if model is None else str(model), "models_dir": str(engine.models_folder()),
+            "device": device, "fuse": fuse, "segment": segment, "out": str(self.folder / "results"),
+        }  # fmt: skip
+        job_file = self.folder / "job.json"
+        job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
+        self.runner = ProcessRunner([python_executable(), str(WORKER), str(job_file)])
+
+    def start(self) -> BackgroundRun:
+        self.runner.start()
+        return self
+
+    def poll(self) -> list[RunnerEvent]:
+        """New events from the child (progress, log lines, result, error); never blocks."""
+        return self.runner.poll()
+
+    @property
+    def finished(self) -> bool:
+        return self.runner.finished
+
+    def cancel(self) -> None:
+        """End the child process tree and delete the job's files; the scene is unchanged."""
+        self.runner.cancel()
+        self.cleanup()
+
+    def finish(self) -> NSLFOutputs:
+        """Import the results into the scene (after :attr:`finished`); raises ``RuntimeError`` with the child's log on failure."""
+        self.runner.poll()
+        if not self.runner.succeeded or self.runner.result is None:
+            message = self.runner.failure_message()
+            self.cleanup()
+            raise RuntimeError(message)
+        result = self.runner.result
+        try:
+            fused = read_image(result["fused"])[0].astype(np.float32) if result.get("fused") else None
+            labels = read_image(result["labels"])[0].astype(np.uint8) if result.get("labels") else None
+            return self.logic.writeResults(self.nodes, self.name, fused, labels, *self.outputs)
+        finally:
+            self.cleanup()
+
+    def wait(self, timeout: float | None = None) -> NSLFOutputs:
+        """Block until done, then :meth:`finish` (for scripts and tests)."""
+        self.runner.wait(timeout)
+        return self.finish()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

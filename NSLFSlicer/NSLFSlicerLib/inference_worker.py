@@ -1,0 +1,66 @@
+"""The child process of a background run: NSLF on input files, results as files, progress as JSON lines.
+
+``python inference_worker.py JOB.json`` (``PythonSlicer`` inside Slicer) where the job holds::
+
+    {"engine_path": "<folder holding nslfcore/>", "inputs": {"t1": "t1.nii.gz", ...},
+     "model": "<id, .pt path or URL>" or null, "models_dir": "<registry folder>", "device": "auto",
+     "fuse": true, "segment": true, "out": "<folder>"}
+
+Writes ``fused.nii.gz`` (float32) and ``labels.nii.gz`` (uint8, BraTS 2021 labels) into ``out``
+on the inputs' grid, printing ``{"progress": f, "message": m}`` lines, then
+``{"result": {"fused": path|null, "labels": path|null, "mode": ..., "device": ..., "timings": {...}}}``;
+on failure ``{"error": "one sentence"}`` and exit code 1 (the protocol of :mod:`.process_runner`).
+Imports only nslfcore (no Slicer), so it starts fast and cannot touch the scene.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def emit(**message: object) -> None:
+    print(json.dumps(message), flush=True)
+
+
+def run(job: dict) -> dict:
+    sys.path.insert(0, job["engine_path"])
+    import numpy as np
+    from nslfcore.data.io import write_image
+    from nslfcore.inference import as_case
+    from nslfcore.inference import run as infer
+    from nslfcore.model_store import load_model
+
+    emit(progress=0.0, message="loading the model")
+    model, info = load_model(job.get("model"), device="cpu", models_dir=job.get("models_dir"))
+    case = as_case(job["inputs"])
+    result = infer(
+        case, model, fuse=job["fuse"], segment=job["segment"], device=job.get("device", "auto"),
+        progress=lambda fraction, message: emit(progress=0.05 + 0.9 * fraction, message=message),
+    )  # fmt: skip
+    out = Path(job["out"])
+    paths: dict[str, str | None] = {"fused": None, "labels": None}
+    if result.fused is not None:
+        paths["fused"] = str(write_image(result.fused, case.geometry, out / "fused.nii.gz", np.float32))
+    if result.labels is not None:
+        paths["labels"] = str(write_image(result.labels, case.geometry, out / "labels.nii.gz", np.uint8))
+    emit(progress=1.0, message="results written")
+    return {**paths, "model": info.id, "mode": result.mode, "device": result.device, "timings": result.timings}
+
+
+def main(argv: list[str]) -> int:
+    try:
+        job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        emit(result=run(job))
+    except Exception as error:  # every failure becomes one sentence for the error dialog
+        emit(error=f"{type(error).__name__}: {error}" if not str(error).endswith(".") else str(error))
+        import traceback
+
+        traceback.print_exc(file=sys.stdout)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

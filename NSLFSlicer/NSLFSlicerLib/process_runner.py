@@ -1,0 +1,211 @@
+"""Run a child process without blocking: structured progress lines, a cancel that ends its whole process tree, the log tail.
+
+The GUI polls (:meth:`ProcessRunner.poll`, e.g. from a ``qt.QTimer`` every 100 ms); nothing here
+needs Qt, so CI tests it in plain Python.
+
+Child -> parent protocol, one line per message on stdout (stderr is merged into it)::
+
+    {"progress": 0.42, "message": "inference: window 3/8"}     progress (fraction in [0, 1])
+    {"result": {...}}                                          what the child produced (paths, numbers)
+    {"error": "one sentence"}                                  why the child failed
+
+Any other line is log text. The child runs in its own process group (POSIX session, or a new
+process group on Windows), so :meth:`ProcessRunner.cancel` ends it and every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def python_executable() -> str:
+    """The Python to run children with: ``PythonSlicer`` inside Slicer, else this interpreter."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+@dataclass
+class RunnerEvent:
+    """One parsed child line: ``kind`` is ``"progress"``, ``"result"``, ``"error"`` or ``"log"``."""
+
+    kind: str
+    text: str = ""
+    progress: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_line(line: str) -> RunnerEvent:
+    """The :class:`RunnerEvent` of one child output line (see the module docstring)."""
+    text = line.rstrip("\r\n")
+    if text.startswith("{"):
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError:
+            message = None
+        if isinstance(message, dict):
+            if isinstance(message.get("progress"), (int, float)):
+                fraction = min(max(float(message["progress"]), 0.0), 1.0)
+                return RunnerEvent("progress", str(message.get("message", "")), fraction)
+            if isinstance(message.get("result"), dict):
+                return RunnerEvent("result", "", None, message["result"])
+            if isinstance(message.get("error"), str):
+                return RunnerEvent("error", message["error"])
+    return RunnerEvent("log", text)
+
+
+class ProcessRunner:
+    """A child process whose output is read on a background thread and handed out by :meth:`poll`.
+
+    Args:
+        args: the command line (``[python_executable(), script, ...]``).
+        cwd, env: working folder and environment of the child (``env`` is added to this process's).
+        log_lines: how many log lines :meth:`tail` keeps.
+    """
+
+    def __init__(self, args: Sequence[str], cwd: str | Path | None = None, env: dict[str, str] | None = None,
+                 log_lines: int = 200) -> None:  # fmt: skip
+        self.args = [str(a) for a in args]
+        self.cwd = None if cwd is None else str(cwd)
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.process: subprocess.Popen | None = None
+        self.progress = 0.0
+        self.message = ""
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.cancelled = False
+        self._log: deque[str] = deque(maxlen=log_lines)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def start(self) -> ProcessRunner:
+        """Start the child in its own process group; returns ``self``."""
+        if self.process is not None:
+            raise RuntimeError("This runner was already started; make a new ProcessRunner.")
+        options: dict[str, Any] = {}
+        if os.name == "nt":
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        else:
+            options["start_new_session"] = True
+        self.process = subprocess.Popen(
+            self.args, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace", bufsize=1, **options,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, name="nslf-runner-reader", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    @property
+    def running(self) -> bool:
+        """Whether the child is still alive (its output may still be queued; see :attr:`finished`)."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def finished(self) -> bool:
+        """The child has exited and all its output has been polled."""
+        return self.process is not None and self.process.poll() is not None and self._reader is not None and (
+            not self._reader.is_alive() and self._lines.empty()
+        )
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.finished and self.returncode == 0 and self.error is None and not self.cancelled
+
+    def poll(self) -> list[RunnerEvent]:
+        """Events parsed from the lines the child wrote since the last call (never blocks)."""
+        events = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                continue
+            event = parse_line(line)
+            if event.kind == "progress":
+                self.progress, self.message = event.progress or 0.0, event.text
+            elif event.kind == "result":
+                self.result = event.data
+            elif event.kind == "error":
+                self.error = event.text
+                self._log.append(f"ERROR: {event.text}")
+            else:
+                self._log.append(event.text)
+            events.append(event)
+        return events
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the child exits (and its output is read); returns the exit code."""
+        assert self.process is not None, "start() first"
+        code = self.process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        self.poll()
+        return code
+
+    def cancel(self, grace: float = 2.0) -> None:
+        """End the child and every process it started: SIGTERM to its group, SIGKILL after ``grace`` seconds.
+
+        On Windows ``taskkill /T /F`` ends the tree. Returns once the child has exited.
+        """
+        if self.process is None:
+            return
+        self.cancelled = True
+        if self.process.poll() is not None:
+            self._kill_group(signal.SIGKILL if os.name != "nt" else None)  # grandchildren may outlive it
+            return
+        if os.name == "nt":
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True)
+        else:
+            self._kill_group(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while self.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._kill_group(signal.SIGKILL)
+        self.process.wait(10)
+
+    def _kill_group(self, sig: Any) -> None:
+        if os.name == "nt" or self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)  # the child leads its own session: pgid == pid
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # ------------------------------------------------------------------------------- reporting
+    def tail(self, lines: int = 20) -> list[str]:
+        """The last ``lines`` log lines (errors included)."""
+        return list(self._log)[-lines:]
+
+    def failure_message(self, lines: int = 20) -> str:
+        """Why the child failed, for an error dialog: its error (or exit code) and its last log lines."""
+        if self.cancelled:
+            head = "Cancelled."
+        elif self.error:
+            head = self.error
+        else:
+            head = f"The background process ended with exit code {self.returncode}."
+        tail = "\n".join(self.tail(lines))
+        return f"{head}\n\nLast log lines:\n{tail}" if tail else head
