@@ -8,9 +8,14 @@ template thin.
 from __future__ import annotations
 
 import os
+import pathlib
 import tempfile
+from typing import Annotated
 
+import qt
 import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -19,8 +24,18 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from NSLFSlicerLib import sample_case
 from NSLFSlicerLib.app_setup import application_context
+from NSLFSlicerLib.background import BackgroundRun
+from NSLFSlicerLib.checks import InputError
+from NSLFSlicerLib.dependencies import ensure_dependencies
+from NSLFSlicerLib.engine import device_choices
 from NSLFSlicerLib.logic import NSLFLogicCore
+from NSLFSlicerLib.model_manager import add_model, download, installed_models, remove_model
+from NSLFSlicerLib.process_runner import ProcessRunner, format_eta
+from NSLFSlicerLib.training_events import EventSchemaError
+from NSLFSlicerLib.training_job import TrainingJob, TrainingSettings, check_dataset, parse_crop
+from NSLFSlicerLib.training_plot import TrainingPlots
 
 
 class NSLFSlicer(ScriptedLoadableModule):
@@ -48,14 +63,55 @@ this module.
 """
 
 
+@parameterNodeWrapper
+class NSLFSlicerParameterNode:
+    """The module's scene-level state (bound to the .ui widgets through their ``SlicerParameterName``).
+
+    Machine-level choices (device, model, your models folder) live in ``QSettings`` instead.
+    """
+
+    t1: vtkMRMLScalarVolumeNode
+    t1ce: vtkMRMLScalarVolumeNode
+    t2: vtkMRMLScalarVolumeNode
+    flair: vtkMRMLScalarVolumeNode
+    resampleToReference: bool = False
+    outputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    trainingData: pathlib.Path
+    trainingRunFolder: pathlib.Path
+    trainingConfig: Annotated[str, Choice(["compact", "paper"])] = "compact"
+    trainingStage: Annotated[str, Choice(["all", "1", "2", "3"])] = "all"
+    trainingEpochs: Annotated[int, WithinRange(1, 1000)] = 30
+    trainingLearningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-4
+    trainingFusionCrop: str = "64 80 80"
+    trainingSegmentationCrop: str = "64 160 160"
+
+
 class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Thin widget: the .ui file owns the layout; buttons call the logic."""
+    """Thin widget: the .ui file owns the layout, the parameter node holds the state, NSLFSlicerLib does the work.
+
+    Fuse/Segment run in a child process (:class:`NSLFSlicerLib.background.BackgroundRun`) polled by a
+    timer, so Slicer never freezes; training runs ``nslf train`` the same way
+    (:class:`NSLFSlicerLib.training_job.TrainingJob`) with live curves (:class:`NSLFSlicerLib.training_plot.TrainingPlots`).
+    """
+
+    SETTINGS = "NSLFSlicer/"
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic: NSLFSlicerLogic | None = None
+        self._parameterNode: NSLFSlicerParameterNode | None = None
+        self._parameterNodeGuiTag = None
+        self.job = None  # BackgroundRun or the sample-case ProcessRunner
+        self.training = None  # TrainingJob
+        self.plots = None  # TrainingPlots
+        self.timer = qt.QTimer()
+        self.timer.setInterval(100)
+        self.timer.connect("timeout()", self.onPoll)
+        self.clock = qt.QElapsedTimer()
 
+    # ------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         ui_widget = slicer.util.loadUI(self.resourcePath("UI/NSLFSlicer.ui"))
@@ -63,46 +119,327 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(ui_widget)
         ui_widget.setMRMLScene(slicer.mrmlScene)
         self.logic = NSLFSlicerLogic()
-        self.ui.autoAssignButton.connect("clicked(bool)", self.onAutoAssign)
-        self.ui.fuseButton.connect("clicked(bool)", lambda: self.onRun(fuse=True, segment=False))
-        self.ui.segmentButton.connect("clicked(bool)", lambda: self.onRun(fuse=False, segment=True))
-        self.ui.fuseSegmentButton.connect("clicked(bool)", lambda: self.onRun(fuse=True, segment=True))
-        self.ui.cancelButton.connect("clicked(bool)", lambda: self.logic.requestCancel())
-        self.onAutoAssign()
+        u = self.ui
+        u.autoAssignButton.connect("clicked(bool)", self.onAutoAssign)
+        u.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        u.fuseButton.connect("clicked(bool)", lambda: self.onRun(fuse=True, segment=False))
+        u.segmentButton.connect("clicked(bool)", lambda: self.onRun(fuse=False, segment=True))
+        u.fuseSegmentButton.connect("clicked(bool)", lambda: self.onRun(fuse=True, segment=True))
+        u.cancelButton.connect("clicked(bool)", self.onCancel)
+        u.show3DButton.connect("toggled(bool)", self.onShow3D)
+        u.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        u.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.saveSetting("device", u.deviceComboBox.itemData(i)))
+        u.addModelButton.connect("clicked(bool)", self.onAddModel)
+        u.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
+        u.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
+        u.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        u.userModelsPathLineEdit.connect("currentPathChanged(QString)", self.onUserModelsFolderChanged)
+        u.trainingDataPathLineEdit.connect("currentPathChanged(QString)", self.onTrainingDataChanged)
+        u.startTrainingButton.connect("clicked(bool)", lambda: self.onStartTraining(resume=False))
+        u.resumeTrainingButton.connect("clicked(bool)", lambda: self.onStartTraining(resume=True))
+        u.stopTrainingButton.connect("clicked(bool)", self.onStopTraining)
+        u.showCurvesButton.connect("clicked(bool)", self.onShowCurves)
+        u.addTrainedModelButton.connect("clicked(bool)", self.onAddTrainedModel)
+        for combo in (u.deviceComboBox, u.trainingDeviceComboBox):
+            for label, spec in device_choices():
+                combo.addItem(label, spec)
+        self.selectData(u.deviceComboBox, self.setting("device", "auto"))
+        u.userModelsPathLineEdit.currentPath = self.userModelsFolder()
+        self.refreshModels()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
 
-    def selectors(self) -> dict:
-        return {"t1": self.ui.t1Selector, "t1ce": self.ui.t1ceSelector, "t2": self.ui.t2Selector, "flair": self.ui.flairSelector}
+    def cleanup(self) -> None:
+        self.timer.stop()
+        if self.job is not None:
+            self.job.cancel()
+        if self.training is not None:
+            self.training.stop()
+        self.removeObservers()
 
-    def onAutoAssign(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Could not assign the inputs.", waitCursor=True):
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(NSLFSlicerParameterNode(self.logic.getParameterNode()))
+        if not (self._parameterNode.t1 and self._parameterNode.flair):
+            self.onAutoAssign(quiet=True)
+
+    def setParameterNode(self, node: NSLFSlicerParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = node
+        if node:
+            self._parameterNodeGuiTag = node.connectGui(self.ui)
+
+    # ------------------------------------------------------------------------------- settings
+    def setting(self, key: str, default: str) -> str:
+        return str(qt.QSettings().value(self.SETTINGS + key, default))
+
+    def saveSetting(self, key: str, value) -> None:
+        qt.QSettings().setValue(self.SETTINGS + key, value)
+
+    def userModelsFolder(self) -> str:
+        default = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "NSLFSlicer", "models")
+        return self.setting("userModelsFolder", default)
+
+    @staticmethod
+    def selectData(combo, value) -> None:
+        index = combo.findData(value)
+        combo.setCurrentIndex(max(index, 0))
+
+    # ------------------------------------------------------------------------------- inputs
+    def onAutoAssign(self, quiet: bool = False) -> None:
+        try:
             for modality, node in self.logic.assignInputs().items():
-                self.selectors()[modality].setCurrentNode(node)
+                setattr(self._parameterNode, modality, node)
+        except InputError as error:
+            if not quiet:
+                slicer.util.errorDisplay(str(error))
 
+    def onLoadSample(self) -> None:
+        folder = os.path.join(slicer.app.temporaryPath, "NSLFSlicer-sample")
+        if sample_case.is_generated(folder):
+            return self.loadSample(folder)
+        missing = sample_case.missing_packages()
+        if missing:
+            if not slicer.util.confirmOkCancelDisplay(f"The sample case generator needs {', '.join(missing)}. Install now?"):
+                return
+            slicer.util.pip_install(missing)
+        args, env = sample_case.generate_command(folder)
+        self.startJob(ProcessRunner(args, env=env).start(), "Generating the sample case (about 15 s)")
+        self.job.sampleFolder = folder
+
+    def loadSample(self, folder: str) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not load the sample case.", waitCursor=True):
+            for modality, node in sample_case.load_sample_case(self.logic.context, folder).items():
+                setattr(self._parameterNode, modality, node)
+            slicer.util.setSliceViewerLayers(background=self._parameterNode.t1ce, fit=True)
+
+    # ------------------------------------------------------------------------------- running
     def onRun(self, fuse: bool, segment: bool) -> None:
-        from NSLFSlicerLib.dependencies import ensure_dependencies
-
         if not ensure_dependencies(ask=True):  # torch via the PyTorch extension, monai/nibabel via pip
             return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("NSLF cannot start.", waitCursor=True):
+            job = BackgroundRun(
+                self.logic, p.t1, p.t1ce, p.t2, p.flair, outputVolume=p.outputVolume,
+                outputSegmentation=p.outputSegmentation, model=self.ui.modelComboBox.currentData,
+                device=self.ui.deviceComboBox.currentData, resampleToReference=p.resampleToReference,
+                fuse=fuse, segment=segment, workdir=slicer.app.temporaryPath,
+            ).start()  # fmt: skip
+            self.startJob(job, "Fusing and segmenting" if fuse and segment else "Fusing" if fuse else "Segmenting")
 
-        def progress(fraction: float, message: str) -> None:
-            self.ui.progressBar.value = int(100 * fraction)
-            self.ui.statusLabel.text = message
-            slicer.app.processEvents()
+    def startJob(self, job, message: str) -> None:
+        self.job = job
+        self.ui.logTextEdit.appendPlainText(f"--- {message}")
+        self.setRunning(True, message)
+        self.clock.start()
+        self.timer.start()
 
-        with slicer.util.tryWithErrorDisplay("NSLF failed.", waitCursor=True):
-            inputs = {m: s.currentNode() for m, s in self.selectors().items()}
-            model = self.ui.modelLineEdit.text.strip() or None
-            outputs = self.logic.process(
-                **inputs, outputVolume=self.ui.outputVolumeSelector.currentNode(),
-                outputSegmentation=self.ui.outputSegmentationSelector.currentNode(),
-                model=model, device=self.ui.deviceComboBox.currentText, progressCallback=progress,
-                resampleToReference=self.ui.resampleCheckBox.checked, fuse=fuse, segment=segment,
-            )  # fmt: skip
+    def setRunning(self, running: bool, message: str) -> None:
+        for button in (self.ui.fuseButton, self.ui.segmentButton, self.ui.fuseSegmentButton, self.ui.loadSampleButton):
+            button.enabled = not running
+        self.ui.cancelButton.enabled = running
+        self.ui.statusLabel.text = message
+        if running:
+            self.ui.progressBar.value = 0
+
+    def onPoll(self) -> None:
+        if self.job is not None:
+            self.pollJob()
+        if self.training is not None:
+            self.pollTraining()
+        if self.job is None and self.training is None:
+            self.timer.stop()
+
+    def pollJob(self) -> None:
+        runner = self.job.runner if isinstance(self.job, BackgroundRun) else self.job
+        for event in self.job.poll():
+            if event.kind == "log" or event.kind == "error":
+                self.ui.logTextEdit.appendPlainText(event.text)
+            elif event.kind == "progress":
+                self.ui.progressBar.value = int(100 * event.progress)
+                self.ui.progressBar.format = format_eta(event.progress, self.clock.elapsed() / 1000)
+                self.ui.statusLabel.text = event.text
+        if not self.job.finished:
+            return
+        job, self.job = self.job, None
+        self.setRunning(False, "Ready.")
+        if not runner.succeeded:
+            if not runner.cancelled:
+                slicer.util.errorDisplay("NSLF failed.", detailedText=runner.failure_message())
+            self.ui.statusLabel.text = "Cancelled." if runner.cancelled else "Failed; see the log."
+            return
+        if not isinstance(job, BackgroundRun):  # the sample case was generated
+            return self.loadSample(job.sampleFolder)
+        with slicer.util.tryWithErrorDisplay("NSLF results could not be imported.", waitCursor=True):
+            outputs = job.finish()
+            seconds = self.clock.elapsed() / 1000
+            self.ui.statusLabel.text = f"Done in {seconds:.0f} s."
             if outputs.fused is not None:
-                self.ui.outputVolumeSelector.setCurrentNode(outputs.fused)
+                self._parameterNode.outputVolume = outputs.fused
                 slicer.util.setSliceViewerLayers(background=outputs.fused, fit=True)
             if outputs.segmentation is not None:
-                self.ui.outputSegmentationSelector.setCurrentNode(outputs.segmentation)
+                self._parameterNode.outputSegmentation = outputs.segmentation
+                self.onShow3D(self.ui.show3DButton.checked)
+
+    def onCancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def onShow3D(self, show: bool) -> None:
+        segmentation = self._parameterNode.outputSegmentation
+        if segmentation is None:
+            return
+        segmentation.CreateClosedSurfaceRepresentation()
+        segmentation.GetDisplayNode().SetVisibility3D(show)
+        if show:
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+            slicer.app.layoutManager().threeDWidget(0).threeDView().resetFocalPoint()
+
+    # ------------------------------------------------------------------------------- models
+    def refreshModels(self, select: str | None = None) -> None:
+        entries = installed_models(self.userModelsFolder())
+        combo, table = self.ui.modelComboBox, self.ui.modelsTableWidget
+        wanted = select or self.setting("model", entries[0].spec if entries else "")
+        combo.blockSignals(True)
+        combo.clear()
+        for entry in entries:
+            combo.addItem(entry.label(), entry.spec)
+        combo.blockSignals(False)
+        self.selectData(combo, wanted)
+        self.onModelChanged(combo.currentIndex)
+        table.clear()
+        table.setColumnCount(3)
+        table.setHorizontalHeaderLabels(["Model", "Source", "Evaluation"])
+        table.setRowCount(len(entries))
+        for row, entry in enumerate(entries):
+            for column, text in enumerate((entry.label(), entry.source, entry.metrics())):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+        table.resizeColumnsToContents()
+        self.entries = entries
+
+    def onModelChanged(self, index: int) -> None:
+        entries = getattr(self, "entries", [])
+        if 0 <= index < len(entries):
+            self.saveSetting("model", entries[index].spec)
+            self.ui.modelInfoLabel.text = entries[index].info.description or entries[index].metrics()
+
+    def selectedEntry(self):
+        row = self.ui.modelsTableWidget.currentRow()
+        return self.entries[row] if 0 <= row < len(self.entries) else None
+
+    def onAddModel(self, path: str | None = None) -> None:
+        path = path or qt.QFileDialog.getOpenFileName(self.parent, "Add an NSLF model", "", "NSLF models (*.pt)")
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay("The model was not added.", waitCursor=True):
+            entry = add_model(path, self.userModelsFolder())
+            self.refreshModels(select=entry.spec)
+
+    def onRemoveModel(self) -> None:
+        entry = self.selectedEntry()
+        if entry and slicer.util.confirmYesNoDisplay(f"Remove {entry.label()}? Its file is deleted."):
+            with slicer.util.tryWithErrorDisplay("The model was not removed."):
+                remove_model(entry.info.id, self.userModelsFolder())
+                self.refreshModels()
+
+    def onDownloadModel(self) -> None:
+        entry = self.selectedEntry()
+        if entry is None or entry.available:
+            return
+        with slicer.util.tryWithErrorDisplay("The download failed.", waitCursor=True):
+            download(entry, progress=lambda fraction, message: (setattr(self.ui.statusLabel, "text", message), slicer.app.processEvents()))
+            self.refreshModels(select=entry.spec)
+
+    def onOpenModelsFolder(self) -> None:
+        os.makedirs(self.userModelsFolder(), exist_ok=True)
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(self.userModelsFolder()))
+
+    def onUserModelsFolderChanged(self, path: str) -> None:
+        if path:
+            self.saveSetting("userModelsFolder", path)
+            self.refreshModels()
+
+    # ------------------------------------------------------------------------------- training
+    def onTrainingDataChanged(self, path: str) -> None:
+        if not path:
+            return
+        with slicer.util.WaitCursor():
+            self.ui.datasetStatusLabel.text = check_dataset(path).message()
+
+    def trainingSettings(self) -> TrainingSettings:
+        p = self._parameterNode
+        return TrainingSettings(
+            data=str(p.trainingData), run_dir=str(p.trainingRunFolder), config=p.trainingConfig, stage=p.trainingStage,
+            epochs=p.trainingEpochs, lr=p.trainingLearningRate, fusion_crop=parse_crop(p.trainingFusionCrop),
+            segmentation_crop=parse_crop(p.trainingSegmentationCrop), device=self.ui.trainingDeviceComboBox.currentData,
+        )  # fmt: skip
+
+    def onStartTraining(self, resume: bool) -> None:
+        if not ensure_dependencies(ask=True):
+            return
+        with slicer.util.tryWithErrorDisplay("Training cannot start.", waitCursor=True):
+            self.training = TrainingJob(self.trainingSettings()).start(resume=resume)
+            if self.plots is None:
+                self.plots = TrainingPlots(slicer.mrmlScene)
+            self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = False
+            self.ui.stopTrainingButton.enabled = True
+            self.ui.addTrainedModelButton.enabled = False
+            self.timer.start()
+
+    def pollTraining(self) -> None:
+        try:
+            events = self.training.poll()
+        except EventSchemaError as error:
+            self.training.cancel()
+            events = []
+            slicer.util.errorDisplay(str(error))
+        new_chart = self.plots.charts.copy()
+        self.plots.update(events)
+        progress = self.training.progress
+        self.ui.trainingProgressBar.value = int(100 * progress.fraction)
+        self.ui.trainingStatusLabel.text = progress.summary()
+        if progress.stage in self.plots.charts and progress.stage not in new_chart:
+            self.onShowCurves()
+        if self.training.finished:
+            failure = self.training.failure_message()
+            if failure:
+                slicer.util.errorDisplay("Training failed.", detailedText=failure)
+            self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = True
+            self.ui.stopTrainingButton.enabled = False
+            self.ui.addTrainedModelButton.enabled = progress.best_checkpoint is not None
+            self.finishedTraining, self.training = self.training, None
+
+    def onStopTraining(self) -> None:
+        if self.training is not None:
+            self.training.stop()
+            self.ui.trainingStatusLabel.text = "Stopping after the current step (a checkpoint is written)..."
+
+    def onShowCurves(self) -> None:
+        if self.plots is None or not self.plots.charts:
+            return
+        stage = self.training.progress.stage if self.training and self.training.progress.stage in self.plots.charts else max(self.plots.charts)
+        slicer.modules.plots.logic().ShowChartInLayout(self.plots.charts[stage])
+
+    def onAddTrainedModel(self) -> None:
+        job = getattr(self, "finishedTraining", None)
+        if job is not None and job.progress.best_checkpoint:
+            self.onAddModel(job.progress.best_checkpoint)
 
 
 class NSLFSlicerLogic(ScriptedLoadableModuleLogic, NSLFLogicCore):

@@ -59,12 +59,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
 
 import nslfcore
 from nslfcore.config import NSLFConfig
-from nslfcore.models import NSLF
-from nslfcore.training.checkpoint import load_checkpoint
+
+if TYPE_CHECKING:  # the registry, checksums and downloads work without torch; loading imports it
+    import torch
+
+    from nslfcore.models import NSLF
 
 #: Environment variable naming the folder of ``models.json`` (overrides the repository's ``Resources/Models``).
 MODELS_DIR_ENV = "NSLF_MODELS_DIR"
@@ -407,6 +410,8 @@ def _local_info(spec: str | Path, folder: Path) -> ModelInfo:
 # ------------------------------------------------------------------------------------- loading
 def _read_weights(path: Path) -> dict[str, Any]:
     """The checkpoint dictionary of a model file, with one-sentence errors for every way it can be wrong."""
+    from nslfcore.training.checkpoint import load_checkpoint
+
     try:
         data = load_checkpoint(path)
     except FileNotFoundError:
@@ -441,6 +446,8 @@ def load_model(
     configuration exactly (``strict=True``). Every refusal is a :class:`ModelError` with one sentence.
     A model trained only up to stage 1 or 2 loads with a warning (its segmentation head is untrained).
     """
+    from nslfcore.models import NSLF
+
     info = resolve_model(spec, models_dir, cache_dir, download, progress)
     assert info.path is not None
     if info.sha256 is not None:

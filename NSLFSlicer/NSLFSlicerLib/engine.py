@@ -40,6 +40,22 @@ def resolve_device(device: str = "auto") -> str:
     return str(resolve(device))
 
 
+def device_choices() -> list[tuple[str, str]]:
+    """``(label, device spec)`` for the device selector: automatic, each CUDA GPU by name, the CPU.
+
+    Without torch (not installed yet) only automatic and CPU are offered.
+    """
+    choices = [("Automatic (GPU if available)", "auto")]
+    try:
+        import torch
+    except ImportError:
+        return choices + [("CPU", "cpu")]
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        props = torch.cuda.get_device_properties(index)
+        choices.append((f"GPU {index}: {props.name} ({props.total_memory / 1024**3:.0f} GiB)", f"cuda:{index}"))
+    return choices + [("CPU", "cpu")]
+
+
 def models_folder() -> Path:
     """The shipped models' registry folder: ``<module dir>/Resources/Models`` in an installed
     extension (CMake puts it there), else the source checkout's top ``Resources/Models``."""

@@ -36,6 +36,16 @@ def python_executable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
+def format_eta(fraction: float, elapsed_s: float) -> str:
+    """Progress text for a bar: ``"42% (about 3 min left)"``; no estimate before 2 % or after the end."""
+    percent = f"{100 * fraction:.0f}%"
+    if fraction < 0.02 or fraction >= 1.0:
+        return percent
+    left = elapsed_s * (1.0 - fraction) / fraction
+    when = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+    return f"{percent} (about {when} left)"
+
+
 @dataclass
 class RunnerEvent:
     """One parsed child line: ``kind`` is ``"progress"``, ``"result"``, ``"error"`` or ``"log"``."""

@@ -21,7 +21,9 @@ from .training_events import EventReader, TrainingProgress
 ensure_engine_on_path()
 import nslfcore  # noqa: E402
 from nslfcore.data.validation import check_folder  # noqa: E402
-from nslfcore.training.trainer import STOP_FILE  # noqa: E402
+
+#: The run folder's graceful-stop file (``nslfcore.training.trainer.STOP_FILE``; not imported, to keep torch out of the GUI's start-up).
+STOP_FILE = "STOP"
 
 EVENTS_FILE = "events.jsonl"
 STAGES = ("1", "2", "3", "all")
@@ -62,6 +64,18 @@ def check_dataset(folder: str | Path) -> DatasetCheck:
         problems = [f"{folder} holds no cases; expected BraTS-layout case folders (e.g. BraTS2021_00000/*_t1.nii.gz)."]
     return DatasetCheck(folder, len(report.names("complete")), len(report.names("incomplete")),
                         len(report.names("rejected")), problems)  # fmt: skip
+
+
+def parse_crop(text: str) -> tuple[int, int, int]:
+    """``"64 160 160"`` (or with commas or x) -> ``(64, 160, 160)`` (z, y, x); ``ValueError`` with what to type otherwise."""
+    parts = [p for p in text.replace(",", " ").replace("x", " ").split() if p]
+    try:
+        crop = tuple(int(p) for p in parts)
+    except ValueError:
+        crop = ()
+    if len(crop) != 3 or any(c < 16 or c % 16 for c in crop):
+        raise ValueError(f"Crop {text!r}: give three multiples of 16, z y x, e.g. 64 160 160.")
+    return crop  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
