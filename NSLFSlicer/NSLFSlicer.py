@@ -409,12 +409,12 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.training.cancel()
             events = []
             slicer.util.errorDisplay(str(error))
-        new_chart = self.plots.charts.copy()
+        charts_before = set(self.plots.charts)
         self.plots.update(events)
         progress = self.training.progress
         self.ui.trainingProgressBar.value = int(100 * progress.fraction)
         self.ui.trainingStatusLabel.text = progress.summary()
-        if progress.stage in self.plots.charts and progress.stage not in new_chart:
+        if progress.stage in self.plots.charts and progress.stage not in charts_before:
             self.onShowCurves()
         if self.training.finished:
             failure = self.training.failure_message()
