@@ -20,7 +20,7 @@ take hours (the ``paper`` configuration on a small CPU).
 Writes ``benchmarks/results/inference_speed_<config>_<device>.json`` and prints a Markdown row.
 
     python benchmarks/inference_speed.py [--config compact|paper] [--device cpu|cuda] [--reps N]
-                                         [--public-windows N]
+                                         [--public-windows N] [--no-warmup]
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--public-windows", type=int, default=None, help="time only the first N public windows and extrapolate")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run of ours (for runs of minutes)")
     parser.add_argument("--child", choices=("ours", "public"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -140,8 +141,9 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    print(f"warm-up ({weights}, {args.device})", flush=True)
-    ours = run(case, model, device=args.device)
+    print(f"{weights}, {args.device}, public procedure: {total_windows} windows", flush=True)
+    if not args.no_warmup:
+        run(case, model, device=args.device)
     ours_s, public_s = [], []
     public_out = (None, None)
     for rep in range(args.reps):

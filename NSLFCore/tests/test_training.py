@@ -193,3 +193,26 @@ def test_loss_weights_are_configurable_per_term(tiny_data, tmp_path):
     torch.testing.assert_close(terms["total"], expected)
     code = nslf_main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--loss-weight", "stage2.bogus=1"])
     assert code == 1 and not (tmp_path / "r").exists()
+
+
+def test_init_fine_tunes_from_a_model_and_checks_its_configuration(tiny_data, tmp_path, capsys):
+    from nslfcore.models import NSLF
+    from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
+
+    torch.manual_seed(5)
+    start = NSLF(PRESETS["compact"])
+    init = atomic_torch_save(new_checkpoint(kind="weights", config=start.config.to_json(), stage=3, model=start.state_dict()),
+                             tmp_path / "start.pt")  # fmt: skip
+    base = ["train", "--data", str(tiny_data), "--stage", "3", "--epochs", "1", *SMALL]
+    assert nslf_main(base + ["--out", str(tmp_path / "no-init")]) == 1
+    assert "--init" in capsys.readouterr().err and not (tmp_path / "no-init").exists()
+    paper = atomic_torch_save(new_checkpoint(kind="weights", config=PRESETS["paper"].to_json(), model={}), tmp_path / "p.pt")
+    assert nslf_main(base + ["--out", str(tmp_path / "wrong"), "--init", str(paper)]) == 1
+    assert "another network configuration" in capsys.readouterr().err
+    assert nslf_main(base + ["--out", str(tmp_path / "run"), "--init", str(init)]) == 0
+    tuned = load_checkpoint(tmp_path / "run" / "stage3_best.pt")["model"]
+    initial = start.state_dict()
+    frozen = [k for k in initial if k.startswith("gmn.")]  # stage 3 does not train the GMN: kept from --init
+    assert frozen and all(torch.equal(tuned[k], initial[k]) for k in frozen)
+    assert not torch.equal(tuned["fsd.classifier.weight"], initial["fsd.classifier.weight"])  # and it trained
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == str(init)

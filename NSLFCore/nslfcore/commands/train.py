@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="compact", help=f"network configuration: {sorted(PRESETS)} or a .json file")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, run.json, events)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    parser.add_argument("--init", default=None, metavar="FILE",
+                        help="start from this model's weights (fine-tune), e.g. a stage3_best.pt or a shipped model")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="maximum epochs per stage")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate of the trained parts")
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             config = config.replace(use_gmn=False)
         if args.fused_only:
             config = config.replace(segmenter_input="fused_only")
-        status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume)
+        status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume, args.init)
     except (TrainingSetupError, DataValidationError, FileNotFoundError, ValueError) as error:
         print(f"nslf train: error: {error}", file=sys.stderr)
         return 1

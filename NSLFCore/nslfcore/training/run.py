@@ -127,13 +127,26 @@ def _phantom_folder(spec: DataSpec, run_dir: Path, seed: int, context: Distribut
     return folder
 
 
-def check_stage_order(stages: tuple[int, ...], run_dir: Path) -> None:
-    """Stage 3 needs stage 2's fusion network: in this run, or already in the run folder."""
-    if 3 in stages and 2 not in stages and not (run_dir / "stage2_best.pt").exists():
+def check_stage_order(stages: tuple[int, ...], run_dir: Path, init: Path | None = None) -> None:
+    """Stage 3 needs a fusion network: stage 2 in this run, its checkpoint in the run folder, or ``--init`` weights."""
+    if 3 in stages and 2 not in stages and init is None and not (run_dir / "stage2_best.pt").exists():
         raise TrainingSetupError(
             f"--stage 3 needs a stage-2 checkpoint, but {run_dir / 'stage2_best.pt'} does not exist; "
-            "run --stage 2 first or use --stage all."
+            "run --stage 2 first, use --stage all, or start from a trained model with --init."
         )
+
+
+def initial_weights(init: Path, config: NSLFConfig) -> dict:
+    """The state dict of ``init`` (a weights or training checkpoint, read weights-only) for ``config``."""
+    from nslfcore.training.checkpoint import load_checkpoint
+
+    try:
+        data = load_checkpoint(init)
+    except (FileNotFoundError, ValueError) as error:
+        raise TrainingSetupError(f"--init {init}: {error}") from None
+    if NSLFConfig.from_json(data["config"]) != config:
+        raise TrainingSetupError(f"--init {init} was trained with another network configuration; use the same --config.")
+    return data["model"]
 
 
 def train(
@@ -144,13 +157,19 @@ def train(
     device: str = "auto",
     events: str | Path | None = None,
     resume: bool = False,
+    init: str | Path | None = None,
 ) -> str:
-    """Train NSLF; returns ``"completed"`` or ``"stopped"``. Raises :class:`TrainingSetupError` for bad arguments."""
+    """Train NSLF; returns ``"completed"`` or ``"stopped"``. Raises :class:`TrainingSetupError` for bad arguments.
+
+    ``init``: start from this checkpoint's weights (fine-tuning) instead of random initialisation;
+    then any stage may come first (stage 3 uses the init's fusion network).
+    """
     run_dir = Path(run_dir)
     spec = DataSpec.parse(data)
     context = distributed_context()
     torch_device = _select_device(device, context)
-    check_stage_order(options.stages, run_dir)
+    init = Path(init) if init is not None else None
+    check_stage_order(options.stages, run_dir, init)
     if not resume and any(run_dir.glob("stage*.pt")):
         raise TrainingSetupError(f"{run_dir} already holds checkpoints; use --resume to continue or another --out.")
     if spec.folder is not None:
@@ -161,6 +180,8 @@ def train(
 
     _seed_everything(options.seed, options.deterministic)
     model = NSLF(config)  # same initialisation on every rank (DDP also broadcasts rank 0's)
+    if init is not None:
+        model.load_state_dict(initial_weights(init, config))
     cache = CaseCache()
     train_cases, valid_cases = select_cases(cases, split["train"]), select_cases(cases, split["valid"])
 
@@ -180,7 +201,7 @@ def train(
         (run_dir / "run.json").write_text(
             json.dumps(
                 {"config": config.to_dict(), "options": json.loads(options.to_json()), "data": spec.describe(),
-                 "split": split},
+                 "split": split, "init": None if init is None else str(init)},
                 indent=2,
             )
         )  # fmt: skip
@@ -198,7 +219,7 @@ def train(
             world_size=context.world_size,
             resume=resume,
             )
-        trainer = Trainer(model, options, run_dir, datasets, split, writer, torch_device, context, resume)
+        trainer = Trainer(model, options, run_dir, datasets, split, writer, torch_device, context, resume, init is not None)
         status = trainer.fit()
         return status
     except Exception as error:

@@ -85,6 +85,8 @@ class Trainer:
         device: torch device.
         context: distributed rank and world size.
         resume: continue from the run folder's checkpoints.
+        initialised: the model already holds trained weights (``nslf train --init``), so a stage may
+            start without the previous stage's checkpoint in the run folder.
     """
 
     def __init__(
@@ -98,8 +100,10 @@ class Trainer:
         device: torch.device,
         context: DistributedContext = DistributedContext(),
         resume: bool = False,
+        initialised: bool = False,
     ) -> None:
         self.model = model.to(device)
+        self.initialised = initialised
         self.options = options
         self.run_dir = Path(run_dir)
         self.datasets = datasets
@@ -194,7 +198,7 @@ class Trainer:
             previous = self.checkpoint_path(stage - 1, best=True)
             if previous.exists():
                 self._load_best_weights(stage - 1)
-            elif stage == 3:
+            elif stage == 3 and not self.initialised:
                 raise FileNotFoundError(
                     f"Stage 3 needs the fusion network of stage 2: {previous} is missing; run stage 2 first "
                     "(or --stage all)."

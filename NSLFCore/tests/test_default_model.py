@@ -1,0 +1,65 @@
+"""The shipped default model: registry entry, integrity, and inference on a realistic phantom case it never saw."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nslfcore.data.labels import REGIONS, to_internal
+from nslfcore.data.phantom import generate_case
+from nslfcore.inference import DEFAULT_ROI, run
+from nslfcore.metrics import overlap_metrics
+from nslfcore.model_store import default_model, load_model, registry_folder, sha256_file
+
+ENTRY_FIELDS = ("id", "title", "description", "file", "sha256", "size_bytes", "config", "inputs", "labels", "license",
+                "training", "evaluation")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, info = load_model(None)
+    return model, info
+
+
+@pytest.fixture(scope="module")
+def case():
+    return generate_case(seed=7)  # the demo's case: not in the training set (seed 1000)
+
+
+def test_registry_describes_the_shipped_model_completely(shipped):
+    _, info = shipped
+    registry = json.loads((registry_folder() / "models.json").read_text())
+    entry = next(e for e in registry["models"] if e["id"] == registry["default"])
+    assert [f for f in ENTRY_FIELDS if f not in entry] == []
+    path = registry_folder() / entry["file"]
+    assert path.stat().st_size == entry["size_bytes"] < 20 * 1024**2
+    assert sha256_file(path) == entry["sha256"]
+    assert info.stage == 3 and info.config == entry["config"] and entry["config"]["name"] == "compact"
+    assert "nslf train" in " ".join(entry["training"]["commands"])
+    assert entry["labels"] == {"0": "background", "1": "necrotic tumour core (NCR)", "2": "peritumoral edema (ED)",
+                               "4": "enhancing tumour (ET)"}  # fmt: skip
+    assert set(entry["inputs"]) == {"t1", "t1ce", "t2", "flair"}
+    assert entry["evaluation"]["cases"] >= 20 and 0 < entry["evaluation"]["dice"]["WT"] <= 1
+    assert default_model().id == entry["id"]
+
+
+def test_segments_an_unseen_case(shipped, case):
+    model, _ = shipped
+    result = run(case, model, device="cpu", mode="whole")
+    predicted = to_internal(result.labels, "brats2021")
+    wt = overlap_metrics(np.isin(predicted, REGIONS["WT"]), np.isin(case.label, REGIONS["WT"]))["dice"]
+    assert wt > 0.7, f"whole-tumour Dice {wt:.3f} on an unseen phantom case"
+
+
+def test_whole_volume_and_sliding_windows_agree(shipped, case):
+    model, _ = shipped
+    whole = run(case, model, device="cpu", mode="whole")
+    sliding = run(case, model, device="cpu", mode="sliding", roi=DEFAULT_ROI, overlap=0.5)
+    assert sliding.mode == "sliding" and whole.mode == "whole"
+    a, b = to_internal(whole.labels, "brats2021"), to_internal(sliding.labels, "brats2021")
+    dice = {name: overlap_metrics(np.isin(a, c), np.isin(b, c))["dice"] for name, c in REGIONS.items()}
+    assert min(dice.values()) >= 0.99, dice
+    brain = whole.fused > 0
+    assert np.abs(whole.fused - sliding.fused)[brain].mean() < 0.01
