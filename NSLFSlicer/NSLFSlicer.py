@@ -85,6 +85,7 @@ class NSLFSlicerParameterNode:
     trainingLearningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-4
     trainingFusionCrop: str = "64 80 80"
     trainingSegmentationCrop: str = "64 160 160"
+    trainingFineTune: bool = False
 
 
 class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -388,7 +389,15 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             data=str(p.trainingData), run_dir=str(p.trainingRunFolder), config=p.trainingConfig, stage=p.trainingStage,
             epochs=p.trainingEpochs, lr=p.trainingLearningRate, fusion_crop=parse_crop(p.trainingFusionCrop),
             segmentation_crop=parse_crop(p.trainingSegmentationCrop), device=self.ui.trainingDeviceComboBox.currentData,
+            init=self.selectedModelFile() if p.trainingFineTune else None,
         )  # fmt: skip
+
+    def selectedModelFile(self) -> str:
+        """The file of the model chosen under Model (downloaded first if needed), to fine-tune from."""
+        entry = self.entries[self.ui.modelComboBox.currentIndex]
+        if not entry.available:
+            entry = download(entry)
+        return str(entry.info.path)
 
     def onStartTraining(self, resume: bool) -> None:
         if not ensure_dependencies(ask=True):

@@ -83,6 +83,7 @@ class TrainingSettings:
     """The panel's training choices (defaults: the ``compact`` configuration, all stages, the paper's rates).
 
     Crops are ``(z, y, x)`` voxels: ``fusion_crop`` for stages 1 and 2, ``segmentation_crop`` for stage 3.
+    ``init`` is a model file to start from (fine-tuning; ``nslf train --init``), or ``None``.
     """
 
     data: str
@@ -94,6 +95,7 @@ class TrainingSettings:
     fusion_crop: tuple[int, int, int] = (64, 80, 80)
     segmentation_crop: tuple[int, int, int] = (64, 160, 160)
     device: str = "auto"
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -116,6 +118,8 @@ class TrainingSettings:
             "--fusion-crop", *map(str, self.fusion_crop), "--segmentation-crop", *map(str, self.segmentation_crop),
             "--device", self.device, "--events", str(self.events_file),
         ]  # fmt: skip
+        if self.init:
+            args += ["--init", str(self.init)]
         return args + ["--resume"] if resume else args
 
     def replace(self, **changes: Any) -> TrainingSettings:

@@ -120,6 +120,9 @@ def test_settings_are_checked_and_give_the_nslf_train_command(tmp_path):
     assert command[1:4] == ["-m", "nslfcore.cli", "train"] and command[-1] == "--resume"
     assert command[command.index("--segmentation-crop") + 1 : command.index("--segmentation-crop") + 4] == ["32", "64", "64"]
     assert command[command.index("--events") + 1] == str(tmp_path / "run" / "events.jsonl")
+    assert "--init" not in command
+    tuned = settings.replace(init=str(tmp_path / "model.pt")).command()
+    assert tuned[tuned.index("--init") + 1] == str(tmp_path / "model.pt")
     for bad in (dict(stage="4"), dict(epochs=0), dict(fusion_crop=(30, 64, 64))):
         with pytest.raises(ValueError):
             TrainingSettings("d", "r", **bad)
