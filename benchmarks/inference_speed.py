@@ -10,7 +10,8 @@ no trained paper-size weights exist), same machine, one process, repetitions int
 (ours, public, ours, public, ...) after a warm-up of ours.
 
 Peak resident memory (RSS) of each is measured in a fresh child process running that procedure
-once (``--child``), so the two never share a high-water mark.
+once (``--child``) on the case read from files, so the two never share a high-water mark and the
+phantom generator's memory never counts.
 
 With ``--public-windows N`` the public procedure is timed on its first N windows only and its
 full time extrapolated (N / 112 of the work; windows all have the same size, so the per-window
@@ -32,6 +33,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +45,8 @@ from public_inference import STRIDES, WINDOW, PublicProcedure, window_starts  # 
 
 from nslfcore.config import PRESETS  # noqa: E402
 from nslfcore.data.labels import REGIONS  # noqa: E402
-from nslfcore.data.phantom import generate_case  # noqa: E402
+from nslfcore.data.brats import find_cases, load_case  # noqa: E402
+from nslfcore.data.phantom import generate_case, write_case  # noqa: E402
 from nslfcore.data.transforms import brain_mask, normalize  # noqa: E402
 from nslfcore.inference import run  # noqa: E402
 from nslfcore.metrics import overlap_metrics  # noqa: E402
@@ -95,10 +98,14 @@ def region_dice(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {name: overlap_metrics(np.isin(a, classes), np.isin(b, classes))["dice"] for name, classes in REGIONS.items()}
 
 
-def child(kind: str, config: str, device: str, public_windows: int | None) -> None:
-    """Run one procedure once and print its peak RSS (MiB) as JSON (a fresh process per measurement)."""
+def child(kind: str, config: str, device: str, public_windows: int | None, case_dir: Path) -> None:
+    """Run one procedure once and print its peak RSS (MiB) as JSON (a fresh process per measurement).
+
+    The case is read from ``case_dir`` (written by the parent), so the phantom generator's own
+    memory never counts.
+    """
     model, _ = build_model(config)
-    case = generate_case(seed=CASE_SEED)
+    case = load_case(find_cases(case_dir)[0])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if kind == "ours":
         run(case, model, device=device)
@@ -109,8 +116,8 @@ def child(kind: str, config: str, device: str, public_windows: int | None) -> No
     print(json.dumps({"peak_rss_mib": peak / 1024, "before_mib": base / 1024}))
 
 
-def peak_rss(kind: str, config: str, device: str, public_windows: int | None) -> float:
-    args = [sys.executable, __file__, "--child", kind, "--config", config, "--device", device]
+def peak_rss(kind: str, config: str, device: str, public_windows: int | None, case_dir: Path) -> float:
+    args = [sys.executable, __file__, "--child", kind, "--config", config, "--device", device, "--case-dir", str(case_dir)]
     if public_windows:
         args += ["--public-windows", str(public_windows)]
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
@@ -125,9 +132,10 @@ def main() -> None:
     parser.add_argument("--public-windows", type=int, default=None, help="time only the first N public windows and extrapolate")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run of ours (for runs of minutes)")
     parser.add_argument("--child", choices=("ours", "public"), help=argparse.SUPPRESS)
+    parser.add_argument("--case-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.config, args.device, args.public_windows)
+        child(args.child, args.config, args.device, args.public_windows, args.case_dir)
         return
 
     model, weights = build_model(args.config)
@@ -172,7 +180,9 @@ def main() -> None:
             "fused_max_abs_diff_in_brain": float(np.abs(ours.fused - public_out[0])[brain].max()),
             "fused_mean_abs_diff_in_brain": float(np.abs(ours.fused - public_out[0])[brain].mean()),
         }
-    rss = {kind: peak_rss(kind, args.config, args.device, args.public_windows) for kind in ("ours", "public")}
+    with tempfile.TemporaryDirectory(prefix="nslf-bench-") as folder:
+        write_case(case, folder)
+        rss = {kind: peak_rss(kind, args.config, args.device, args.public_windows, Path(folder)) for kind in ("ours", "public")}
     result = {
         "benchmark": "inference_speed",
         "date": time.strftime("%Y-%m-%d"),

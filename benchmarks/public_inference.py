@@ -11,8 +11,9 @@ Read there, re-stated here on our networks (same weights), never copied:
 * overlapping windows are averaged with uniform weights (sum and count), then argmax;
 * float32 throughout, ``torch.no_grad``, default (contiguous) memory format, batch 1.
 
-A per-modality CU-Net is run as its four single U-Nets (:func:`nslfcore.compat.split_per_modality`),
-a shared one by calling it once per modality, which is what the public code does.
+Per window this is :meth:`nslfcore.models.NSLF.fuse_and_segment_sequential` (a per-modality
+CU-Net run as its four single U-Nets, a shared one called once per modality: what the public code
+does), in float32 with the default memory format.
 
 Arrays are ``(z, y, x)``.
 """
@@ -26,7 +27,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from nslfcore.compat import split_per_modality
 from nslfcore.models import NSLF
 
 #: The public window (z, y, x) and strides (z, y, x).
@@ -52,23 +52,12 @@ class PublicProcedure:
     def __init__(self, model: NSLF, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.model = copy.deepcopy(model).eval().to(self.device, memory_format=torch.contiguous_format)
-        cunet = self.model.cunet
-        self.cunets = split_per_modality(cunet) if cunet.per_modality else [cunet] * 4
+        self.unets = self.model.cunet.split_modalities()
 
     def _window(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused ``(1, 1, ...)`` and probabilities ``(1, 4, ...)`` of one ``(1, 4, ...)`` window, the public way."""
-        model = self.model
-        outs = [net(x[:, i : i + 1]) for i, net in enumerate(self.cunets)]  # four separate CU-Net calls
-        fcd = model.fcd
-        raw = []
-        for out in outs:  # the public FuseNet up-samples each modality's global feature separately
-            up = fcd.upsample(out.global_features[:, 0])
-            raw.append(fcd.weight_head(torch.cat((up, out.local_features[:, 0]), dim=1)))
-        total = sum(raw) + fcd.eps
-        fused = sum(w / total * x[:, i : i + 1] for i, w in enumerate(raw))
-        local = torch.stack([o.local_features[:, 0] for o in outs], dim=1)
-        logits = model.fsd(local, fused)
-        return fused, torch.softmax(logits, dim=1)
+        fusion, logits = self.model.fuse_and_segment_sequential(x, True, self.unets)  # four separate CU-Net calls
+        return fusion.fused, torch.softmax(logits, dim=1)
 
     def __call__(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         depth, height, width = image.shape[1:]

@@ -41,7 +41,6 @@ import torch
 
 from nslfcore.config import PRESETS
 from nslfcore.models import NSLF
-from nslfcore.models.cunet import CUNet
 
 logger = logging.getLogger(__name__)
 
@@ -230,26 +229,3 @@ def nslf_from_authors(*checkpoints: str | Path | Mapping, cunet_weights: str = "
     model = NSLF(PRESETS["paper"].replace(cunet_weights=cunet_weights))
     load_authors_checkpoints(model, *checkpoints)
     return model.eval()
-
-
-def split_per_modality(cunet: CUNet) -> list[CUNet]:
-    """The U-Nets of a per-modality CU-Net as separate single-image networks (one per modality, in order).
-
-    A per-modality CU-Net keeps its modalities' U-Nets as convolution groups; every parameter and
-    buffer (convolution, transposed convolution, BatchNorm, reconstruction head) stores the
-    groups as consecutive blocks along its first axis, so network ``i`` gets block ``i`` of each.
-    Network ``i`` applied to modality ``i`` alone gives exactly that modality's features (the
-    public code's one-call-per-modality procedure, e.g. for benchmarks). The copies are in eval
-    mode when ``cunet`` is.
-    """
-    if not cunet.per_modality:
-        raise ValueError("split_per_modality needs a per-modality CU-Net; a shared one is already a single U-Net.")
-    state = cunet.state_dict()
-    nets = []
-    for index in range(cunet.num_modalities):
-        net = CUNet(cunet.widths, num_modalities=1, per_modality=False)
-        net.load_state_dict(
-            {k: v if v.ndim == 0 else v.chunk(cunet.num_modalities, dim=0)[index] for k, v in state.items()}, strict=True
-        )
-        nets.append(net.train(cunet.training).to(next(cunet.parameters()).device))
-    return nets

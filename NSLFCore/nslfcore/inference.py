@@ -9,9 +9,10 @@ the original grid, zero outside the brain -> labels in BraTS 2021 ``{0, 1, 2, 4}
 
 Arrays are numpy ``(z, y, x)`` (SimpleITK order); the geometry is the input's (ITK ``(x, y, z)``
 mm, LPS). Whole-volume inference is used when the estimated memory (:func:`estimate_memory_bytes`)
-fits, otherwise MONAI's sliding-window inference with Gaussian blending. When memory runs out the
-whole volume falls back to windows, windows shrink, and on CUDA the CPU is used last, each step
-with a warning.
+fits; if not, the whole volume one modality at a time through CU-Net and FCD (``"sequential"``:
+the same result with about half the peak memory); otherwise MONAI's sliding-window inference with
+Gaussian blending. When memory runs out anyway the next of these is tried, windows shrink, and on
+CUDA the CPU is used last, each step with a warning.
 
 Example:
     >>> from nslfcore.data.phantom import generate_tiny_case
@@ -47,7 +48,7 @@ from nslfcore.models import NSLF
 
 #: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
 Progress = Callable[[float, str], None]
-Mode = Literal["auto", "whole", "sliding"]
+Mode = Literal["auto", "whole", "sequential", "sliding"]
 LabelConvention = Literal["brats2021", "brats2023"]
 Source = Case | Mapping[str, str | Path] | str | Path
 
@@ -68,7 +69,7 @@ class InferenceResult:
             to 1 per voxel (background 1 outside the brain), or ``None``.
         geometry: the input's geometry (ITK ``(x, y, z)`` mm, LPS).
         timings: seconds per phase (``preprocess``, ``inference``, ``postprocess``, ``total``).
-        mode: ``"whole"`` or ``"sliding"``; device: where the network ran (after any fallback).
+        mode: ``"whole"``, ``"sequential"`` or ``"sliding"``; device: where the network ran (after any fallback).
     """
 
     fused: np.ndarray | None
@@ -150,24 +151,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------- memory
-def estimate_memory_bytes(model: torch.nn.Module, spatial_shape: Sequence[int]) -> int:
+def estimate_memory_bytes(model: torch.nn.Module, spatial_shape: Sequence[int], sequential: bool = False) -> int:
     """Rough peak activation memory of one whole-volume pass (float32), in bytes.
 
-    ``spatial_shape`` is ``(z, y, x)``; sizes are padded to multiples of 16 as the model does. Per
-    voxel for NSLF: about six full-resolution tensors of ``4 modalities x w0`` channels are alive at
-    the CU-Net's last decoder level (skip, up-sampled, concatenation, two convolutions, the output),
-    plus the four local features the FCD and FSD read, the FSD's first width and ~16 channels of
-    inputs and outputs: ``4 bytes x (28 w0 + fsd0 + 16)``. That is 1024 B/voxel for ``compact`` and
-    3904 B/voxel for ``paper``; the peak resident memory measured on the CPU (torch 2.13) is about
-    900 and 2930 B/voxel, so the estimate errs on the safe side. Under bf16 autocast (CUDA) the
-    real need is lower still. Other networks (the U-Net baseline) state their own
-    ``inference_bytes_per_voxel``.
+    ``spatial_shape`` is ``(z, y, x)``; sizes are padded to multiples of 16 as the model does.
+    Batched NSLF, per voxel: about six full-resolution tensors of ``4 modalities x w0`` channels
+    are alive at the CU-Net's last decoder level (skip, up-sampled, concatenation, two
+    convolutions, the output), plus the four local features the FCD and FSD read, the FSD's first
+    width and ~16 channels of inputs and outputs: ``4 bytes x (28 w0 + fsd0 + 16)``, i.e. 1024
+    B/voxel for ``compact`` and 3904 for ``paper`` (measured peak RSS on the CPU, torch 2.13: about
+    900 and 2930). ``sequential`` (one modality at a time, :meth:`NSLF.fuse_and_segment_sequential`):
+    the four stored local features, one modality's decoder and the FSD's two first-width tensors,
+    ``4 bytes x (10 w0 + 2 fsd0 + 16)``: 512 B/voxel for ``compact``, 1856 for ``paper``. Under bf16
+    autocast (CUDA) the real need is lower still. Other networks (the U-Net baseline) state their
+    own ``inference_bytes_per_voxel``.
     """
     padded = [math.ceil(s / 16) * 16 for s in spatial_shape]
     voxels = int(np.prod(padded))
     if isinstance(model, NSLF):
-        w0 = model.config.local_width
-        per_voxel = 4 * (6 * 4 * w0 + 4 * w0 + model.config.fsd_widths[0] + 16)
+        w0, fsd0 = model.config.local_width, model.config.fsd_widths[0]
+        per_voxel = 4 * (10 * w0 + 2 * fsd0 + 16) if sequential else 4 * (6 * 4 * w0 + 4 * w0 + fsd0 + 16)
     else:
         per_voxel = int(getattr(model, "inference_bytes_per_voxel", 4096))
     return voxels * per_voxel
@@ -219,17 +222,24 @@ class _Predictor:
     """
 
     def __init__(
-        self, model: torch.nn.Module, segment: bool, progress: Progress | None, total: int, start: float, span: float
-    ) -> None:
+        self, model: torch.nn.Module, segment: bool, progress: Progress | None, total: int, start: float, span: float,
+        sequential: bool = False,
+    ) -> None:  # fmt: skip
         self.model, self.segment, self.progress = model, segment, progress
         self.total, self.start, self.span = max(total, 1), start, span
         self.calls = 0
+        self.unets = model.cunet.split_modalities() if sequential and isinstance(model, NSLF) else None
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out: dict[str, torch.Tensor] = {}
         if not isinstance(self.model, NSLF):
             out["probs"] = torch.softmax(self.model(x).float(), dim=1)
+        elif self.unets is not None:
+            fusion, logits = self.model.fuse_and_segment_sequential(x, self.segment, self.unets)
+            out["fused"] = fusion.fused.float()
+            if logits is not None:
+                out["probs"] = torch.softmax(logits.float(), dim=1)
         elif self.segment:
             fusion, logits = self.model.fuse_and_segment(x)
             out = {"fused": fusion.fused.float(), "probs": torch.softmax(logits.float(), dim=1)}
@@ -256,8 +266,8 @@ def _infer(
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
-        if mode == "whole":
-            out = _Predictor(model, segment, progress, 1, 0.1, 0.8)(x)
+        if mode in ("whole", "sequential"):
+            out = _Predictor(model, segment, progress, 1, 0.1, 0.8, sequential=mode == "sequential")(x)
         else:
             window = tuple(min(r, s) for r, s in zip(roi, x.shape[2:]))
             predictor = _Predictor(model, segment, progress, _count_windows(x.shape[2:], window, overlap), 0.1, 0.8)
@@ -301,7 +311,9 @@ def _infer_with_fallback(
         if device.type == "cuda":
             torch.cuda.empty_cache()
         smaller = _smaller(window)  # type: ignore[arg-type]
-        if mode == "whole":
+        if mode == "whole" and isinstance(model, NSLF):
+            mode, message = "sequential", f"Out of {where} memory for the whole volume; retrying one modality at a time."
+        elif mode in ("whole", "sequential"):
             mode, message = "sliding", f"Out of {where} memory for the whole volume; retrying with windows {window} (z, y, x)."
         elif smaller is not None:
             window, message = smaller, f"Out of {where} memory; retrying with smaller windows {smaller} (z, y, x)."
@@ -321,7 +333,12 @@ def _infer_with_fallback(
 def _choose_mode(mode: str, model: torch.nn.Module, box: Sequence[int], device: torch.device) -> str:
     if mode != "auto":
         return mode
-    return "whole" if estimate_memory_bytes(model, box) < available_bytes(device) else "sliding"
+    budget = available_bytes(device)
+    if estimate_memory_bytes(model, box) < budget:
+        return "whole"
+    if isinstance(model, NSLF) and estimate_memory_bytes(model, box, sequential=True) < budget:
+        return "sequential"
+    return "sliding"
 
 
 def run(
@@ -348,7 +365,9 @@ def run(
         fuse, segment: which outputs to return; fusion alone skips the FSD, segmentation needs the
             fused volume anyway, and both come from the same network pass.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
-        mode: ``"whole"`` volume, ``"sliding"`` window, or ``"auto"`` (whole when it fits in memory).
+        mode: ``"whole"`` volume, ``"sequential"`` (whole volume, one modality at a time through CU-Net
+            and FCD: same result, about half the memory), ``"sliding"`` window, or ``"auto"`` (the
+            first of these that fits in memory).
         roi: sliding-window size ``(z, y, x)``; overlap: window overlap fraction (one, or per axis).
         label_convention: ``"brats2021"`` (ET = 4) or ``"brats2023"`` (ET = 3).
         probabilities: also return the class probabilities ``(4, z, y, x)``.
@@ -357,8 +376,8 @@ def run(
     """
     if label_convention not in ("brats2021", "brats2023"):
         raise ValueError(f"label_convention must be 'brats2021' or 'brats2023', got {label_convention!r}.")
-    if mode not in ("auto", "whole", "sliding"):
-        raise ValueError(f"mode must be 'auto', 'whole' or 'sliding', got {mode!r}.")
+    if mode not in ("auto", "whole", "sequential", "sliding"):
+        raise ValueError(f"mode must be 'auto', 'whole', 'sequential' or 'sliding', got {mode!r}.")
     if len(roi) != 3 or min(roi) < 1:
         raise ValueError(f"roi must be three positive sizes (z, y, x), got {tuple(roi)}.")
     overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)

@@ -138,9 +138,7 @@ def test_checkpoint_files_load_with_weights_only(tmp_path, authors_weights):
     )
 
 
-def test_split_per_modality_gives_each_modality_its_own_u_net():
-    from nslfcore.compat import split_per_modality
-
+def test_split_modalities_gives_each_modality_its_own_u_net():
     model = NSLF(PRESETS["compact"]).eval()
     for module in model.cunet.modules():  # non-trivial BatchNorm statistics
         if isinstance(module, torch.nn.BatchNorm3d):
@@ -149,10 +147,10 @@ def test_split_per_modality_gives_each_modality_its_own_u_net():
     x = torch.rand(1, 4, 16, 32, 32)
     with torch.inference_mode():
         grouped = model.cunet(x)
-        for i, net in enumerate(split_per_modality(model.cunet)):
+        for i, net in enumerate(model.cunet.split_modalities()):
             single = net(x[:, i : i + 1])
             torch.testing.assert_close(single.local_features[:, 0], grouped.local_features[:, i], atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(single.global_features[:, 0], grouped.global_features[:, i], atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(single.reconstruction[:, 0], grouped.reconstruction[:, i], atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="per-modality"):
-        split_per_modality(NSLF(PRESETS["compact"].replace(cunet_weights="shared")).cunet)
+    shared = NSLF(PRESETS["compact"].replace(cunet_weights="shared")).cunet
+    assert shared.split_modalities() == [shared] * 4

@@ -176,6 +176,29 @@ def test_whole_volume_and_sliding_windows_agree(model):
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 8  # one per window
 
 
+@pytest.mark.parametrize("weights", ["per_modality", "shared"])
+def test_one_modality_at_a_time_gives_the_batched_result(weights):
+    torch.manual_seed(1)
+    net = NSLF(PRESETS["compact"].replace(cunet_weights=weights)).eval()
+    for module in net.modules():  # non-trivial BatchNorm statistics, so a wrong split would show
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    x = torch.rand(1, 4, 20, 33, 30)
+    with torch.inference_mode():
+        fusion, logits = net.fuse_and_segment(x)
+        seq_fusion, seq_logits = net.fuse_and_segment_sequential(x)
+        fused_only, none = net.fuse_and_segment_sequential(x, segment=False)
+    torch.testing.assert_close(seq_fusion.fused, fusion.fused, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(seq_fusion.weights, fusion.weights, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(seq_logits, logits, atol=1e-4, rtol=1e-4)
+    assert none is None and torch.equal(fused_only.fused, seq_fusion.fused)
+    case = generate_tiny_case(seed=4, size=(32, 32, 32))
+    whole, sequential = run(case, net, device="cpu", mode="whole"), run(case, net, device="cpu", mode="sequential")
+    assert sequential.mode == "sequential" and np.array_equal(whole.labels, sequential.labels)
+    np.testing.assert_allclose(whole.fused, sequential.fused, atol=1e-5)
+
+
 def test_auto_mode_follows_the_memory_estimate(model, monkeypatch):
     small = estimate_memory_bytes(model, (64, 64, 64))
     assert estimate_memory_bytes(model, (128, 128, 128)) == 8 * small
@@ -184,6 +207,10 @@ def test_auto_mode_follows_the_memory_estimate(model, monkeypatch):
     case = generate_tiny_case(seed=4, size=(32, 32, 32))
     monkeypatch.setattr(inference, "available_bytes", lambda device: 10**12)
     assert fuse(case, model, device="cpu").mode == "whole"
+    sequential = estimate_memory_bytes(model, (32, 32, 32), sequential=True)
+    assert sequential < estimate_memory_bytes(model, (32, 32, 32)) / 1.5
+    monkeypatch.setattr(inference, "available_bytes", lambda device: sequential + 1)
+    assert fuse(case, model, device="cpu").mode == "sequential"
     monkeypatch.setattr(inference, "available_bytes", lambda device: 1000)
     assert fuse(case, model, device="cpu").mode == "sliding"
 
@@ -195,7 +222,7 @@ def test_running_out_of_memory_falls_back_then_says_why(model, monkeypatch):
 
     def oom_unless_small(model, image, device, mode, roi, *rest):
         attempts.append((mode, roi))
-        if mode == "whole" or max(roi) > 32:
+        if mode in ("whole", "sequential") or max(roi) > 32:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
         return real(model, image, device, mode, roi, *rest)
 
@@ -203,8 +230,8 @@ def test_running_out_of_memory_falls_back_then_says_why(model, monkeypatch):
     with pytest.warns(RuntimeWarning, match="Out of CPU memory"):
         result = fuse(case, model, device="cpu", mode="whole", roi=(64, 128, 128))
     assert result.mode == "sliding" and result.fused is not None
-    windows = [(64, 128, 128), (64, 128, 128), (32, 64, 64), (32, 32, 32)]
-    assert attempts == list(zip(["whole", "sliding", "sliding", "sliding"], windows))
+    windows = [(64, 128, 128), (64, 128, 128), (64, 128, 128), (32, 64, 64), (32, 32, 32)]
+    assert attempts == list(zip(["whole", "sequential", "sliding", "sliding", "sliding"], windows))
 
     def always_oom(*args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

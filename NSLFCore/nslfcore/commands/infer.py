@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         )
         parser.add_argument("--download", action="store_true", help="download the model if it is not on this machine")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-        parser.add_argument("--mode", default="auto", choices=("auto", "whole", "sliding"), help="whole volume or sliding windows")
+        parser.add_argument("--mode", default="auto", choices=("auto", "whole", "sequential", "sliding"),
+                            help="whole volume, whole volume one modality at a time (less memory), or sliding windows")
         parser.add_argument("--label-convention", default="brats2021", choices=("brats2021", "brats2023"))
         parser.add_argument("--probabilities", action="store_true", help="also write probabilities.nii.gz (4 classes)")
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")

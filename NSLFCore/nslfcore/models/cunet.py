@@ -100,6 +100,26 @@ class CUNet(nn.Module):
             reconstruction=recon.reshape(b, m, *spatial),
         )
 
+    def split_modalities(self) -> list[CUNet]:
+        """This network's U-Nets as separate single-image networks, one per modality, in order.
+
+        Shared weights: the network itself, once per modality. Per-modality weights: every
+        parameter and buffer (convolution, transposed convolution, BatchNorm, reconstruction head)
+        stores the groups as consecutive blocks along its first axis, so network ``i`` gets block
+        ``i`` of each; applied to modality ``i`` alone it gives exactly that modality's features.
+        The copies are on this network's device, in its training mode.
+        """
+        if not self.per_modality:
+            return [self] * self.num_modalities
+        state = self.state_dict()
+        device = next(self.parameters()).device
+        nets = []
+        for index in range(self.num_modalities):
+            net = CUNet(self.widths, num_modalities=1, per_modality=False)
+            net.load_state_dict({k: v if v.ndim == 0 else v.chunk(self.num_modalities, dim=0)[index] for k, v in state.items()})
+            nets.append(net.train(self.training).to(device))
+        return nets
+
     def extract_single(self, image: torch.Tensor) -> CUNetOutput:
         """Features of one extra image per batch item (the fused volume in the GMN).
 

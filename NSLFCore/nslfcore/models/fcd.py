@@ -54,13 +54,20 @@ class FusionDecoder(nn.Module):
         self.weight_head = nn.Sequential(nn.Conv3d(2 * w[0], 1, kernel_size=3, padding=1), nn.Sigmoid())
         self.eps = eps
 
+    def raw_weight(self, global_features: torch.Tensor, local_features: torch.Tensor) -> torch.Tensor:
+        """Unnormalised weight maps ``(N, 1, D, H, W)`` of ``N`` images: ``(N, w4, D/16, ...)`` and ``(N, w0, D, H, W)`` in."""
+        up = self.upsample(global_features)
+        return self.weight_head(torch.cat((up, local_features), dim=1))
+
+    def combine(self, raw: torch.Tensor, sources: torch.Tensor) -> FusionOutput:
+        """Normalise ``raw`` ``(B, M, D, H, W)`` across modalities and fuse ``sources`` ``(B, M, D, H, W)``."""
+        weights = raw / (raw.sum(dim=1, keepdim=True) + self.eps)
+        fused = (weights * sources).sum(dim=1, keepdim=True)
+        return FusionOutput(fused=fused, weights=weights)
+
     def forward(
         self, global_features: torch.Tensor, local_features: torch.Tensor, sources: torch.Tensor
     ) -> FusionOutput:
         b, m = global_features.shape[:2]
-        up = self.upsample(global_features.flatten(0, 1))  # modalities on the batch axis
-        raw = self.weight_head(torch.cat((up, local_features.flatten(0, 1)), dim=1))
-        raw = raw.reshape(b, m, *raw.shape[2:])
-        weights = raw / (raw.sum(dim=1, keepdim=True) + self.eps)
-        fused = (weights * sources).sum(dim=1, keepdim=True)
-        return FusionOutput(fused=fused, weights=weights)
+        raw = self.raw_weight(global_features.flatten(0, 1), local_features.flatten(0, 1))  # modalities on the batch axis
+        return self.combine(raw.reshape(b, m, *raw.shape[2:]), sources)

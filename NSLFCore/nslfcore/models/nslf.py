@@ -144,6 +144,32 @@ class NSLF(nn.Module):
         logits = self.fsd(sources.local_features, fusion.fused)
         return FusionOutput(*(_crop(t, crop) for t in fusion)), _crop(logits, crop)
 
+    def fuse_and_segment_sequential(
+        self, x: torch.Tensor, segment: bool = True, unets: list[CUNet] | None = None
+    ) -> tuple[FusionOutput, torch.Tensor | None]:
+        """:meth:`fuse_and_segment` with one modality at a time through CU-Net and the FCD (inference).
+
+        The same computation (BatchNorm in eval mode acts per image), but only one modality's
+        full-resolution CU-Net decoder is alive at a time, so the peak memory is about half of the
+        batched pass: whole volumes fit where the batched pass would need windows. This is also the
+        public code's procedure (one CU-Net call per modality). ``unets`` are
+        :meth:`CUNet.split_modalities` (made here when not given; pass them to reuse across calls).
+        Returns the fusion and the logits (``None`` unless ``segment``).
+        """
+        padded, crop = self._prepare(x)
+        unets = unets if unets is not None else self.cunet.split_modalities()
+        b, m = padded.shape[:2]
+        local = padded.new_empty((b, m, self.config.local_width, *padded.shape[2:]))
+        raw = padded.new_empty(padded.shape)
+        for index, unet in enumerate(unets):
+            out = unet(padded[:, index : index + 1])
+            local[:, index] = out.local_features[:, 0]
+            raw[:, index] = self.fcd.raw_weight(out.global_features[:, 0], out.local_features[:, 0])[:, 0]
+            del out
+        fusion = self.fcd.combine(raw, padded)
+        logits = _crop(self.fsd(local, fusion.fused), crop) if segment else None
+        return FusionOutput(*(_crop(t, crop) for t in fusion)), logits
+
     def forward(self, x: torch.Tensor, with_gmn: bool = True, with_fsd: bool = True) -> NSLFOutput:
         """Training-time pass returning everything the stage losses need (see :class:`NSLFOutput`).
 
