@@ -98,6 +98,22 @@ def region_dice(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {name: overlap_metrics(np.isin(a, classes), np.isin(b, classes))["dice"] for name, classes in REGIONS.items()}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` of ``/proc/self/status`` on Linux.
+
+    ``ru_maxrss`` is not used there: Linux carries it across ``exec`` from the parent, so a child
+    would report its parent's high-water mark.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, Linux KiB
+
+
 def child(kind: str, config: str, device: str, public_windows: int | None, case_dir: Path) -> None:
     """Run one procedure once and print its peak RSS (MiB) as JSON (a fresh process per measurement).
 
@@ -106,14 +122,13 @@ def child(kind: str, config: str, device: str, public_windows: int | None, case_
     """
     model, _ = build_model(config)
     case = load_case(find_cases(case_dir)[0])
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_mib()
     if kind == "ours":
         run(case, model, device=device)
     else:
         procedure = PartialPublic(model, public_windows, device) if public_windows else PublicProcedure(model, device)
         procedure(public_input(case))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_mib": peak / 1024, "before_mib": base / 1024}))
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "before_mib": base}))
 
 
 def peak_rss(kind: str, config: str, device: str, public_windows: int | None, case_dir: Path) -> float:
