@@ -23,6 +23,9 @@ from .process_runner import python_executable
 from .terminology import segment_specs
 
 WORKER = Path(__file__).with_name("rendering_worker.py")
+#: The picture shows the brain as translucent "glass" so the tumour surfaces inside stay visible:
+#: the fused volume's opacity transfer function is scaled by this factor in the picture only.
+VOLUME_OPACITY_SCALE = 0.12
 #: ``VTK_DEFAULT_OPENGL_WINDOW`` values tried in turn (``None``: VTK's default).
 BACKENDS: tuple[str | None, ...] = ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow", None)
 
@@ -70,10 +73,12 @@ def write_job(volume_node: Any, segmentation_node: Any, png: Path, folder: Path,
             w.SetFileName(str(path))
             w.SetInputData(poly)
             w.Write()
-            surfaces.append({"path": str(path), "color": list(spec.color), "opacity": 0.3 if spec.label == 2 else 1.0})
+            surfaces.append({"path": str(path), "color": list(spec.color), "opacity": 0.45 if spec.label == 2 else 1.0,
+                             "name": spec.name})  # fmt: skip
     job = {
         "volume": str(folder / "volume.vti"), "ijk_to_ras": ijk_to_ras(volume_node).tolist(), "opacity": opacity,
         "colour": colour, "surfaces": surfaces, "png": str(png), "size": list(size),
+        "volume_opacity_scale": VOLUME_OPACITY_SCALE, "title": volume_node.GetName(),
     }  # fmt: skip
     path = folder / "job.json"
     path.write_text(json.dumps(job), encoding="utf-8")

@@ -3,8 +3,12 @@
 ``python rendering_worker.py JOB.json`` where the job JSON holds::
 
     {"volume": "fused.vti", "ijk_to_ras": [[4x4]], "opacity": [[x, a], ...], "colour": [[x, r, g, b], ...],
-     "surfaces": [{"path": "NCR.vtp", "color": [r, g, b], "opacity": 1.0}, ...],
-     "png": "render.png", "size": [w, h]}
+     "surfaces": [{"path": "NCR.vtp", "color": [r, g, b], "opacity": 1.0, "name": "Necrotic tumor core"}, ...],
+     "png": "render.png", "size": [w, h], "volume_opacity_scale": 0.12, "title": "case NSLF fused"}
+
+The picture: the fused volume as translucent "glass" (opacity scaled by ``volume_opacity_scale``),
+the tumour surfaces inside, seen from the left, front and above; a legend with each surface's
+colour, and the title.
 
 The volume is the ``(i, j, k)`` image (origin 0, spacing 1) placed in RAS by ``ijk_to_ras``;
 surfaces are poly data in RAS mm. Plain VTK only (no Slicer import), so any VTK Python works.
@@ -28,8 +32,9 @@ def _volume(job: dict) -> vtk.vtkVolume:
     mapper.SetSampleDistance(0.5)
     prop = vtk.vtkVolumeProperty()
     opacity = vtk.vtkPiecewiseFunction()
+    scale = float(job.get("volume_opacity_scale", 1.0))
     for x, a in job["opacity"]:
-        opacity.AddPoint(x, a)
+        opacity.AddPoint(x, a * scale)
     colour = vtk.vtkColorTransferFunction()
     for x, r, g, b in job["colour"]:
         colour.AddRGBPoint(x, r, g, b)
@@ -67,6 +72,21 @@ def _surface(spec: dict) -> vtk.vtkActor:
     return actor
 
 
+def _legend(job: dict, renderer: vtk.vtkRenderer) -> None:
+    """The title at the top left, one coloured line per surface at the bottom left."""
+    lines = [(job.get("title", ""), (1.0, 1.0, 1.0), 0.95)]
+    lines += [(f"\u25a0 {s['name']}", s["color"], 0.04 + 0.045 * i) for i, s in enumerate(reversed(job["surfaces"])) if "name" in s]
+    for text, colour, y in lines:
+        actor = vtk.vtkTextActor()
+        actor.SetInput(text)
+        actor.GetTextProperty().SetFontSize(20)
+        actor.GetTextProperty().SetColor(*colour)
+        actor.GetTextProperty().SetVerticalJustificationToCentered()
+        actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+        actor.SetPosition(0.03, y)
+        renderer.AddActor2D(actor)
+
+
 def render(job: dict) -> None:
     """Render the job's volume and surfaces to its PNG (anterior-left-superior view, black background)."""
     renderer = vtk.vtkRenderer()
@@ -76,6 +96,7 @@ def render(job: dict) -> None:
     for spec in job["surfaces"]:
         renderer.AddActor(_surface(spec))
     renderer.AddVolume(_volume(job))
+    _legend(job, renderer)
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
     window.SetSize(*job.get("size", [800, 800]))
@@ -84,12 +105,12 @@ def render(job: dict) -> None:
     camera = renderer.GetActiveCamera()
     focal = camera.GetFocalPoint()
     distance = camera.GetDistance()
-    direction = (-0.55, 0.65, 0.52)  # RAS: from the left, anterior, above
+    direction = (-0.8, 0.45, 0.4)  # RAS: from the left, a little anterior and above
     norm = sum(v * v for v in direction) ** 0.5
     camera.SetPosition(*(f + distance * v / norm for f, v in zip(focal, direction)))
     camera.SetViewUp(0.0, 0.0, 1.0)
     renderer.ResetCamera()
-    camera.Zoom(1.8)
+    camera.Zoom(1.5)
     renderer.ResetCameraClippingRange()
     window.Render()
     grab = vtk.vtkWindowToImageFilter()
