@@ -75,7 +75,7 @@ def _surface(spec: dict) -> vtk.vtkActor:
 def _legend(job: dict, renderer: vtk.vtkRenderer) -> None:
     """The title at the top left, one coloured line per surface at the bottom left."""
     lines = [(job.get("title", ""), (1.0, 1.0, 1.0), 0.95)]
-    lines += [(f"\u25a0 {s['name']}", s["color"], 0.04 + 0.045 * i) for i, s in enumerate(reversed(job["surfaces"])) if "name" in s]
+    lines += [(s["name"], s["color"], 0.04 + 0.045 * i) for i, s in enumerate(reversed(job["surfaces"])) if "name" in s]
     for text, colour, y in lines:
         actor = vtk.vtkTextActor()
         actor.SetInput(text)
