@@ -216,3 +216,14 @@ def test_init_fine_tunes_from_a_model_and_checks_its_configuration(tiny_data, tm
     assert frozen and all(torch.equal(tuned[k], initial[k]) for k in frozen)
     assert not torch.equal(tuned["fsd.classifier.weight"], initial["fsd.classifier.weight"])  # and it trained
     assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == str(init)
+
+
+def test_stop_after_epochs_from_the_command_line(tiny_data, tmp_path):
+    run_dir, events = tmp_path / "run", tmp_path / "events.jsonl"
+    args = ["train", "--data", str(tiny_data), "--out", str(run_dir), "--stage", "1", "--epochs", "3",
+            "--stop-after-epochs", "1", "--events", str(events), *SMALL]  # fmt: skip
+    assert nslf_main(args) == 3  # stopped, not completed
+    assert _events(events)[-1]["status"] == "stopped"
+    assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 1
+    assert nslf_main(args[:-len(SMALL) - 4] + ["--events", str(events), *SMALL, "--resume"]) == 0
+    assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 3

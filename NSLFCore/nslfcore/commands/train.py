@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segmentation-crop", type=int, nargs=3, default=defaults.segmentation_crop, metavar=("Z", "Y", "X"))
     parser.add_argument("--tumour-fraction", type=float, default=defaults.tumour_fraction)
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch")
+    parser.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
+                        help="stop gracefully after N epochs of a stage (the schedule still spans --epochs; --resume continues)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=defaults.num_workers, help="data-loading worker processes")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume on CPU)")
@@ -79,6 +81,7 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         segmentation_crop=tuple(args.segmentation_crop),
         tumour_fraction=args.tumour_fraction,
         max_steps_per_epoch=args.steps_per_epoch,
+        stop_after_epochs=args.stop_after_epochs,
         num_workers=args.workers,
         seed=args.seed,
         deterministic=args.deterministic,
