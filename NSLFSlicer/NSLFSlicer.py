@@ -123,10 +123,10 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         u = self.ui
         u.autoAssignButton.connect("clicked(bool)", self.onAutoAssign)
         u.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
-        u.fuseButton.connect("clicked(bool)", lambda: self.onRun(fuse=True, segment=False))
-        u.segmentButton.connect("clicked(bool)", lambda: self.onRun(fuse=False, segment=True))
-        u.fuseSegmentButton.connect("clicked(bool)", lambda: self.onRun(fuse=True, segment=True))
-        u.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.runButtons = {u.fuseButton: (True, False), u.segmentButton: (False, True), u.fuseSegmentButton: (True, True)}
+        self.runButtonTexts = {button: button.text for button in self.runButtons}
+        for button in self.runButtons:  # a run button turns into Cancel while its run is going
+            button.connect("clicked(bool)", lambda checked=False, b=button: self.onRunButton(b))
         u.show3DButton.connect("toggled(bool)", self.onShow3D)
         u.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         u.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.saveSetting("device", u.deviceComboBox.itemData(i)))
@@ -231,6 +231,13 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=self._parameterNode.t1ce, fit=True)
 
     # ------------------------------------------------------------------------------- running
+    def onRunButton(self, button) -> None:
+        if self.job is not None:
+            self.onCancel()
+        else:
+            self.activeButton = button
+            self.onRun(*self.runButtons[button])
+
     def onRun(self, fuse: bool, segment: bool) -> None:
         if not ensure_dependencies(ask=True):  # torch via the PyTorch extension, monai/nibabel via pip
             return
@@ -252,9 +259,12 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.start()
 
     def setRunning(self, running: bool, message: str) -> None:
-        for button in (self.ui.fuseButton, self.ui.segmentButton, self.ui.fuseSegmentButton, self.ui.loadSampleButton):
-            button.enabled = not running
-        self.ui.cancelButton.enabled = running
+        """While running, the pressed run button reads Cancel (the others and Load sample are disabled)."""
+        active = getattr(self, "activeButton", None) if isinstance(self.job, BackgroundRun) else None
+        for button, text in self.runButtonTexts.items():
+            button.text = "Cancel" if running and button is active else text
+            button.enabled = not running or button is active
+        self.ui.loadSampleButton.enabled = not running
         self.ui.statusLabel.text = message
         if running:
             self.ui.progressBar.value = 0

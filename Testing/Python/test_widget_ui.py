@@ -68,7 +68,7 @@ def test_panel_has_what_the_issue_asks_for():
     widgets = ui_widgets()
     for name in ("t1Selector", "t1ceSelector", "t2Selector", "flairSelector", "modelComboBox", "deviceComboBox",
                  "outputVolumeSelector", "outputSegmentationSelector", "fuseButton", "segmentButton", "fuseSegmentButton",
-                 "cancelButton", "progressBar", "logTextEdit", "show3DButton", "loadSampleButton", "trainingDataPathLineEdit",
+                 "progressBar", "logTextEdit", "show3DButton", "loadSampleButton", "trainingDataPathLineEdit",
                  "runFolderPathLineEdit", "configComboBox", "stageComboBox", "epochsSpinBox", "learningRateSpinBox",
                  "startTrainingButton", "stopTrainingButton", "resumeTrainingButton", "addTrainedModelButton",
                  "modelsTableWidget", "addModelButton", "removeModelButton", "openModelsFolderButton", "downloadModelButton"):  # fmt: skip
