@@ -195,6 +195,41 @@ def test_loss_weights_are_configurable_per_term(tiny_data, tmp_path):
     assert code == 1 and not (tmp_path / "r").exists()
 
 
+def test_stage3_dice_can_average_per_class(tmp_path):
+    """--dice-average class gives ET its own Dice term; older run options (without it) stay pooled."""
+    import argparse
+    import json
+
+    from nslfcore.commands.train import add_arguments, options_from_args
+    from nslfcore.models import NSLF
+    from nslfcore.training.stages import StageStep
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = options_from_args(parser.parse_args(["--data", "d", "--out", "o", "--dice-average", "class"]))
+    assert TrainingOptions.from_json(options.to_json()).dice_average == "class"
+    old = json.loads(TrainingOptions().to_json())
+    del old["dice_average"]
+    assert TrainingOptions.from_json(json.dumps(old)).dice_average == "pooled"
+    with pytest.raises(ValueError, match="dice_average"):
+        TrainingOptions(dice_average="mean")
+    # A prediction that gets edema right and misses ET: per class, ET's miss costs a third of the loss.
+    labels = torch.zeros(1, 16, 16, 16, dtype=torch.long)
+    labels[0, 2:14, 2:14, 2:14] = 2
+    labels[0, 7:9, 7:9, 7:9] = 3
+    # Logit gap 50: the probabilities of absent classes vanish next to the per-class smoothing 1e-5.
+    logits = torch.nn.functional.one_hot(torch.where(labels == 3, 2, labels), 4).movedim(-1, 1).float() * 50
+    image = torch.rand(1, 4, 16, 16, 16)
+    losses = {}
+    for average in ("pooled", "class"):
+        step = StageStep(NSLF(PRESETS["compact"]), 3, TrainingOptions(dice_average=average))
+        assert step.loss.dice.average == average
+        losses[average] = float(step.loss.dice(logits, labels))
+    assert losses["pooled"] == pytest.approx(8 / 1728, abs=1e-3)  # ET is 8 of 1728 tumour voxels
+    # Per class: NCR absent and not predicted (loss 0), edema 1 - 2*1720/(1728+1720), ET missed (loss 1).
+    assert losses["class"] == pytest.approx((0 + (1 - 2 * 1720 / 3448) + 1) / 3, abs=1e-3)
+
+
 def test_init_fine_tunes_from_a_model_and_checks_its_configuration(tiny_data, tmp_path, capsys):
     from nslfcore.models import NSLF
     from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint

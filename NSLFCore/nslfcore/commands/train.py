@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--loss-weight", action="append", default=[], metavar="STAGEN.TERM=W",
         help="override a loss-term weight, e.g. stage2.ssim=2 (repeatable; terms as in nslfcore.losses)",
     )  # fmt: skip
+    parser.add_argument("--dice-average", default=defaults.dice_average, choices=("pooled", "class"),
+                        help="stage-3 Dice over the tumour classes: pooled (public code) or class (per class, averaged; "
+                             "helps small classes such as ET)")  # fmt: skip
     parser.add_argument("--events", default=None, help="write JSON-lines events to FILE, or - for stdout")
 
 
@@ -88,6 +91,7 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         compile=args.compile,
         amp=not args.no_amp,
         contrastive=not args.no_contrastive,
+        dice_average=args.dice_average,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class TrainingOptions:
             (used to emulate an interruption; ``None``: never).
         loss_weights: ``(("stage2.ssim", 2.0), ...)`` overrides of the loss-term weights
             (names ``stageN.term`` as in :mod:`nslfcore.losses`' ``StageNLossWeights``).
+        dice_average: stage-3 soft Dice over the foreground classes: ``"pooled"`` (public code: one
+            Dice over NCR, edema and ET together, dominated by the large edema) or ``"class"`` (one
+            Dice per class, averaged: small classes such as ET weigh as much as edema); see
+            :class:`nslfcore.losses.ForegroundDiceLoss`.
     """
 
     stages: tuple[int, ...] = (1, 2, 3)
@@ -59,6 +63,7 @@ class TrainingOptions:
     max_steps_per_epoch: int | None = None
     stop_after_epochs: int | None = None
     loss_weights: tuple[tuple[str, float], ...] = ()
+    dice_average: Literal["pooled", "class"] = "pooled"
 
     def __post_init__(self) -> None:
         if not self.stages or any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
@@ -74,6 +79,8 @@ class TrainingOptions:
         unknown = sorted(name for name, _ in self.loss_weights if name not in terms)
         if unknown:
             raise ValueError(f"Unknown loss terms {unknown}; known: {sorted(terms)}.")
+        if self.dice_average not in ("pooled", "class"):
+            raise ValueError(f'dice_average must be "pooled" or "class", got {self.dice_average!r}.')
         for crop in (self.fusion_crop, self.segmentation_crop):
             if len(crop) != 3 or any(c < 16 or c % 16 for c in crop):
                 raise ValueError(f"crop sizes must be three multiples of 16 (z, y, x), got {crop}.")

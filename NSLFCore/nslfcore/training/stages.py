@@ -109,7 +109,7 @@ class StageStep(nn.Module):
                 overrides |= {"ncc": 0.0, "smooth": 0.0}
             self.loss = Stage2Loss(_weights(Stage2LossWeights(), overrides))
         else:
-            self.loss = Stage3Loss(_weights(Stage3LossWeights(), overrides))
+            self.loss = Stage3Loss(_weights(Stage3LossWeights(), overrides), dice_average=options.dice_average)
 
     def forward(
         self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None
