@@ -105,6 +105,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: NSLFSlicerParameterNode | None = None
         self._parameterNodeGuiTag = None
         self.job = None  # BackgroundRun or the sample-case ProcessRunner
+        self.activeButton = None  # the run button that reads Cancel while its run goes on
         self.training = None  # TrainingJob
         self.plots = None  # TrainingPlots
         self.timer = qt.QTimer()
@@ -260,7 +261,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setRunning(self, running: bool, message: str) -> None:
         """While running, the pressed run button reads Cancel (the others and Load sample are disabled)."""
-        active = getattr(self, "activeButton", None) if isinstance(self.job, BackgroundRun) else None
+        active = self.activeButton if isinstance(self.job, BackgroundRun) else None
         for button, text in self.runButtonTexts.items():
             button.text = "Cancel" if running and button is active else text
             button.enabled = not running or button is active
