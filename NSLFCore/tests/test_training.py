@@ -262,3 +262,22 @@ def test_stop_after_epochs_from_the_command_line(tiny_data, tmp_path):
     assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 1
     assert nslf_main(args[:-len(SMALL) - 4] + ["--events", str(events), *SMALL, "--resume"]) == 0
     assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 3
+
+
+def test_time_limit_ends_each_stage_early_and_goes_on(tiny_data, tmp_path):
+    """--time-limit: past it the epoch in progress ends, is validated, and the next stage starts."""
+    run_dir, events = tmp_path / "run", tmp_path / "events.jsonl"
+    args = ["train", "--data", str(tiny_data), "--out", str(run_dir), "--stage", "all", "--epochs", "50",
+            "--time-limit", "0.001", "--lr", "1e-3", "--events", str(events), *SMALL]  # fmt: skip
+    assert nslf_main(args) == 0  # completed: every stage ran, each cut short
+    stream = _events(events)
+    limits = [e for e in stream if e["event"] == "time_limit"]
+    assert [e["stage"] for e in limits] == [1, 2, 3] and all(e["limit_s"] == 0.001 for e in limits)
+    for stage in (1, 2, 3):
+        steps = [e for e in stream if e["event"] == "iteration" and e["stage"] == stage]
+        assert len(steps) == 1  # the step in flight when the limit passed; no second one
+        state = load_checkpoint(run_dir / f"stage{stage}.pt")
+        assert state["finished"] and state["epoch"] == 1
+        assert load_checkpoint(run_dir / f"stage{stage}_best.pt")["epoch"] == 1
+    with pytest.raises(ValueError, match="time_limit_s"):
+        TrainingOptions(time_limit_s=0)

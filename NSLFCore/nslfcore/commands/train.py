@@ -31,9 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion-crop", type=int, nargs=3, default=defaults.fusion_crop, metavar=("Z", "Y", "X"))
     parser.add_argument("--segmentation-crop", type=int, nargs=3, default=defaults.segmentation_crop, metavar=("Z", "Y", "X"))
     parser.add_argument("--tumour-fraction", type=float, default=defaults.tumour_fraction)
+    parser.add_argument("--samples-per-case", type=int, default=defaults.samples_per_case,
+                        help="random training crops of each case per epoch")  # fmt: skip
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch")
     parser.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
                         help="stop gracefully after N epochs of a stage (the schedule still spans --epochs; --resume continues)")  # fmt: skip
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="wall-clock seconds per stage; past it the epoch ends early, is validated and the stage finishes")  # fmt: skip
     parser.add_argument("--workers", type=int, default=defaults.num_workers, help="data-loading worker processes")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume on CPU)")
@@ -49,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dice-average", default=defaults.dice_average, choices=("pooled", "class"),
                         help="stage-3 Dice over the tumour classes: pooled (public code) or class (per class, averaged; "
                              "helps small classes such as ET)")  # fmt: skip
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="keep preprocessed cases in DIR (memory-mapped .npy) so later runs skip preprocessing")  # fmt: skip
     parser.add_argument("--events", default=None, help="write JSON-lines events to FILE, or - for stdout")
 
 
@@ -83,8 +89,10 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         fusion_crop=tuple(args.fusion_crop),
         segmentation_crop=tuple(args.segmentation_crop),
         tumour_fraction=args.tumour_fraction,
+        samples_per_case=args.samples_per_case,
         max_steps_per_epoch=args.steps_per_epoch,
         stop_after_epochs=args.stop_after_epochs,
+        time_limit_s=args.time_limit,
         num_workers=args.workers,
         seed=args.seed,
         deterministic=args.deterministic,
@@ -102,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
             config = config.replace(use_gmn=False)
         if args.fused_only:
             config = config.replace(segmenter_input="fused_only")
-        status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume, args.init)
+        status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume, args.init,
+                       args.cache_dir)
     except (TrainingSetupError, DataValidationError, FileNotFoundError, ValueError) as error:
         print(f"nslf train: error: {error}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,10 @@ import SimpleITK as sitk
 
 from nslfcore.data.case import Geometry
 from nslfcore.data.phantom_fields import gaussian_blur, sample, sigmoid, smooth_noise
+
+#: Environment variable naming a folder that holds :data:`TEMPLATE_FILES` (instead of nilearn's
+#: wheel), for machines where only the three template files can be brought along.
+TEMPLATE_DIR_ENV = "NSLF_MNI_TEMPLATE_DIR"
 
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -74,6 +79,9 @@ def ellipsoid_anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> 
 
 
 def _template_dir() -> Path:
+    override = os.environ.get(TEMPLATE_DIR_ENV)
+    if override:
+        return Path(override)
     spec = importlib.util.find_spec("nilearn")
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError(

@@ -44,6 +44,7 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "validation": {"stage": (int,), "epoch": (int,), "metrics": (dict,)},  # metrics includes "loss"
     "checkpoint": {"stage": (int,), "epoch": (int,), "path": (str,), "best": (bool,)},
     "early_stop": {"stage": (int,), "epoch": (int,), "best_epoch": (int,), "patience": (int,)},
+    "time_limit": {"stage": (int,), "epoch": (int,), "best_epoch": (int,), "limit_s": _NUM},  # options.time_limit_s
     "stage_end": {"stage": (int,), "epochs_run": (int,), "best_metric": _OPT_NUM, "best_checkpoint": (str, type(None))},
     "run_end": {"status": (str,)},  # "completed" | "stopped" | "failed"
     "error": {"message": (str,)},

@@ -25,6 +25,8 @@ class TrainingOptions:
         fusion_crop: crop size ``(z, y, x)`` for stages 1 and 2 (paper: 80 x 80 x 64 in-plane x slices).
         segmentation_crop: crop size ``(z, y, x)`` for stage 3 (paper: 160 x 160 x 64).
         tumour_fraction: fraction of training crops centred on a tumour voxel.
+        samples_per_case: random crops of each training case per epoch (more makes epochs longer
+            without more cases: fewer validations and data-loader start-ups per sample).
         contrastive: stage-1 contrastive term on (``False`` is the ablation without it).
         seed: the seed of everything random (sampling, crops, augmentation, initialisation).
         num_workers: data-loading worker processes.
@@ -34,6 +36,10 @@ class TrainingOptions:
         max_steps_per_epoch: cap on the steps of one epoch (``None``: the whole training set).
         stop_after_epochs: stop gracefully after this many epochs of a stage in this process
             (used to emulate an interruption; ``None``: never).
+        time_limit_s: wall-clock seconds each stage may train in this process (``None``: no
+            limit). Once past it, the epoch in progress ends early, is validated, and the stage
+            finishes as if its epochs were done (best weights kept, the next stage starts); the
+            learning-rate schedule is cut short, so set ``epochs`` to what the time allows.
         loss_weights: ``(("stage2.ssim", 2.0), ...)`` overrides of the loss-term weights
             (names ``stageN.term`` as in :mod:`nslfcore.losses`' ``StageNLossWeights``).
         dice_average: stage-3 soft Dice over the foreground classes: ``"pooled"`` (public code: one
@@ -54,6 +60,7 @@ class TrainingOptions:
     fusion_crop: tuple[int, int, int] = (64, 80, 80)
     segmentation_crop: tuple[int, int, int] = (64, 160, 160)
     tumour_fraction: float = 0.5
+    samples_per_case: int = 1
     contrastive: bool = True
     seed: int = 0
     num_workers: int = 0
@@ -62,14 +69,17 @@ class TrainingOptions:
     deterministic: bool = False
     max_steps_per_epoch: int | None = None
     stop_after_epochs: int | None = None
+    time_limit_s: float | None = None
     loss_weights: tuple[tuple[str, float], ...] = ()
     dice_average: Literal["pooled", "class"] = "pooled"
 
     def __post_init__(self) -> None:
         if not self.stages or any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
             raise ValueError(f"stages must be an increasing selection of 1, 2, 3; got {self.stages}.")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError("epochs, batch_size and patience must be at least 1.")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.samples_per_case < 1:
+            raise ValueError("epochs, batch_size, patience and samples_per_case must be at least 1.")
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s}.")
         if not 0.0 <= self.tumour_fraction <= 1.0:
             raise ValueError(f"tumour_fraction must lie in [0, 1], got {self.tumour_fraction}.")
         from nslfcore.losses import Stage1LossWeights, Stage2LossWeights, Stage3LossWeights

@@ -158,11 +158,14 @@ def train(
     events: str | Path | None = None,
     resume: bool = False,
     init: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> str:
     """Train NSLF; returns ``"completed"`` or ``"stopped"``. Raises :class:`TrainingSetupError` for bad arguments.
 
     ``init``: start from this checkpoint's weights (fine-tuning) instead of random initialisation;
-    then any stage may come first (stage 3 uses the init's fusion network).
+    then any stage may come first (stage 3 uses the init's fusion network). ``cache_dir``: keep the
+    preprocessed cases there as memory-mapped ``.npy`` files (:class:`~nslfcore.data.cache.CaseCache`),
+    so later runs on the same files (another stage, a resume) skip reading and preprocessing.
     """
     run_dir = Path(run_dir)
     spec = DataSpec.parse(data)
@@ -182,13 +185,14 @@ def train(
     model = NSLF(config)  # same initialisation on every rank (DDP also broadcasts rank 0's)
     if init is not None:
         model.load_state_dict(initial_weights(init, config))
-    cache = CaseCache()
+    cache = CaseCache(cache_dir=cache_dir)
     train_cases, valid_cases = select_cases(cases, split["train"]), select_cases(cases, split["valid"])
 
     def datasets(stage: int) -> tuple[BratsCropDataset, BratsCropDataset]:
         crop = options.crop_for_stage(stage)
         train_set = BratsCropDataset(
-            train_cases, crop, train=True, tumour_fraction=options.tumour_fraction, cache=cache, seed=options.seed
+            train_cases, crop, train=True, tumour_fraction=options.tumour_fraction, cache=cache, seed=options.seed,
+            samples_per_case=options.samples_per_case,
         )
         valid_set = BratsCropDataset(valid_cases, crop, train=False, cache=cache, seed=options.seed)
         if options.num_workers:

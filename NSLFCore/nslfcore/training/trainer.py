@@ -255,6 +255,8 @@ class Trainer:
                 if self._stop_requested():
                     self._save_last()
                     raise TrainingStopped
+                if self._past_time_limit():  # after the step: every epoch trains at least once
+                    break
         finally:
             if progress is not None:
                 progress.close()
@@ -327,6 +329,10 @@ class Trainer:
         else:
             self.patience += 1
         self._save_last()
+        if self._past_time_limit():
+            limit = self.options.time_limit_s
+            self._emit("time_limit", stage=self.stage, epoch=self.epoch, best_epoch=self.best_epoch, limit_s=limit)
+            return True
         if self.patience >= self.options.patience:
             self._emit("early_stop", stage=self.stage, epoch=self.epoch, best_epoch=self.best_epoch, patience=self.patience)
             return True
@@ -425,6 +431,17 @@ class Trainer:
         self.best_metric, self.best_epoch, self.patience = state["best_metric"], state["best_epoch"], state["patience"]
 
     # ------------------------------------------------------------------ helpers
+    def _past_time_limit(self) -> bool:
+        """Whether this stage has trained longer than ``options.time_limit_s`` in this process (same answer on every rank)."""
+        limit = self.options.time_limit_s
+        if limit is None:
+            return False
+        flag = torch.tensor([1.0 if time.perf_counter() - self._stage_clock > limit else 0.0])
+        if self.context.active:
+            flag = flag.to(self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
     def _stop_requested(self) -> bool:
         flag = torch.tensor([1.0 if (self.run_dir / STOP_FILE).exists() else 0.0])
         if self.context.active:

@@ -1,0 +1,669 @@
+"""One prepared GPU run: every GPU measurement and the default model's training, within a time budget.
+
+Made for a lent GPU machine (one CUDA GPU, 16 cores, no network, minutes of time): one command
+that measures everything the project needs measured on a GPU and trains the default model with
+the GPU recipe, writing each result as soon as it exists, so that a run cut off at any point
+still returns what it had. In order:
+
+1. **environment**: GPU name, memory, driver, CUDA, torch, CPU count;
+2. **phantom cases** start generating at once in parallel child processes (``nslf phantom``,
+   one process per core but two): the inference case, the training cases and the held-out cases
+   (those of ``benchmarks/accuracy.py``), while the GPU benchmarks run;
+3. **training throughput** (:mod:`train_throughput`): our stage-2 and stage-3 steps against the
+   public loop, ``compact`` and ``paper``;
+4. **inference** on one full 240 x 240 x 155 case, ``compact`` (the shipped model) and ``paper``
+   (seeded random weights): ``nslfcore.inference.run`` as users call it; the network pass in
+   fp32, bf16 and fp16 autocast, channels-last-3d, with and without ``torch.compile``, each with
+   its peak GPU memory and its label agreement with fp32; the public procedure
+   (:mod:`public_inference`) on its first windows, extrapolated to all 112;
+5. **training** of the default model (``compact``) with the GPU recipe (:data:`GPU_RECIPE`):
+   stages 1, 2, 3 one after the other, each with its share of the remaining time
+   (``TrainingOptions.time_limit_s``), every stage's best checkpoint kept, the events in
+   ``events.jsonl``;
+6. **evaluation** of the new model and of the shipped one on the held-out cases (whole-case
+   inference, Dice ET / TC / WT per case and mean).
+
+Outputs in ``--out`` (``$OUT`` on the device machine; at most 8 files come back from there):
+``device_run.json`` (rewritten after every section), ``events.jsonl`` and ``model.pt`` (the
+newest best model: stage 3 when it ran, else the last finished stage). ``--dry-run`` does the
+same on tiny procedural phantoms and crops on the CPU in well under a minute (the test suite
+runs it), so the script is known to work before a GPU is ever used.
+
+    python benchmarks/device_run.py --out OUT [--budget 480] [--device cuda] [--dry-run]
+
+``benchmarks/device_run.sh`` wraps it for the device machine (installs the carried wheels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+#: The default wall-clock budget of the whole run, in seconds.
+DEFAULT_BUDGET_S = 480.0
+#: Seconds kept at the end for evaluation and writing (the evaluation stops early if it runs out).
+EVALUATION_RESERVE_S = 45.0
+#: Held-out cases: those of ``benchmarks/accuracy.py`` (``nslf phantom --n 20 --seed 2000 --start 1000``).
+TEST_SEED, TEST_START = 2000, 1000
+#: Training cases: the shipped model's (``--seed 1000``), and more.
+TRAIN_SEED = 1000
+#: The inference benchmark's case (``benchmarks/inference_speed.py``'s seed 11).
+BENCH_SEED = 11
+
+#: The GPU training recipe of the default model: per stage, crop ``(z, y, x)``, batch, learning
+#: rates and share of the training time. Stage 3 uses a per-class Dice so that ET, the smallest
+#: class, weighs as much as edema, and centres most crops on tumour.
+GPU_RECIPE: dict[int, dict[str, Any]] = {
+    1: {"crop": (64, 80, 80), "batch_size": 4, "samples_per_case": 4, "lr": 1e-3, "fine_tune_lr": 1e-4, "share": 0.15},
+    2: {"crop": (64, 80, 80), "batch_size": 4, "samples_per_case": 4, "lr": 1e-3, "fine_tune_lr": 1e-4, "share": 0.20},
+    3: {"crop": (64, 160, 160), "batch_size": 2, "samples_per_case": 4, "lr": 1e-3, "fine_tune_lr": 1e-4,
+        "share": 0.65, "dice_average": "class", "tumour_fraction": 0.8},
+}
+#: The same recipe on tiny procedural phantoms for ``--dry-run``.
+DRY_RECIPE: dict[int, dict[str, Any]] = {
+    1: {"crop": (32, 32, 32), "batch_size": 2, "lr": 1e-3, "fine_tune_lr": 1e-4, "share": 0.3},
+    2: {"crop": (32, 32, 32), "batch_size": 2, "lr": 1e-3, "fine_tune_lr": 1e-4, "share": 0.3},
+    3: {"crop": (32, 48, 48), "batch_size": 2, "lr": 1e-3, "fine_tune_lr": 1e-4, "share": 0.4,
+        "dice_average": "class", "tumour_fraction": 0.8},
+}
+#: Tiny phantom size (z, y, x) for ``--dry-run``.
+DRY_SIZE = (48, 64, 64)
+
+
+# ------------------------------------------------------------------------------------ run state
+@dataclass
+class DeviceRun:
+    """The run's settings, clock and results (written to ``device_run.json`` after every section)."""
+
+    out: Path
+    work: Path
+    device: torch.device
+    budget_s: float
+    dry_run: bool
+    start: float = field(default_factory=time.perf_counter)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def remaining(self) -> float:
+        return self.budget_s - self.elapsed()
+
+    def write(self) -> Path:
+        """Write ``device_run.json`` atomically (NaN/Inf as null)."""
+        self.results["elapsed_s"] = round(self.elapsed(), 2)
+        path = self.out / "device_run.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(_finite(self.results), indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+    def section(self, name: str, fn: Callable[[], Any], needs_s: float = 0.0, store: bool = True) -> Any:
+        """Run ``fn`` as section ``name``: its result is stored under ``name`` (when ``store``), an error recorded, never raised."""
+        record: dict[str, Any] = {"started_s": round(self.elapsed(), 2)}
+        self.results.setdefault("sections", {})[name] = record
+        if self.remaining() < needs_s:
+            record["status"] = f"skipped: {self.remaining():.0f} s left, {needs_s:.0f} s needed"
+            log(f"== {name}: {record['status']}")
+            self.write()
+            return None
+        log(f"== {name} ({self.remaining():.0f} s of the budget left)")
+        clock = time.perf_counter()
+        value = None
+        try:
+            value = fn()
+            record["status"] = "ok"
+            if value is not None and store:
+                self.results[name] = value
+        except Exception as error:  # noqa: BLE001 - one failed section must not lose the others
+            record["status"] = "error"
+            record["error"] = f"{type(error).__name__}: {error}"
+            record["traceback"] = traceback.format_exc(limit=8)
+            log(f"   {name} failed: {record['error']}")
+        record["seconds"] = round(time.perf_counter() - clock, 2)
+        self.write()
+        return value
+
+
+def log(message: str) -> None:
+    print(f"[device_run {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+# ---------------------------------------------------------------------------------- environment
+def environment(device: torch.device) -> dict[str, Any]:
+    """GPU, driver, CUDA, torch and CPU facts of this machine."""
+    import monai
+    import SimpleITK as sitk
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "monai": monai.__version__,
+        "simpleitk": sitk.Version_VersionString(),
+        "numpy": np.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env |= {
+            "gpu": props.name,
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "gpu_capability": f"{props.major}.{props.minor}",
+            "gpu_multiprocessors": props.multi_processor_count,
+            "bf16_supported": torch.cuda.is_bf16_supported(),
+        }
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+            env["nvidia_smi"] = smi.stdout.strip()
+    for key, value in env.items():
+        log(f"   {key}: {value}")
+    return env
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------------- phantom data
+@dataclass
+class Generation:
+    """Phantom cases being written by child processes (``nslf phantom``), one range of cases each."""
+
+    processes: list[tuple[subprocess.Popen, Path, str]]
+    started: float
+    folders: dict[str, Path]
+
+    def wait(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for every child (at most ``timeout_s``); raise if one failed or is still running."""
+        deadline = time.perf_counter() + max(timeout_s, 0.0)
+        failures = []
+        for process, log_path, what in self.processes:
+            try:
+                process.wait(timeout=max(deadline - time.perf_counter(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                failures.append(f"{what}: still running after the time allowed")
+                continue
+            if process.returncode != 0:
+                failures.append(f"{what}: exit {process.returncode}: {log_path.read_text()[-400:]}")
+        if failures:
+            raise RuntimeError("phantom generation failed: " + "; ".join(failures))
+        counts = {name: sum(1 for p in folder.iterdir() if p.is_dir()) for name, folder in self.folders.items()}
+        return {"cases": counts, "seconds": round(time.perf_counter() - self.started, 1), "processes": len(self.processes)}
+
+    def ready(self, name: str) -> bool:
+        """Whether every child writing into ``self.folders[name]`` has finished successfully."""
+        mine = [p for p, _, what in self.processes if what.startswith(name)]
+        return all(p.poll() == 0 for p in mine)
+
+
+def start_generation(run: DeviceRun, n_train: int, n_test: int, workers: int) -> Generation:
+    """Start ``workers`` child processes writing the bench case, ``n_train`` training and ``n_test`` held-out cases."""
+    folders = {"bench": run.work / "bench", "train": run.work / "train", "test": run.work / "test"}
+    for folder in folders.values():
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    jobs: list[tuple[str, int, int, int]] = [("bench", BENCH_SEED, 0, 1)]  # (what, seed, start, n)
+    chunk = max(1, math.ceil((n_train + n_test) / max(workers - 1, 1)))
+    for name, seed, start, count in (("train", TRAIN_SEED, 0, n_train), ("test", TEST_SEED, TEST_START, n_test)):
+        for first in range(start, start + count, chunk):
+            jobs.append((name, seed, first, min(chunk, start + count - first)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    processes = []
+    for what, seed, first, count in jobs:
+        args = [sys.executable, __file__, "--child-generate", str(folders[what]), str(seed), str(first), str(count)]
+        if what == "train":  # preprocessed once here, memory-mapped by every training stage
+            args += ["--child-cache", str(run.work / "cache")]
+        if run.dry_run:
+            args += ["--dry-run"]
+        log_path = run.work / f"phantom-{what}-{first}.log"
+        with log_path.open("w") as handle:
+            process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        processes.append((process, log_path, f"{what} {first}..{first + count - 1}"))
+    log(f"   {len(processes)} phantom processes started ({n_train} training, {n_test} held-out cases and the bench case)")
+    return Generation(processes, time.perf_counter(), folders)
+
+
+def child_generate(folder: Path, seed: int, start: int, count: int, cache: Path | None, tiny: bool) -> None:
+    """Child process: write cases ``start .. start + count - 1`` of ``seed`` and preprocess them into ``cache``."""
+    torch.set_num_threads(1)
+    from nslfcore.data.brats import find_cases
+    from nslfcore.data.cache import CaseCache
+    from nslfcore.data.phantom import write_phantom_dataset
+
+    clock = time.perf_counter()
+    written = write_phantom_dataset(folder, count, seed=seed, tiny=tiny, size=DRY_SIZE if tiny else None, start=start)
+    print(f"wrote {len(written)} cases in {time.perf_counter() - clock:.1f} s", flush=True)
+    if cache is not None:
+        store = CaseCache(cache_dir=cache, in_memory=False)
+        names = {p.name for p in written}
+        for files in find_cases(folder):
+            if files.name in names:
+                store.get(files)
+        print(f"preprocessed into {cache} after {time.perf_counter() - clock:.1f} s", flush=True)
+
+
+# ------------------------------------------------------------------------------------ throughput
+def train_throughput(run: DeviceRun, configs: list[str]) -> dict[str, Any]:
+    """:func:`train_throughput.measure` (ours vs the public loop) for stages 2 and 3 of each config."""
+    from train_throughput import measure
+
+    out: dict[str, Any] = {}
+    for config in configs:
+        rows = []
+        for stage in (2, 3):
+            crop = None
+            if run.dry_run:
+                crop = list(DRY_RECIPE[stage]["crop"])
+            args = argparse.Namespace(config=config, crop=crop, warmup=1 if run.dry_run else 2,
+                                      steps=1 if run.dry_run else 3, rounds=1 if run.dry_run else 3)  # fmt: skip
+            row = measure(stage, args, run.device)
+            log(f"   {config} stage {stage} {row['crop_zyx']}: ours {row['samples_per_s']['ours']:.2f} samples/s, "
+                f"public {row['samples_per_s']['public']:.2f}, x{row['speedup']:.2f}")  # fmt: skip
+            rows.append(row)
+            out[config] = rows
+            run.results["train_throughput"] = out
+            run.write()
+        if run.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
+# ------------------------------------------------------------------------------------- inference
+def _bench_case(run: DeviceRun, generation: Generation):
+    from nslfcore.data.brats import find_cases, load_case
+
+    deadline = time.perf_counter() + 180
+    while not generation.ready("bench"):
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the bench case was not written within 180 s")
+        time.sleep(0.5)
+    return load_case(find_cases(generation.folders["bench"])[0])
+
+
+def _network_pass(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None, fn: Callable | None = None):
+    """Fused volume and internal labels ``(z, y, x)`` of one whole-box pass, under autocast ``dtype`` (``None``: fp32)."""
+    device_type = x.device.type
+    autocast = torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        fusion, logits = (fn or model.fuse_and_segment)(x)
+        return fusion.fused[0, 0].float(), logits[0].argmax(dim=0).to(torch.uint8)
+
+
+def _timed(fn: Callable[[], Any], reps: int, device: torch.device) -> tuple[list[float], Any]:
+    times, value = [], None
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        value = fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times, value
+
+
+def _agreement(reference: tuple[torch.Tensor, torch.Tensor], other: tuple[torch.Tensor, torch.Tensor], brain: np.ndarray) -> dict[str, Any]:
+    from inference_speed import region_dice
+
+    ref_fused, ref_labels = (t.cpu().numpy() for t in reference)
+    fused, labels = (t.cpu().numpy() for t in other)
+    dice = region_dice(np.where(brain, labels, 0), np.where(brain, ref_labels, 0))
+    diff = np.abs(fused - ref_fused)[brain]
+    return {"label_dice_vs_fp32": dice, "label_voxels_differing": int((labels != ref_labels)[brain].sum()),
+            "fused_max_abs_diff": float(diff.max()), "fused_mean_abs_diff": float(diff.mean())}  # fmt: skip
+
+
+def inference(run: DeviceRun, case, config: str, compile_ok: Callable[[], bool], public_windows: int) -> dict[str, Any]:
+    """Users' path, network-pass variants and the public procedure for one config on ``case``."""
+    from inference_speed import PartialPublic, build_model, public_input
+    from public_inference import STRIDES, WINDOW, window_starts
+
+    from nslfcore.data.transforms import brain_mask, preprocess_case
+    from nslfcore.inference import run as infer
+
+    device, reps = run.device, (1 if run.dry_run else 3)
+    model, weights = build_model(config)
+    result: dict[str, Any] = {"weights": weights, "case": f"phantom seed {BENCH_SEED}, {case.geometry.shape} (z, y, x)"}
+    run.results.setdefault("inference", {})[config] = result  # filled in as it goes: a failure keeps what was measured
+
+    # 1. nslfcore.inference.run as users call it (bf16 autocast on CUDA, whole volume when it fits).
+    infer(case, model, device=device)  # warm-up (cuDNN autotuning, allocator)
+    _reset_peak(device)
+    runs = [infer(case, model, device=device) for _ in range(reps)]
+    result["run"] = {
+        "mode": runs[-1].mode,
+        "total_s": [r.timings["total"] for r in runs],
+        "total_median_s": statistics.median(r.timings["total"] for r in runs),
+        "phases_median_s": {k: statistics.median(r.timings[k] for r in runs) for k in runs[0].timings},
+        "peak_gpu_gib": _peak_gib(device),
+    }
+    log(f"   {config} run(): {result['run']['total_median_s']:.3f} s ({result['run']['mode']}), "
+        f"network {result['run']['phases_median_s']['inference']:.3f} s")  # fmt: skip
+    run.write()
+
+    # 2. The network pass on the brain box: fp32 / bf16 / fp16, eager and compiled, channels-last-3d.
+    prepared = preprocess_case(case)
+    brain = brain_mask(prepared.image)
+    model = model.to(device, memory_format=torch.channels_last_3d).eval()
+    x = torch.from_numpy(np.ascontiguousarray(prepared.image))[None].to(device)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    result["box_zyx"] = list(prepared.image.shape[1:])
+    dtypes: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+    if device.type == "cuda":
+        dtypes["fp16"] = torch.float16
+    variants: dict[str, Any] = {}
+    result["variants"] = variants
+    reference = None
+    plans = [(name, dtype, False) for name, dtype in dtypes.items()] + [("bf16+compile", torch.bfloat16, True)]
+    for name, dtype, compiled in plans:
+        entry: dict[str, Any] = {}
+        variants[name] = entry
+        fn = None
+        if compiled:
+            if not compile_ok():
+                entry["status"] = "skipped (time budget or dry run)"
+                continue
+            fn = torch.compile(model.fuse_and_segment)
+        try:
+            _reset_peak(device)
+            first, _ = _timed(lambda: _network_pass(model, x, dtype, fn), 1, device)  # warm-up / compilation
+            _reset_peak(device)
+            times, out = _timed(lambda: _network_pass(model, x, dtype, fn), reps, device)
+        except Exception as error:  # noqa: BLE001 - e.g. a compiler failure: record and go on
+            entry["status"] = f"error: {type(error).__name__}: {str(error)[:300]}"
+            log(f"   {config} {name}: {entry['status']}")
+            continue
+        entry |= {"status": "ok", "first_call_s": first[0], "times_s": times, "median_s": statistics.median(times),
+                  "peak_gpu_gib": _peak_gib(device)}  # fmt: skip
+        if reference is None:
+            reference = out
+        else:
+            entry["agreement"] = _agreement(reference, out, brain)
+        peak = "n/a" if entry["peak_gpu_gib"] is None else f"{entry['peak_gpu_gib']:.1f} GiB"
+        log(f"   {config} {name}: {entry['median_s']:.3f} s (first call {first[0]:.1f} s), peak GPU memory {peak}")
+        run.write()
+    del x
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # 3. The public procedure (fp32, four CU-Net calls per window, 112 windows), first windows only.
+    image = public_input(case)
+    total = int(np.prod([len(window_starts(s, w, st)) for s, w, st in zip(image.shape[1:], WINDOW, STRIDES)]))
+    windows = min(public_windows, total)
+    PartialPublic(model, 1, str(device))(image)  # warm-up: one window
+    _reset_peak(device)
+    times, _ = _timed(lambda: PartialPublic(model, windows, str(device))(image), 1, device)
+    public_s = times[0] * total / windows
+    result["public"] = {"windows_timed": windows, "windows_total": total, "seconds_timed": times[0],
+                        "extrapolated_s": public_s, "peak_gpu_gib": _peak_gib(device)}  # fmt: skip
+    best = min((v["median_s"] for v in variants.values() if v.get("status") == "ok"), default=math.nan)
+    result["speedup_vs_public"] = {
+        "run_total": public_s / result["run"]["total_median_s"],
+        "run_network": public_s / result["run"]["phases_median_s"]["inference"],
+        "best_network_pass": public_s / best,
+    }
+    log(f"   {config} public: {public_s:.1f} s extrapolated from {windows}/{total} windows; "
+        f"speed-up x{result['speedup_vs_public']['run_total']:.0f} (run), x{result['speedup_vs_public']['best_network_pass']:.0f} (best pass)")  # fmt: skip
+    return result
+
+
+# -------------------------------------------------------------------------------------- training
+def _stage_plan(run: DeviceRun, recipe: dict[int, dict[str, Any]], seconds: float, n_train: int) -> dict[int, dict[str, Any]]:
+    """Per stage: time limit, and epochs estimated from the measured throughput so the schedule fits the time."""
+    measured: dict[int, float] = {}
+    for row in run.results.get("train_throughput", {}).get("compact", []):
+        measured[row["stage"]] = row["samples_per_s"]["ours"]
+    measured.setdefault(1, measured.get(2, math.nan))  # stage 1 costs about what stage 2 does (no GMN, no SSIM)
+    plan = {}
+    for stage, spec in recipe.items():
+        limit = max(seconds * spec["share"], 1.0)
+        samples_per_epoch = max(1, round(n_train * 0.8)) * spec.get("samples_per_case", 1)  # the seeded 80/20 split
+        steps_per_epoch = max(1, math.ceil(samples_per_epoch / spec["batch_size"]))
+        rate = measured.get(stage, math.nan)
+        if math.isfinite(rate):
+            # batches run a little faster per sample than the batch-1 benchmark; validation and data cost some
+            steps = 0.8 * limit * rate / spec["batch_size"]
+            epochs = max(2, int(steps // steps_per_epoch))
+        else:
+            epochs = 1000  # unknown speed: the time limit decides
+        plan[stage] = spec | {"time_limit_s": round(limit, 1), "epochs": epochs, "estimated_samples_per_s": rate}
+    return plan
+
+
+def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str, Any]], workers: int,
+             init: Path | None) -> dict[str, Any]:  # fmt: skip
+    """Train ``compact`` stage by stage within the time left (minus the evaluation reserve)."""
+    from nslfcore.config import PRESETS
+    from nslfcore.training.checkpoint import load_checkpoint
+    from nslfcore.training.options import TrainingOptions
+    from nslfcore.training.run import train
+
+    data = generation.wait(timeout_s=max(run.remaining() - EVALUATION_RESERVE_S - 30, 5))
+    run.results["data"] = data
+    n_train = data["cases"]["train"]
+    seconds = run.remaining() - EVALUATION_RESERVE_S - 5 * len(recipe)  # set-up and checkpoint writing per stage
+    if seconds < 3 * len(recipe):
+        raise TimeoutError(f"only {seconds:.0f} s left for training")
+    plan = _stage_plan(run, recipe, seconds, n_train)
+    result: dict[str, Any] = {"recipe": {str(k): v for k, v in plan.items()}, "stages": {}, "init": init}
+    run.results["training"] = result
+    run.write()
+    events = run.out / "events.jsonl"
+    previous = init
+    for stage, spec in plan.items():
+        options = TrainingOptions(
+            stages=(stage,), epochs=spec["epochs"], lr=spec["lr"], fine_tune_lr=spec["fine_tune_lr"],
+            batch_size=spec["batch_size"], fusion_crop=spec["crop"] if stage < 3 else TrainingOptions().fusion_crop,
+            segmentation_crop=spec["crop"] if stage == 3 else TrainingOptions().segmentation_crop,
+            tumour_fraction=spec.get("tumour_fraction", 0.5), dice_average=spec.get("dice_average", "pooled"),
+            samples_per_case=spec.get("samples_per_case", 1),
+            num_workers=workers, time_limit_s=spec["time_limit_s"], patience=max(10, spec["epochs"]),
+            warmup_epochs=min(1.0, spec["epochs"] / 10),
+        )  # fmt: skip
+        run_dir = run.work / "runs" / f"stage{stage}"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        clock = time.perf_counter()
+        log(f"   stage {stage}: {spec['epochs']} epochs at most, {spec['time_limit_s']:.0f} s, crop {spec['crop']}, "
+            f"batch {spec['batch_size']}")  # fmt: skip
+        status = train(str(generation.folders["train"]), run_dir, PRESETS["compact"], options, str(run.device),
+                       events, init=previous, cache_dir=run.work / "cache")  # fmt: skip
+        best = run_dir / f"stage{stage}_best.pt"
+        state = load_checkpoint(run_dir / f"stage{stage}.pt")
+        chosen = load_checkpoint(best)
+        result["stages"][str(stage)] = {
+            "status": status, "seconds": round(time.perf_counter() - clock, 1), "epochs_run": state["epoch"],
+            "steps": state["step"], "best_epoch": state["best_epoch"], "best_validation_loss": state["best_metric"],
+            "samples": state["step"] * spec["batch_size"],
+        }  # fmt: skip
+        validations = [json.loads(line) for line in events.read_text().splitlines() if '"validation"' in line]
+        mine = [v["metrics"] for v in validations if v["stage"] == stage and v["epoch"] == chosen["epoch"]]
+        if mine:
+            result["stages"][str(stage)]["best_validation"] = mine[-1]
+        shutil.copyfile(best, run.out / "model.pt")  # the newest usable model, in case the run is cut off
+        result["model_stage"] = stage
+        log(f"   stage {stage} done: {state['epoch']} epochs, {state['step']} steps in "
+            f"{result['stages'][str(stage)]['seconds']:.0f} s; best epoch {state['best_epoch']}")  # fmt: skip
+        run.write()
+        previous = best
+    return result
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def evaluation(run: DeviceRun, generation: Generation) -> dict[str, Any]:
+    """Dice ET / TC / WT of the new model and of the shipped one on the held-out cases (whole-case inference)."""
+    from nslfcore.data.brats import find_cases, load_case
+    from nslfcore.data.labels import REGIONS, to_internal
+    from nslfcore.inference import run as infer
+    from nslfcore.metrics import overlap_metrics
+    from nslfcore.model_store import load_model
+
+    models: dict[str, torch.nn.Module] = {"shipped": load_model(None, device="cpu")[0]}
+    if (run.out / "model.pt").exists():
+        models["new"] = load_model(run.out / "model.pt", device="cpu")[0]
+    per_case: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
+    cases = find_cases(generation.folders["test"])
+    for files in cases:
+        if run.remaining() < 5:
+            break
+        case = load_case(files, require_label=True)
+        for name, model in models.items():
+            result = infer(case, model, device=run.device)
+            predicted = to_internal(result.labels, "brats2021")
+            row = {"case": case.name, "seconds": result.timings["total"]}
+            row |= {region: overlap_metrics(np.isin(predicted, classes), np.isin(case.label, classes))["dice"]
+                    for region, classes in REGIONS.items()}  # fmt: skip
+            per_case[name].append(row)
+        log(f"   {case.name}: " + ", ".join(
+            f"{name} " + "/".join(f"{rows[-1][r]:.2f}" for r in REGIONS) for name, rows in per_case.items()))  # fmt: skip
+    out: dict[str, Any] = {"cases": len(per_case["shipped"]), "regions": list(REGIONS), "per_case": per_case}
+    means = {name: {r: float(np.mean([row[r] for row in rows])) for r in REGIONS} for name, rows in per_case.items() if rows}
+    for name in means:
+        means[name]["mean"] = float(np.mean([means[name][r] for r in REGIONS]))
+    out["mean_dice"] = means
+    if "new" in means and "shipped" in means:
+        out["new_beats_shipped"] = means["new"]["mean"] > means["shipped"]["mean"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "outputs/device_run")),
+                        help="where results go (default: $OUT)")  # fmt: skip
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder for cases and runs (default: a temp folder)")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="wall-clock seconds for everything")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--train-cases", type=int, default=None, help="training phantoms (default 48; dry run 6)")
+    parser.add_argument("--test-cases", type=int, default=None, help="held-out phantoms (default 8; dry run 2)")
+    parser.add_argument("--workers", type=int, default=None, help="CPU processes for phantoms and data loading")
+    parser.add_argument("--configs", nargs="+", default=["paper", "compact"], help="configs to benchmark")
+    parser.add_argument("--public-windows", type=int, default=None, help="public windows to time (default 12; dry run 1)")
+    parser.add_argument("--skip-benchmarks", action="store_true", help="train and evaluate only")
+    parser.add_argument("--init", type=Path, default=None, help="start training from this model (a previous run's model.pt)")
+    parser.add_argument("--dry-run", action="store_true", help="tiny phantoms and crops on any device, for tests")
+    parser.add_argument("--started", type=float, default=None,
+                        help="Unix time the budget counts from (default: now; device_run.sh passes its own start)")  # fmt: skip
+    parser.add_argument("--child-generate", nargs=4, metavar=("FOLDER", "SEED", "START", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-cache", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_generate:
+        folder, seed, start, count = args.child_generate
+        child_generate(Path(folder), int(seed), int(start), int(count), args.child_cache, args.dry_run)
+        return 0
+
+    import tempfile
+
+    # The memory-mapped case cache hands MONAI read-only arrays; its transforms copy them anyway.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="nslf-device-run-"))
+    work.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    run = DeviceRun(out=args.out, work=work, device=device, budget_s=args.budget, dry_run=args.dry_run)
+    if args.started is not None:  # the set-up before Python started counts too
+        run.start -= max(0.0, time.time() - args.started)
+    cores = os.cpu_count() or 2
+    workers = args.workers or max(1, cores - 2)
+    n_train = args.train_cases or (6 if args.dry_run else 48)
+    n_test = args.test_cases or (2 if args.dry_run else 8)
+    recipe = DRY_RECIPE if args.dry_run else GPU_RECIPE
+    public_windows = args.public_windows or (1 if args.dry_run else 12)
+    run.results |= {"benchmark": "device_run", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": args.budget,
+                    "dry_run": args.dry_run, "workers": workers, "argv": sys.argv[1:] if argv is None else argv}  # fmt: skip
+    if (args.out / "events.jsonl").exists():
+        (args.out / "events.jsonl").unlink()
+    log(f"budget {args.budget:.0f} s, device {device}, {workers} worker processes, out {args.out}, work {work}")
+
+    run.section("environment", lambda: environment(device))
+    generation = start_generation(run, n_train, n_test, workers)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    training_reserve = 0.5 * args.budget  # the benchmarks leave at least this much for training and evaluation
+
+    def compile_ok() -> bool:
+        return not args.dry_run and run.remaining() > training_reserve + 90
+
+    if not args.skip_benchmarks:
+        run.section("train_throughput", lambda: train_throughput(run, args.configs), needs_s=training_reserve)
+        case = run.section("bench_case", lambda: _bench_case(run, generation), store=False)
+        if case is not None:
+            for config in args.configs:
+                run.section(f"inference_{config}", lambda c=config: inference(run, case, c, compile_ok, public_windows),
+                            needs_s=training_reserve, store=False)  # fmt: skip
+    run.section("training", lambda: training(run, generation, recipe, workers, args.init), needs_s=EVALUATION_RESERVE_S + 20)
+    run.section("evaluation", lambda: evaluation(run, generation), needs_s=10)
+    statuses = {k: v.get("status") for k, v in run.results.get("sections", {}).items()}
+    run.write()
+    log(f"done in {run.elapsed():.0f} s of {args.budget:.0f}: {statuses}")
+    with contextlib.suppress(OSError):
+        for process, _, _ in generation.processes:
+            if process.poll() is None:
+                process.kill()
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(s == "ok" or str(s).startswith("skipped") for s in statuses.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The prepared GPU run (benchmarks/device_run.py) on a lent GPU machine that has torch but no
+# network, and what it needs from here.
+#
+#   benchmarks/device_run.sh --prepare        here (PyPI reachable): put the packages the GPU
+#                                             machine lacks into .whl/ (about 35 MiB, git-ignored):
+#                                             monai and nibabel wheels, SimpleITK re-packed as
+#                                             .tar.xz (its wheel alone is 52 MB), and the three MNI152
+#                                             template files of nilearn's wheel (not the whole wheel)
+#   benchmarks/device_run.sh [ARGS...]        there (carry .whl): install them into a scratch
+#                                             folder, then python3 benchmarks/device_run.py ARGS
+#                                             (e.g. --budget 420); results in $OUT
+set -euo pipefail
+STARTED="$(date +%s.%N)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WHL="$ROOT/.whl"
+PYTHON="${PYTHON:-python3}"
+
+wheel_version() {  # the version constraints.txt pins for package $1
+  grep -i "^$1==" "$ROOT/NSLFCore/constraints.txt" | cut -d= -f3
+}
+
+if [ "${1:-}" = "--prepare" ]; then
+  mkdir -p "$WHL/mni152"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  download() {
+    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 -d "$1" "$2" 2>&1 | { grep -v '^WARNING: Location' || true; }
+  }
+  for package in monai nibabel; do
+    download "$WHL" "$package==$(wheel_version "$package")"
+  done
+  download "$tmp" "simpleitk==$(wheel_version simpleitk)"
+  download "$tmp" "nilearn==$(wheel_version nilearn)"
+  (cd "$tmp" && unzip -q simpleitk-*.whl 'SimpleITK/*' && tar cf - SimpleITK | xz -9 -T0 > "$WHL/simpleitk.tar.xz")
+  unzip -q -o -j "$tmp"/nilearn-*.whl 'nilearn/datasets/data/mni_icbm152_*_tal_nlin_sym_09a_converted.nii.gz' -d "$WHL/mni152"
+  du -sh "$WHL"
+  exit 0
+fi
+
+SITE="${NSLF_DEVICE_SITE:-/tmp/nslf-device-site}"
+mkdir -p "$SITE"
+if ! "$PYTHON" -c 'import monai, nibabel' 2>/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHL"/*.whl
+fi
+if ! "$PYTHON" -c 'import SimpleITK' 2>/dev/null; then
+  tar xJf "$WHL/simpleitk.tar.xz" -C "$SITE"
+fi
+export PYTHONPATH="$ROOT/NSLFCore:$ROOT/benchmarks:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PYTHON" -c 'import nilearn' 2>/dev/null; then
+  export NSLF_MNI_TEMPLATE_DIR="$WHL/mni152"
+fi
+export PYTHONUNBUFFERED=1
+exec "$PYTHON" "$ROOT/benchmarks/device_run.py" --started "$STARTED" "$@"
