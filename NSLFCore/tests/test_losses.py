@@ -392,3 +392,28 @@ def test_all_stage_losses_on_real_model_outputs():
     assert model.fcd.weight_head[0].weight.grad.abs().sum() > 0
     assert model.fsd.classifier.weight.grad.abs().sum() > 0
     assert model.gmn.flow_heads[-1][-1].weight.grad.abs().sum() > 0  # the DVF head, zero at start, learns
+
+
+def test_stage_losses_stay_float32_under_bf16_autocast():
+    """On CUDA the trainer runs the networks under bf16 autocast. The stage loss must not: LNCC's
+    local variances cancel in bf16 and stage 2's NCC term exploded to -3e8 on an H100. The same
+    autocast on the CPU shows it: the raw LNCC under bf16 is far off, the stage step's is not."""
+    from nslfcore.training.options import TrainingOptions
+    from nslfcore.training.stages import StageStep
+
+    torch.manual_seed(0)
+    model = NSLF(PRESETS["compact"]).eval()
+    image = torch.rand(1, 4, 32, 32, 32)
+    smooth = F.avg_pool3d(image, 5, stride=1, padding=2)  # MR-like: smooth, locally correlated
+    label = torch.zeros(1, 32, 32, 32, dtype=torch.long)
+    step = StageStep(model, 2, TrainingOptions())
+    with torch.no_grad():
+        reference = step(smooth, label)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = step(smooth, label)
+            raw = SourceLNCCLoss()(smooth[:, :1], smooth)
+    assert all(v.dtype == torch.float32 for v in mixed.values())
+    assert abs(float(mixed["ncc"]) - float(reference["ncc"])) < 0.05, (mixed["ncc"], reference["ncc"])
+    assert abs(float(mixed["total"]) - float(reference["total"])) < 0.1
+    exact = float(SourceLNCCLoss()(smooth[:, :1], smooth))
+    assert abs(float(raw) - exact) > 0.05 or not math.isfinite(float(raw))  # what the step protects against

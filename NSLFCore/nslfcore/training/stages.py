@@ -111,19 +111,30 @@ class StageStep(nn.Module):
         else:
             self.loss = Stage3Loss(_weights(Stage3LossWeights(), overrides), dice_average=options.dice_average)
 
+    def _loss(self, *args: torch.Tensor | None, **kwargs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The stage loss in float32 with autocast off: under bf16 the local variances of LNCC and SSIM
+        (``E[x^2] - E[x]^2``) cancel to zero or below and the loss explodes (seen on CUDA: NCC -3e8)."""
+
+        def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.float() if t is not None and t.is_floating_point() else t
+
+        device_type = next(t for t in (*args, *kwargs.values()) if t is not None).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self.loss(*(fp32(a) for a in args), **{k: fp32(v) for k, v in kwargs.items()})
+
     def forward(
         self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         if self.stage == 1:
             if not self.loss.weights.contrastive:
-                return self.loss(x=image, reconstruction=self.model.cunet(image).reconstruction)
+                return self._loss(x=image, reconstruction=self.model.cunet(image).reconstruction)
             # The image and its positive view go through CU-Net in ONE call: BatchNorm then
             # normalises both with the same statistics, so the contrastive term cannot be met by
             # per-call normalisation (which eval mode, with running statistics, does not have).
             positive = intensity_noise_augment(image, generator=generator)
             both = self.model.cunet(torch.cat((image, positive)))
             b = image.shape[0]
-            return self.loss(
+            return self._loss(
                 x=image,
                 reconstruction=both.reconstruction[:b],
                 features=both.global_features[:b],
@@ -132,9 +143,9 @@ class StageStep(nn.Module):
         if self.stage == 2:
             out = self.model(image, with_gmn=True, with_fsd=False)
             reg = out.registration
-            return self.loss(
+            return self._loss(
                 image, out.fusion.fused, reg.warped if reg is not None else None, reg.dvf if reg is not None else None
             )
         out = self.model(image, with_gmn=False, with_fsd=True)
         self.last_logits = out.logits.detach()  # read by validation for the Dice metrics
-        return self.loss(out.logits, label)
+        return self._loss(out.logits, label)
