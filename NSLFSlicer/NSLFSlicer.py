@@ -25,9 +25,10 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from NSLFSlicerLib import sample_case
-from NSLFSlicerLib.app_setup import application_context
+from NSLFSlicerLib.app_setup import default_context
 from NSLFSlicerLib.background import BackgroundRun
 from NSLFSlicerLib.checks import InputError
+from NSLFSlicerLib.compatibility import running_slicer_problem
 from NSLFSlicerLib.dependencies import ensure_dependencies
 from NSLFSlicerLib.engine import device_choices
 from NSLFSlicerLib.logic import NSLFLogicCore
@@ -61,6 +62,12 @@ NSLF is the work of Zhang et al.: "A nested self-supervised learning framework f
 segmentation-driven multi-modal medical image fusion". Please cite their paper when you use
 this module.
 """
+        problem = running_slicer_problem()  # Slicer older than 5.10: say so instead of failing later
+        if problem:
+            import logging
+
+            logging.error(problem)
+            self.parent.helpText = f"<b>{problem}</b><br>" + self.parent.helpText
 
 
 @parameterNodeWrapper
@@ -473,7 +480,7 @@ class NSLFSlicerLogic(ScriptedLoadableModuleLogic, NSLFLogicCore):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        NSLFLogicCore.__init__(self, application_context())
+        NSLFLogicCore.__init__(self, default_context())  # the application's scene in Slicer; standalone with slicer-core
 
 
 class NSLFSlicerTest(ScriptedLoadableModuleTest):

@@ -12,7 +12,8 @@ SSIM, PSNR, NMI, SFR against the four sources). Writes ``benchmarks/results/accu
 (per-case rows and means), ``benchmarks/results/accuracy_summary.md`` (the paper's layout) and
 prints Markdown rows.
 
-    python benchmarks/accuracy.py --data phantom-test --baseline runs/unet-baseline/baseline_best.pt [--model M]
+    python benchmarks/accuracy.py --data phantom-test [--baseline runs/unet-baseline/baseline_best.pt] [--model M]
+                                  [--name accuracy]
 """
 
 from __future__ import annotations
@@ -52,15 +53,16 @@ def means(rows: list[dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="held-out labelled cases")
-    parser.add_argument("--baseline", type=Path, required=True, help="baseline file from nslf baseline")
+    parser.add_argument("--baseline", type=Path, default=None, help="baseline file from nslf baseline (omit: NSLF only)")
     parser.add_argument("--model", default=None, help="NSLF model (default: the shipped model)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--name", default="accuracy", help="result files: results/NAME.json and results/NAME_summary.md")
     args = parser.parse_args()
 
     cases = find_cases(args.data)[: args.limit]
     model, info = load_model(args.model)
-    baseline = load_baseline(args.baseline)
+    baseline = load_baseline(args.baseline) if args.baseline is not None else None
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i}/{n}] {name}", flush=True)
@@ -69,7 +71,7 @@ def main() -> None:
     rows = evaluate(cases, model, args.device, progress)
     nslf_s = time.perf_counter() - start
     start = time.perf_counter()
-    baseline_rows = evaluate(cases, baseline, args.device, progress)
+    baseline_rows = evaluate(cases, baseline, args.device, progress) if baseline is not None else []
     baseline_s = time.perf_counter() - start
     result = {
         "benchmark": "accuracy",
@@ -78,18 +80,20 @@ def main() -> None:
         "data": str(args.data),
         "cases": len(cases),
         "model": info.id,
-        "baseline": str(args.baseline),
+        "baseline": None if args.baseline is None else str(args.baseline),
         "nslf": means(rows),
-        "unet_baseline": means(baseline_rows),
+        "unet_baseline": means(baseline_rows) if baseline_rows else None,
         "seconds": {"nslf": nslf_s, "unet_baseline": baseline_s},
         "rows": {"nslf": rows, "unet_baseline": baseline_rows},
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "accuracy.json").write_text(json.dumps(result, indent=2))
-    summary = summary_markdown(rows, f"NSLF ({info.id}) vs plain 3-D U-Net on {len(cases)} held-out phantom cases", baseline_rows)
-    (RESULTS / "accuracy_summary.md").write_text(summary)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    title = f"NSLF ({info.id}){' vs plain 3-D U-Net' if baseline_rows else ''} on {len(cases)} held-out phantom cases"
+    summary = summary_markdown(rows, title, baseline_rows or None)
+    (RESULTS / f"{args.name}_summary.md").write_text(summary)
     print(summary)
-    for name, key in (("NSLF " + info.id, "nslf"), ("U-Net baseline", "unet_baseline")):
+    methods = [("NSLF " + info.id, "nslf")] + ([("U-Net baseline", "unet_baseline")] if baseline_rows else [])
+    for name, key in methods:
         m = result[key]
         print(f"| {result['date']} | {name} | {len(cases)} | " + " | ".join(
             f"{m[f'{r}_dice']:.3f}" for r in REGION_NAMES) + f" | {m['mean_dice']:.3f} | " + " | ".join(

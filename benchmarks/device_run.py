@@ -534,8 +534,8 @@ def _stage_plan(run: DeviceRun, recipe: dict[int, dict[str, Any]], seconds: floa
 
 
 def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str, Any]], workers: int,
-             init: Path | None) -> dict[str, Any]:  # fmt: skip
-    """Train ``compact`` stage by stage within the time left (minus the evaluation reserve)."""
+             init: Path | None, train_seconds: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train ``compact`` stage by stage within the time left (minus the evaluation reserve), at most ``train_seconds``."""
     from nslfcore.config import PRESETS
     from nslfcore.training.checkpoint import load_checkpoint
     from nslfcore.training.options import TrainingOptions
@@ -545,6 +545,8 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
     run.results["data"] = data
     n_train = data["cases"]["train"]
     seconds = run.remaining() - EVALUATION_RESERVE_S - 5 * len(recipe)  # set-up and checkpoint writing per stage
+    if train_seconds is not None:
+        seconds = min(seconds, train_seconds)
     if seconds < 3 * len(recipe):
         raise TimeoutError(f"only {seconds:.0f} s left for training")
     plan = _stage_plan(run, recipe, seconds, n_train)
@@ -644,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--public-windows", type=int, default=None, help="public windows to time (default 12; dry run 1)")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
                         help="what to run (default: all, in this order)")  # fmt: skip
+    parser.add_argument("--train-seconds", type=float, default=None,
+                        help="train at most this long (default: all the budget leaves)")  # fmt: skip
     parser.add_argument("--init", type=Path, default=None, help="start training from this model (a previous run's model.pt)")
     parser.add_argument("--dry-run", action="store_true", help="tiny phantoms and crops on any device, for tests")
     parser.add_argument("--started", type=float, default=None,
@@ -701,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.section(f"inference_{config}", lambda c=config: inference(run, case, c, compile_ok, public_windows),
                             needs_s=training_reserve, store=False)  # fmt: skip
     if "training" in args.sections:
-        run.section("training", lambda: training(run, generation, recipe, workers, args.init),
+        run.section("training", lambda: training(run, generation, recipe, workers, args.init, args.train_seconds),
                     needs_s=EVALUATION_RESERVE_S + 20)  # fmt: skip
     if "evaluation" in args.sections:
         run.section("evaluation", lambda: evaluation(run, generation), needs_s=10)

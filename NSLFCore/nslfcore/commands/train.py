@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate of the trained parts")
     parser.add_argument("--fine-tune-lr", type=float, default=defaults.fine_tune_lr)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs,
+                        help="linear learning-rate warm-up, in epochs (may be fractional)")  # fmt: skip
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)")
     parser.add_argument("--fusion-crop", type=int, nargs=3, default=defaults.fusion_crop, metavar=("Z", "Y", "X"))
     parser.add_argument("--segmentation-crop", type=int, nargs=3, default=defaults.segmentation_crop, metavar=("Z", "Y", "X"))
@@ -86,6 +88,7 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         fine_tune_lr=args.fine_tune_lr,
         batch_size=args.batch_size,
         patience=args.patience,
+        warmup_epochs=args.warmup_epochs,
         fusion_crop=tuple(args.fusion_crop),
         segmentation_crop=tuple(args.segmentation_crop),
         tumour_fraction=args.tumour_fraction,

@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from nslfcore import MODALITIES
@@ -67,8 +66,11 @@ def _nifti_check(path: Path) -> tuple[str | None, int]:
     """Read a NIfTI file's stored voxels with nibabel: (read error or None, number of NaN/Inf values).
 
     SimpleITK's NIfTI reader silently accepts truncated ``.nii.gz`` files and turns stored NaNs
-    into 0, so NIfTI files are also read raw here.
+    into 0, so NIfTI files are also read raw here. nibabel is imported here, not at module level:
+    3D Slicer does not bundle it, and the Slicer module imports this file before its dependency step.
     """
+    import nibabel as nib
+
     try:
         image = nib.load(str(path))
         raw = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]

@@ -1,0 +1,65 @@
+"""The prepared GPU run (benchmarks/device_run.py) dry-run on the CPU: every section runs and writes its results.
+
+A GPU is lent rarely and for minutes, so the script must be known to work before one is used:
+this runs it end to end on tiny procedural phantoms (``--dry-run``) and checks what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nslfcore.model_store import load_model
+from nslfcore.training.events import validate_event
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_run.py"
+
+
+@pytest.mark.slow
+def test_dry_run_fills_every_section_and_returns_a_usable_model(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--device", "cpu", "--budget", "900", "--train-seconds", "30",
+         "--workers", "2",
+         "--configs", "compact", "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "device_run.json").read_text())
+    sections = {name: s["status"] for name, s in results["sections"].items()}
+    assert sections == dict.fromkeys(
+        ("environment", "train_throughput", "profile", "bench_case", "inference_compact", "training", "evaluation"), "ok"
+    ), sections
+    assert results["environment"]["torch"] and results["environment"]["cpu_count"] >= 1
+    assert results["budget_s"] == 900 and results["dry_run"] is True
+    # Throughput: ours and the public loop for stages 2 and 3.
+    rows = results["train_throughput"]["compact"]
+    assert [r["stage"] for r in rows] == [2, 3] and all(r["speedup"] > 0 for r in rows)
+    assert set(results["profile"]) == {"stage2", "stage3"} and results["profile"]["stage3"]["top_ops"]
+    # Inference: users' path, fp32 / bf16 passes with their agreement, the public procedure.
+    inference = results["inference"]["compact"]
+    assert inference["run"]["mode"] in ("whole", "sequential") and inference["run"]["total_median_s"] > 0
+    assert inference["variants"]["fp32"]["status"] == "ok" and inference["variants"]["bf16"]["status"] == "ok"
+    agreement = inference["variants"]["bf16"]["agreement"]
+    assert set(agreement["label_dice_vs_fp32"]) == {"ET", "TC", "WT"} and agreement["fused_max_abs_diff"] < 0.2
+    assert inference["variants"]["bf16+compile"]["status"].startswith("skipped")  # never compiled in a dry run
+    assert inference["public"]["extrapolated_s"] > 0 and inference["speedup_vs_public"]["run_total"] > 0
+    # Training: three stages chained, each within its time limit, the newest best model returned.
+    training = results["training"]
+    assert sorted(training["stages"]) == ["1", "2", "3"] and training["model_stage"] == 3
+    assert sum(spec["time_limit_s"] for spec in training["recipe"].values()) <= 30  # --train-seconds
+    assert all(training["stages"][stage]["steps"] >= 1 for stage in training["recipe"])
+    model, info = load_model(out / "model.pt")
+    assert info.stage == 3 and info.config["name"] == "compact"
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    for event in events:
+        validate_event(event)
+    assert sorted({e["stage"] for e in events if e["event"] == "stage_end"}) == [1, 2, 3]
+    # Evaluation: the new and the shipped model on the same held-out cases.
+    evaluation = results["evaluation"]
+    assert evaluation["cases"] == 2 and set(evaluation["mean_dice"]) == {"new", "shipped"}
+    assert isinstance(evaluation["new_beats_shipped"], bool)
