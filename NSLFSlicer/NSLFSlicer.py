@@ -223,11 +223,12 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = os.path.join(slicer.app.temporaryPath, "NSLFSlicer-sample")
         if sample_case.is_generated(folder):
             return self.loadSample(folder)
-        missing = sample_case.missing_packages()
+        if not ensure_dependencies(ask=True):  # the generator runs torch; nothing else is installed for it
+            return
+        missing = sample_case.missing_packages()  # scipy: bundled with Slicer, checked all the same
         if missing:
-            if not slicer.util.confirmOkCancelDisplay(f"The sample case generator needs {', '.join(missing)}. Install now?"):
-                return
-            slicer.util.pip_install(missing)
+            slicer.util.errorDisplay(f"The sample case generator needs {', '.join(missing)}, which this Slicer lacks.")
+            return
         args, env = sample_case.generate_command(folder)
         self.startJob(ProcessRunner(args, env=env).start(), "Generating the sample case (about 15 s)")
         self.job.sampleFolder = folder

@@ -3,10 +3,10 @@
 # network, and what it needs from here.
 #
 #   benchmarks/device_run.sh --prepare        here (PyPI reachable): put the packages the GPU
-#                                             machine lacks into .whl/ (about 35 MiB, git-ignored):
-#                                             monai and nibabel wheels, SimpleITK re-packed as
-#                                             .tar.xz (its wheel alone is 52 MB), and the three MNI152
-#                                             template files of nilearn's wheel (not the whole wheel)
+#                                             machine lacks into .whl/ (about 33 MiB, git-ignored):
+#                                             monai and nibabel wheels, and SimpleITK re-packed as
+#                                             .tar.xz (its wheel alone is 52 MB; the tree and what
+#                                             travels with it must stay under 64 MiB)
 #   benchmarks/device_run.sh [ARGS...]        there (carry .whl): install them into a scratch
 #                                             folder, then python3 benchmarks/device_run.py ARGS
 #                                             (e.g. --budget 420); results in $OUT
@@ -21,7 +21,7 @@ wheel_version() {  # the version constraints.txt pins for package $1
 }
 
 if [ "${1:-}" = "--prepare" ]; then
-  mkdir -p "$WHL/mni152"
+  mkdir -p "$WHL"
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   download() {
@@ -33,9 +33,7 @@ if [ "${1:-}" = "--prepare" ]; then
     download "$WHL" "$package==$(wheel_version "$package")"
   done
   download "$tmp" "simpleitk==$(wheel_version simpleitk)"
-  download "$tmp" "nilearn==$(wheel_version nilearn)"
   (cd "$tmp" && unzip -q simpleitk-*.whl 'SimpleITK/*' && tar cf - SimpleITK | xz -9 -T0 > "$WHL/simpleitk.tar.xz")
-  unzip -q -o -j "$tmp"/nilearn-*.whl 'nilearn/datasets/data/mni_icbm152_*_tal_nlin_sym_09a_converted.nii.gz' -d "$WHL/mni152"
   du -sh "$WHL"
   exit 0
 fi
@@ -49,8 +47,5 @@ if ! "$PYTHON" -c 'import SimpleITK' 2>/dev/null; then
   tar xJf "$WHL/simpleitk.tar.xz" -C "$SITE"
 fi
 export PYTHONPATH="$ROOT/NSLFCore:$ROOT/benchmarks:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-if ! "$PYTHON" -c 'import nilearn' 2>/dev/null; then
-  export NSLF_MNI_TEMPLATE_DIR="$WHL/mni152"
-fi
 export PYTHONUNBUFFERED=1
 exec "$PYTHON" "$ROOT/benchmarks/device_run.py" --started "$STARTED" "$@"

@@ -19,7 +19,6 @@ TINY_SEEDS = range(8)
 @pytest.fixture(scope="session")
 def realistic():
     """One realistic case (seed 0, index 2: has NCR, ED and ET)."""
-    pytest.importorskip("nilearn")
     return make_phantom(seed=0, index=2)
 
 
@@ -61,7 +60,6 @@ def test_variety_between_tiny_cases(tiny_phantoms):
 
 
 def test_variety_of_realistic_anatomy():
-    pytest.importorskip("nilearn")
     geometry = brats_geometry()
     a = template_coords(np.random.default_rng(1), geometry)
     b = template_coords(np.random.default_rng(2), geometry)
@@ -163,3 +161,28 @@ def test_realistic_case_looks_like_brats_on_disk(realistic, tmp_path):
     assert t1.dtype == np.int16 and t1.shape == (155, 240, 240) and geometry == case.geometry
     loaded = load_case(files, require_label=True)
     np.testing.assert_array_equal(loaded.label, case.label)
+
+
+def test_the_template_ships_with_the_package_and_needs_no_nilearn():
+    """The MNI152 files come from nslfcore itself (with their notice): no nilearn in the engine or in Slicer."""
+    import subprocess
+    import sys
+
+    from nslfcore.data.phantom_anatomy import PACKAGED_TEMPLATE_DIR, TEMPLATE_FILES
+
+    assert all((PACKAGED_TEMPLATE_DIR / name).is_file() for name in TEMPLATE_FILES.values())
+    assert "Louis Collins" in (PACKAGED_TEMPLATE_DIR / "NOTICE.md").read_text()
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'nilearn':\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from nslfcore.data.phantom_anatomy import load_template\n"
+        "maps, geometry = load_template()\n"
+        "print(maps.shape)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "(3, 189, 233, 197)" in proc.stdout

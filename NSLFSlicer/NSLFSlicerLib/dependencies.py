@@ -1,21 +1,33 @@
-"""Installing what NSLF needs inside Slicer, after asking the user.
+"""Installing what NSLF needs inside Slicer, after asking the user, without touching what Slicer ships.
 
 * torch: through the PyTorch extension (``PyTorchUtils.PyTorchUtilsLogic().installTorch``), which
-  picks the build matching the machine's CUDA.
-* ``Resources/requirements.txt`` (monai, nibabel, pinned): ``slicer.util.pip_install`` after
-  ``slicer.util.confirmOkCancelDisplay``. Slicer's own SimpleITK, VTK and numpy are never touched
-  (requirements naming them are refused).
+  picks the build matching the machine's CUDA, with :data:`TORCH_REQUIREMENT` (what the pinned
+  monai supports); an installed torch outside it is reported, never replaced behind the user's back.
+* ``Resources/requirements.txt`` (monai, nibabel, pinned): one ``pip install`` whose constraints
+  file pins every distribution already in Slicer's Python at its installed version
+  (:func:`frozen_constraints`), so pip can add packages but never upgrade, downgrade or replace
+  torch, numpy, SimpleITK, VTK, requests or anything else Slicer ships. Requirements naming
+  Slicer's own packages are refused outright.
 * nslfcore: not installed; it ships next to the module (see ``NSLFSlicerLib.ensure_engine_on_path``).
+
+Failures open an error dialog with pip's output; a restart is offered when a package that was
+installed still cannot be imported in the running Slicer.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import importlib.util
+import re
+import tempfile
 from pathlib import Path
 
 from . import MODULE_DIR
 
-PROTECTED = ("simpleitk", "vtk", "numpy")
+PROTECTED = ("simpleitk", "vtk", "numpy", "torch", "requests", "scipy", "pydicom", "pillow", "packaging")
+#: The torch versions the pinned monai (``Resources/requirements.txt``) supports.
+TORCH_REQUIREMENT = ">=2.8"
 
 
 def requirements_file() -> Path:
@@ -26,38 +38,103 @@ def requirements_file() -> Path:
     raise FileNotFoundError(f"requirements.txt is missing next to {MODULE_DIR}; reinstall the NSLFSlicer extension.")
 
 
+def _name(requirement: str) -> str:
+    return re.split(r"[=<>!~;\[ ]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
 def requirements() -> list[str]:
-    """Pinned requirement lines (comments dropped); raises if one names SimpleITK, VTK or numpy."""
+    """Pinned requirement lines (comments dropped); raises if one names a package Slicer ships."""
     lines = [ln.split("#")[0].strip() for ln in requirements_file().read_text(encoding="utf-8").splitlines()]
     reqs = [ln for ln in lines if ln]
     for req in reqs:
-        name = req.split("=")[0].split("<")[0].split(">")[0].strip().lower()
-        if name in PROTECTED:
-            raise ValueError(f"requirements.txt asks for {name}, which Slicer provides; remove it from {requirements_file()}.")
+        if _name(req) in PROTECTED:
+            raise ValueError(f"requirements.txt asks for {_name(req)}, which Slicer provides; remove it from {requirements_file()}.")
     return reqs
 
 
 def missing_packages() -> list[str]:
     """Requirement lines whose import module is not importable (``torch`` not included)."""
-    return [req for req in requirements() if importlib.util.find_spec(req.split("=")[0].strip().lower()) is None]
+    return [req for req in requirements() if importlib.util.find_spec(_name(req).replace("-", "_")) is None]
+
+
+def frozen_constraints() -> str:
+    """``name==version`` for every distribution installed in this Python: pip may add, never change."""
+    pins = {}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").strip()
+        if name and dist.version:
+            pins[name.lower().replace("_", "-")] = f"{name}=={dist.version}"
+    return "\n".join(pins[k] for k in sorted(pins)) + "\n"
+
+
+def pip_arguments(packages: list[str], constraints_file: str | Path) -> list[str]:
+    """The ``pip install`` arguments for ``packages`` under ``constraints_file`` (see :func:`frozen_constraints`)."""
+    return [*packages, "--constraint", str(constraints_file), "--upgrade-strategy", "only-if-needed",
+            "--disable-pip-version-check"]  # fmt: skip
+
+
+def torch_version_problem(version: str) -> str | None:
+    """A one-sentence message when the installed torch ``version`` is outside :data:`TORCH_REQUIREMENT`."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        ok = Version(version.split("+")[0]) in SpecifierSet(TORCH_REQUIREMENT)
+    except InvalidVersion:
+        ok = False
+    if ok:
+        return None
+    return (f"NSLF needs PyTorch {TORCH_REQUIREMENT}, but this Slicer has PyTorch {version}; update it in the PyTorch "
+            "module (Utilities > PyTorch Utils: uninstall, then install), then restart Slicer.")  # fmt: skip
+
+
+def install_packages(packages: list[str]) -> None:
+    """``slicer.util.pip_install`` of ``packages`` with every installed distribution frozen; raises on failure."""
+    import slicer
+
+    with tempfile.TemporaryDirectory(prefix="nslf-pip-") as folder:
+        constraints = Path(folder) / "installed-constraints.txt"
+        constraints.write_text(frozen_constraints(), encoding="utf-8")
+        slicer.util.pip_install(pip_arguments(packages, constraints))
 
 
 def ensure_dependencies(ask: bool = True) -> bool:
-    """Inside Slicer: install torch and missing packages after asking; ``False`` if the user declined."""
+    """Inside Slicer: install torch and missing packages after asking; ``False`` if declined or failed (with a dialog)."""
     import slicer
 
-    if importlib.util.find_spec("torch") is None:
-        try:
-            import PyTorchUtils
-        except ImportError as error:
-            raise RuntimeError("NSLF needs the PyTorch extension; install 'PyTorch' from the Extensions Manager and restart.") from error
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=ask) is None:
+    try:
+        import PyTorchUtils
+    except ImportError:
+        slicer.util.errorDisplay("NSLF needs the PyTorch extension; install 'PyTorch' from the Extensions Manager and restart Slicer.")
+        return False
+    torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torch_logic.torchInstalled():
+        if torch_logic.installTorch(askConfirmation=ask, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            return False
+    else:
+        problem = torch_version_problem(str(torch_logic.torch.__version__))
+        if problem:
+            slicer.util.errorDisplay(problem)
             return False
     missing = missing_packages()
-    if missing:
-        if ask and not slicer.util.confirmOkCancelDisplay(
-            "NSLF needs these Python packages: " + ", ".join(missing) + ". Install them now?", "NSLF dependencies"
+    if not missing:
+        return True
+    if ask and not slicer.util.confirmOkCancelDisplay(
+        "NSLF needs these Python packages: " + ", ".join(missing) + ". Install them now? "
+        "(Packages Slicer already has are not changed.)", "NSLF dependencies"
+    ):
+        return False
+    try:
+        install_packages(missing)
+    except Exception as error:  # noqa: BLE001 - pip's failure, shown to the user with its details
+        slicer.util.errorDisplay("Installing " + ", ".join(missing) + " failed; NSLF cannot run yet.", detailedText=str(error))
+        return False
+    importlib.invalidate_caches()
+    still = missing_packages()
+    if still:
+        if slicer.util.confirmYesNoDisplay(
+            ", ".join(still) + " were installed but need a restart of Slicer to be used. Restart now?", "NSLF dependencies"
         ):
-            return False
-        slicer.util.pip_install(missing)
+            slicer.util.restart()
+        return False
     return True

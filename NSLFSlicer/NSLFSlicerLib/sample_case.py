@@ -2,8 +2,9 @@
 
 The case (MNI152 anatomy with a synthetic tumour, 240 x 240 x 155 at 1 mm; see
 :mod:`nslfcore.data.phantom`) is generated once by ``nslf phantom`` (seed 7, never used to train the
-shipped model) into a folder and reused afterwards. Generating it needs ``nilearn`` and ``scipy``
-(:data:`PACKAGES`, installed after asking by :mod:`.dependencies`).
+shipped model) into a folder and reused afterwards. Generating it needs torch (the dependency
+step) and scipy (bundled with Slicer); the MNI152 template ships inside ``nslfcore``, so nothing
+is installed into Slicer for it (nilearn, which would upgrade Slicer's requests, is not needed).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import nslfcore  # noqa: E402
 
 SEED = 7
 CASE_NAME = "BraTS2021_00000"
-#: What the phantom generator needs beyond the engine (pinned as in NSLFCore/constraints.txt).
-PACKAGES = ("nilearn==0.14.1", "scipy==1.17.1")
+#: What the phantom generator needs beyond the engine and torch (Slicer bundles it).
+PACKAGES = ("scipy==1.17.1",)
 
 
 def missing_packages() -> list[str]:

@@ -3,7 +3,7 @@
 Two modes:
 
 * realistic (:func:`generate_case`): anatomy from the MNI ICBM152 2009c template's tissue
-  probability maps (shipped in nilearn's wheel; install ``nslfcore[phantom]``), randomly
+  probability maps (shipped in ``nslfcore/data/mni152``; needs scipy), randomly
   deformed per case, on the BraTS grid: 240 x 240 x 155 voxels ``(x, y, z)``, 1 mm, direction
   identity (LPS), origin (0, -239, 0) mm -- like real BraTS files.
 * tiny (:func:`generate_tiny_case`, e.g. 48^3, for tests): procedural ellipsoid anatomy, numpy +

@@ -3,8 +3,9 @@
 * :func:`ellipsoid_anatomy` (tiny mode, numpy + torch only): a procedural brain -- a perturbed
   ellipsoid with a folded cortical ribbon, sulcal and outer CSF, two lateral ventricles and two
   deep grey-matter nuclei.
-* :func:`template_anatomy` (realistic mode, needs the ``phantom`` extra's nilearn wheel for its
-  data files only): the MNI ICBM152 2009c nonlinear symmetric template's grey- and white-matter
+* :func:`template_anatomy` (realistic mode, needs scipy): the MNI ICBM152 2009 nonlinear
+  symmetric template (three files shipped in ``nslfcore/data/mni152``, see its ``NOTICE.md``;
+  the copies nilearn's wheel carries are byte-for-byte the same): its grey- and white-matter
   probability maps (1 mm, 197 x 233 x 189), CSF = brain - GM - WM, brain = template T1 > 0,
   placed in the BraTS grid with a random affine (rotation, scale) and a smooth elastic
   deformation, and optionally a further displacement (tumour mass effect).
@@ -16,7 +17,6 @@ coordinates are LPS mm; voxel coordinates ``(k, j, i)`` = ``(z, y, x)``.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from pathlib import Path
 
@@ -26,9 +26,10 @@ import SimpleITK as sitk
 from nslfcore.data.case import Geometry
 from nslfcore.data.phantom_fields import gaussian_blur, sample, sigmoid, smooth_noise
 
-#: Environment variable naming a folder that holds :data:`TEMPLATE_FILES` (instead of nilearn's
-#: wheel), for machines where only the three template files can be brought along.
+#: Environment variable naming another folder that holds :data:`TEMPLATE_FILES`.
 TEMPLATE_DIR_ENV = "NSLF_MNI_TEMPLATE_DIR"
+#: The copy shipped with the package.
+PACKAGED_TEMPLATE_DIR = Path(__file__).resolve().parent / "mni152"
 
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -79,16 +80,9 @@ def ellipsoid_anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> 
 
 
 def _template_dir() -> Path:
+    """``$NSLF_MNI_TEMPLATE_DIR`` when set, else the copy shipped in ``nslfcore/data/mni152``."""
     override = os.environ.get(TEMPLATE_DIR_ENV)
-    if override:
-        return Path(override)
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError(
-            "the realistic phantom needs the MNI template files of the nilearn package; "
-            "install nslfcore[phantom] (pip install nilearn scipy) or use --tiny."
-        )
-    return Path(spec.origin).parent / "datasets" / "data"
+    return Path(override) if override else PACKAGED_TEMPLATE_DIR
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,7 +93,7 @@ def load_template() -> tuple[np.ndarray, Geometry]:
     for key in ("gm", "wm", "t1"):
         path = folder / TEMPLATE_FILES[key]
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; reinstall nilearn (pip install --force-reinstall nilearn).")
+            raise FileNotFoundError(f"{path} is missing; reinstall nslfcore (or fix ${TEMPLATE_DIR_ENV}).")
         image = sitk.ReadImage(str(path))
         array = sitk.GetArrayFromImage(image).astype(np.float32)
         arrays.append((array > 0).astype(np.float32) if key == "t1" else array / 255.0)

@@ -1,0 +1,84 @@
+"""The module's dependency step: pinned packages installed without changing anything Slicer ships.
+
+The pip command the module runs inside Slicer (:func:`NSLFSlicerLib.dependencies.pip_arguments`
+with the frozen-constraints file of that Python) is run here with ``--dry-run --report`` in
+``.venv-slicer`` (Python 3.12 with Slicer's bundled packages and slicer-core) plus an installed
+torch. A real torch build for Python 3.12 is a multi-GB CUDA download, so the torch is its
+metadata only (``torch-2.13.0.dist-info`` on ``PYTHONPATH``): pip resolves against installed
+*metadata*, which is what is under test. Needs PyPI (the resolver reads monai's and nibabel's).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "NSLFSlicer"
+SLICER_PYTHON = ROOT / ".venv-slicer" / "bin" / "python"
+#: Packages 3D Slicer 5.10+ ships (and the torch the PyTorch extension installs): pip must change none.
+SLICER_SHIPS = {"numpy", "scipy", "simpleitk", "vtk", "requests", "pydicom", "pillow", "packaging", "torch",
+                "urllib3", "certifi", "idna", "charset-normalizer", "slicer-core"}  # fmt: skip
+
+
+def test_requirements_are_pinned_and_never_name_slicers_packages():
+    from NSLFSlicerLib.dependencies import PROTECTED, requirements
+
+    reqs = requirements()
+    assert reqs == ["monai==1.6.1", "nibabel==5.4.2"]
+    constraints = (ROOT / "NSLFCore" / "constraints.txt").read_text()
+    assert all(req in constraints for req in reqs)  # the same pins as the engine's set-up
+    assert {"simpleitk", "vtk", "numpy", "torch"} <= set(PROTECTED)
+
+
+def test_frozen_constraints_pin_every_installed_distribution():
+    from importlib.metadata import version
+
+    from NSLFSlicerLib.dependencies import frozen_constraints, pip_arguments
+
+    pins = dict(line.lower().split("==") for line in frozen_constraints().splitlines())
+    assert pins["numpy"] == version("numpy") and pins["torch"] == version("torch") and pins["vtk"] == version("vtk")
+    args = pip_arguments(["monai==1.6.1"], "/tmp/c.txt")
+    assert args[:3] == ["monai==1.6.1", "--constraint", "/tmp/c.txt"]
+
+
+def test_torch_version_requirement():
+    from NSLFSlicerLib.dependencies import TORCH_REQUIREMENT, torch_version_problem
+
+    assert TORCH_REQUIREMENT == ">=2.8"  # monai 1.6.1 needs torch>=2.8.0
+    assert torch_version_problem("2.8.0+cu126") is None and torch_version_problem("2.13.0+cpu") is None
+    assert "needs PyTorch >=2.8, but this Slicer has PyTorch 2.4.1" in torch_version_problem("2.4.1")
+
+
+@pytest.mark.skipif(not SLICER_PYTHON.exists(), reason="no .venv-slicer (NSLFCore/run test makes it where Python 3.12 exists)")
+def test_pip_command_changes_nothing_slicer_ships(tmp_path):
+    fake = tmp_path / "site"
+    info = fake / "torch-2.13.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.13.0\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+    env = {"PYTHONPATH": f"{fake}:{MODULE}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = (
+        "import json, subprocess, sys\n"
+        "from NSLFSlicerLib.dependencies import frozen_constraints, missing_packages, pip_arguments\n"
+        f"open({str(tmp_path / 'c.txt')!r}, 'w').write(frozen_constraints())\n"
+        f"args = pip_arguments(missing_packages(), {str(tmp_path / 'c.txt')!r})\n"
+        f"cmd = [sys.executable, '-m', 'pip', 'install', '--dry-run', '--report', {str(tmp_path / 'r.json')!r}, '-q', *args]\n"
+        "sys.exit(subprocess.run(cmd).returncode)\n"
+    )
+    proc = subprocess.run([str(SLICER_PYTHON), "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    if proc.returncode != 0 and ("NewConnectionError" in proc.stderr or "Could not fetch URL" in proc.stderr):
+        pytest.skip("PyPI is not reachable: the resolver cannot read monai's and nibabel's metadata")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    constraints = (tmp_path / "c.txt").read_text().lower()
+    assert "torch==2.13.0" in constraints and "numpy==" in constraints and "vtk==" in constraints
+    report = json.loads((tmp_path / "r.json").read_text())
+    installs = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"] for item in report["install"]}
+    assert installs.get("monai") == "1.6.1" and installs.get("nibabel") == "5.4.2", installs
+    assert not SLICER_SHIPS & set(installs), installs  # nothing Slicer ships is upgraded, downgraded or replaced
+    assert set(installs) <= {"monai", "nibabel", "typing-extensions"}, installs
