@@ -31,6 +31,7 @@ def _import_module_with(python: Path | str) -> dict:
     assert proc.returncode == 0, f"the module does not load with only Slicer's packages:\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["logic"] == "NSLFSlicerLogic" and report["models"] >= 1
+    assert report["devices"] == ["Automatic (GPU if available)", "CPU"]  # without torch: no GPU can be listed
     assert not HEAVY & set(report["imported"]), report["imported"]
     assert report["refused"] == [], report["refused"]
     return report

@@ -48,12 +48,15 @@ def main() -> None:
     import NSLFSlicer  # what Slicer's module loader does
 
     logic = NSLFSlicer.NSLFSlicerLogic()
+    refused_at_load = list(Allowlist.refused)  # loading the module and its logic: nothing may be refused
+    from NSLFSlicerLib.engine import device_choices  # tries torch inside, falls back without it
     from NSLFSlicerLib.model_manager import installed_models
 
     models = installed_models()
+    devices = [label for label, _ in device_choices()]
     top = sorted({name.split(".")[0] for name in sys.modules} - set(sys.stdlib_module_names))
-    print(json.dumps({"python": sys.version.split()[0], "logic": type(logic).__name__, "models": len(models),
-                      "imported": top, "refused": Allowlist.refused}))  # fmt: skip
+    print(json.dumps({"python": sys.version.split()[0], "logic": type(logic).__name__, "models": len(models), "devices": devices,
+                      "imported": top, "refused": refused_at_load}))  # fmt: skip
 
 
 if __name__ == "__main__":
