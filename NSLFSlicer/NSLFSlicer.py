@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
+import time
 from typing import Annotated
 
 import qt
@@ -33,6 +34,7 @@ from NSLFSlicerLib.dependencies import ensure_dependencies
 from NSLFSlicerLib.engine import device_choices
 from NSLFSlicerLib.logic import NSLFLogicCore
 from NSLFSlicerLib.model_manager import add_model, download, installed_models, remove_model
+from NSLFSlicerLib.panel_state import ChoiceList, DatasetChecker, Show3DPreference, can_start_training, path_text, restore_index
 from NSLFSlicerLib.process_runner import ProcessRunner, format_eta
 from NSLFSlicerLib.training_events import EventSchemaError
 from NSLFSlicerLib.training_job import TrainingJob, TrainingSettings, check_dataset, parse_crop
@@ -115,6 +117,9 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.activeButton = None  # the run button that reads Cancel while its run goes on
         self.training = None  # TrainingJob
         self.plots = None  # TrainingPlots
+        self.models = ChoiceList(key=lambda entry: entry.spec)  # replaced before the model combo box refills
+        self.show3D = Show3DPreference()
+        self.datasetChecker = DatasetChecker(check_dataset)  # a background thread, after typing stops
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self.onPoll)
@@ -135,32 +140,35 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runButtonTexts = {button: button.text for button in self.runButtons}
         for button in self.runButtons:  # a run button turns into Cancel while its run is going
             button.connect("clicked(bool)", lambda checked=False, b=button: self.onRunButton(b))
-        u.show3DButton.connect("toggled(bool)", self.onShow3D)
-        u.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
-        u.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.saveSetting("device", u.deviceComboBox.itemData(i)))
+        u.show3DButton.connect("clicked(bool)", self.onShow3DClicked)  # clicks only: not the programmatic changes
         u.addModelButton.connect("clicked(bool)", self.onAddModel)
         u.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
         u.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
         u.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
         u.userModelsPathLineEdit.connect("currentPathChanged(QString)", self.onUserModelsFolderChanged)
         u.trainingDataPathLineEdit.connect("currentPathChanged(QString)", self.onTrainingDataChanged)
+        u.runFolderPathLineEdit.connect("currentPathChanged(QString)", lambda path: self.updateTrainingButtons())
         u.startTrainingButton.connect("clicked(bool)", lambda: self.onStartTraining(resume=False))
         u.resumeTrainingButton.connect("clicked(bool)", lambda: self.onStartTraining(resume=True))
         u.stopTrainingButton.connect("clicked(bool)", self.onStopTraining)
         u.showCurvesButton.connect("clicked(bool)", self.onShowCurves)
         u.addTrainedModelButton.connect("clicked(bool)", self.onAddTrainedModel)
-        for combo in (u.deviceComboBox, u.trainingDeviceComboBox):
-            for label, spec in device_choices():
+        devices = device_choices()
+        for combo in (u.deviceComboBox, u.trainingDeviceComboBox):  # filled and set BEFORE the saving signal is connected
+            for label, spec in devices:
                 combo.addItem(label, spec)
-        self.selectData(u.deviceComboBox, self.setting("device", "auto"))
+        u.deviceComboBox.currentIndex = restore_index([spec for _, spec in devices], self.setting("device", "auto"), "auto")
+        u.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.saveSetting("device", u.deviceComboBox.itemData(i)))
         u.userModelsPathLineEdit.currentPath = self.userModelsFolder()
         self.refreshModels()
+        u.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.timer.stop()
+        self.datasetChecker.shutdown()
         if self.job is not None:
             self.job.cancel()
         if self.training is not None:
@@ -193,6 +201,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = node
         if node:
             self._parameterNodeGuiTag = node.connectGui(self.ui)
+            self.updateTrainingButtons()
 
     # ------------------------------------------------------------------------------- settings
     def setting(self, key: str, default: str) -> str:
@@ -204,11 +213,6 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def userModelsFolder(self) -> str:
         default = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "NSLFSlicer", "models")
         return self.setting("userModelsFolder", default)
-
-    @staticmethod
-    def selectData(combo, value) -> None:
-        index = combo.findData(value)
-        combo.setCurrentIndex(max(index, 0))
 
     # ------------------------------------------------------------------------------- inputs
     def onAutoAssign(self, quiet: bool = False) -> None:
@@ -283,7 +287,10 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.pollJob()
         if self.training is not None:
             self.pollTraining()
-        if self.job is None and self.training is None:
+        checked = self.datasetChecker.poll(time.monotonic())
+        if checked is not None:
+            self.ui.datasetStatusLabel.text = checked[1]
+        if self.job is None and self.training is None and not self.datasetChecker.busy:
             self.timer.stop()
 
     def pollJob(self) -> None:
@@ -315,11 +322,19 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.setSliceViewerLayers(background=outputs.fused, fit=True)
             if outputs.segmentation is not None:
                 self._parameterNode.outputSegmentation = outputs.segmentation
-                self.onShow3D(self.ui.show3DButton.checked)
+                show = self.show3D.after_segmentation()  # on, unless the user turned it off
+                self.ui.show3DButton.blockSignals(True)
+                self.ui.show3DButton.checked = show
+                self.ui.show3DButton.blockSignals(False)
+                self.onShow3D(show)
 
     def onCancel(self) -> None:
         if self.job is not None:
             self.job.cancel()
+
+    def onShow3DClicked(self, checked: bool) -> None:
+        self.show3D.user_toggled(checked)
+        self.onShow3D(checked)
 
     def onShow3D(self, show: bool) -> None:
         segmentation = self._parameterNode.outputSegmentation
@@ -335,14 +350,14 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def refreshModels(self, select: str | None = None) -> None:
         entries = installed_models(self.userModelsFolder())
         combo, table = self.ui.modelComboBox, self.ui.modelsTableWidget
-        wanted = select or self.setting("model", entries[0].spec if entries else "")
+        index = self.models.replace(entries, select or self.setting("model", ""))  # the list first, then the combo box
         combo.blockSignals(True)
         combo.clear()
         for entry in entries:
             combo.addItem(entry.label(), entry.spec)
+        combo.currentIndex = index
         combo.blockSignals(False)
-        self.selectData(combo, wanted)
-        self.onModelChanged(combo.currentIndex)
+        self.onModelChanged(index)
         table.clear()
         table.setColumnCount(3)
         table.setHorizontalHeaderLabels(["Model", "Source", "Evaluation"])
@@ -351,17 +366,15 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for column, text in enumerate((entry.label(), entry.source, entry.metrics())):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
         table.resizeColumnsToContents()
-        self.entries = entries
 
     def onModelChanged(self, index: int) -> None:
-        entries = getattr(self, "entries", [])
-        if 0 <= index < len(entries):
-            self.saveSetting("model", entries[index].spec)
-            self.ui.modelInfoLabel.text = entries[index].info.description or entries[index].metrics()
+        entry = self.models.at(index)
+        if entry is not None:
+            self.saveSetting("model", entry.spec)
+            self.ui.modelInfoLabel.text = entry.info.description or entry.metrics()
 
     def selectedEntry(self):
-        row = self.ui.modelsTableWidget.currentRow()
-        return self.entries[row] if 0 <= row < len(self.entries) else None
+        return self.models.at(self.ui.modelsTableWidget.currentRow())
 
     def onAddModel(self, path: str | None = None) -> None:
         path = path or qt.QFileDialog.getOpenFileName(self.parent, "Add an NSLF model", "", "NSLF models (*.pt)")
@@ -397,15 +410,23 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------------------- training
     def onTrainingDataChanged(self, path: str) -> None:
-        if not path:
-            return
-        with slicer.util.WaitCursor():
-            self.ui.datasetStatusLabel.text = check_dataset(path).message()
+        """A keystroke only schedules the check: it runs in a thread once the path stops changing."""
+        self.ui.datasetStatusLabel.text = "Checking..." if path_text(path) else ""
+        self.datasetChecker.path_changed(path, time.monotonic())
+        self.updateTrainingButtons()
+        self.timer.start()
+
+    def updateTrainingButtons(self) -> None:
+        """Start and Resume need a dataset and a run folder (read from the fields: the parameter node may lag a signal)."""
+        u = self.ui
+        ready = can_start_training(u.trainingDataPathLineEdit.currentPath, u.runFolderPathLineEdit.currentPath,
+                                   running=self.training is not None)  # fmt: skip
+        u.startTrainingButton.enabled = u.resumeTrainingButton.enabled = ready
 
     def trainingSettings(self) -> TrainingSettings:
         p = self._parameterNode
         return TrainingSettings(
-            data=str(p.trainingData), run_dir=str(p.trainingRunFolder), config=p.trainingConfig, stage=p.trainingStage,
+            data=path_text(p.trainingData), run_dir=path_text(p.trainingRunFolder), config=p.trainingConfig, stage=p.trainingStage,
             epochs=p.trainingEpochs, lr=p.trainingLearningRate, fusion_crop=parse_crop(p.trainingFusionCrop),
             segmentation_crop=parse_crop(p.trainingSegmentationCrop), device=self.ui.trainingDeviceComboBox.currentData,
             init=self.selectedModelFile() if p.trainingFineTune else None,
@@ -413,7 +434,9 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def selectedModelFile(self) -> str:
         """The file of the model chosen under Model (downloaded first if needed), to fine-tune from."""
-        entry = self.entries[self.ui.modelComboBox.currentIndex]
+        entry = self.models.at(self.ui.modelComboBox.currentIndex)
+        if entry is None:
+            raise ValueError("Choose a model under Model to fine-tune from.")
         if not entry.available:
             entry = download(entry)
         return str(entry.info.path)
@@ -448,10 +471,10 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             failure = self.training.failure_message()
             if failure:
                 slicer.util.errorDisplay("Training failed.", detailedText=failure)
-            self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = True
             self.ui.stopTrainingButton.enabled = False
             self.ui.addTrainedModelButton.enabled = progress.best_checkpoint is not None
             self.finishedTraining, self.training = self.training, None
+            self.updateTrainingButtons()
 
     def onStopTraining(self) -> None:
         if self.training is not None:

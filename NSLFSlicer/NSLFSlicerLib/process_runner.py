@@ -31,9 +31,45 @@ from pathlib import Path
 from typing import Any
 
 
-def python_executable() -> str:
-    """The Python to run children with: ``PythonSlicer`` inside Slicer, else this interpreter."""
-    return shutil.which("PythonSlicer") or sys.executable
+def _in_slicer_application() -> bool:
+    try:
+        import slicer
+
+        return hasattr(slicer, "app")
+    except ImportError:
+        return False
+
+
+def python_executable(in_slicer: bool | None = None) -> str:
+    """The Python to run children with: ``PythonSlicer`` inside Slicer, else this interpreter.
+
+    Inside the Slicer application ``sys.executable`` is Slicer itself, which would open a second
+    Slicer instead of running the child: there, ``PythonSlicer`` (on ``PATH``, or beside the
+    executable) is the only choice, and its absence raises ``FileNotFoundError`` with what to do.
+    ``in_slicer``: ``None`` asks whether ``slicer.app`` exists.
+    """
+    inside = _in_slicer_application() if in_slicer is None else in_slicer
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    found = shutil.which("PythonSlicer") or next(
+        (str(p) for p in (Path(sys.executable).parent / name, Path(sys.executable).parent.parent / "bin" / name) if p.is_file()),
+        None,
+    )  # fmt: skip
+    if found:
+        return found
+    if inside:
+        raise FileNotFoundError(
+            f"PythonSlicer was not found on PATH or next to {sys.executable}, so NSLF cannot start its worker "
+            "process; reinstall 3D Slicer."
+        )
+    return sys.executable
+
+
+def child_process_options() -> dict[str, Any]:
+    """``subprocess.Popen`` options: own process group (so cancel ends the tree) and, on Windows, no console window."""
+    if os.name == "nt":
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
+        return {"creationflags": flags}
+    return {"start_new_session": True}
 
 
 def format_eta(fraction: float, elapsed_s: float) -> str:
@@ -104,11 +140,7 @@ class ProcessRunner:
         """Start the child in its own process group; returns ``self``."""
         if self.process is not None:
             raise RuntimeError("This runner was already started; make a new ProcessRunner.")
-        options: dict[str, Any] = {}
-        if os.name == "nt":
-            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        else:
-            options["start_new_session"] = True
+        options = child_process_options()
         self.process = subprocess.Popen(
             self.args, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace", bufsize=1, **options,

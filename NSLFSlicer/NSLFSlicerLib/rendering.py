@@ -19,7 +19,7 @@ from typing import Any
 import vtk
 
 from .mrml_io import ijk_to_ras
-from .process_runner import python_executable
+from .process_runner import child_process_options, python_executable
 from .terminology import segment_specs
 
 WORKER = Path(__file__).with_name("rendering_worker.py")
@@ -112,7 +112,8 @@ def render_png(volume_node: Any, segmentation_node: Any, png: str | Path, size: 
                 env["VTK_DEFAULT_OPENGL_WINDOW"] = backend
             png.unlink(missing_ok=True)
             try:
-                proc = subprocess.run([python_executable(), str(WORKER), str(job)], env=env, capture_output=True, text=True, timeout=timeout)
+                proc = subprocess.run([python_executable(), str(WORKER), str(job)], env=env, capture_output=True, text=True,
+                                      timeout=timeout, **child_process_options())
             except subprocess.TimeoutExpired:
                 failures.append(f"{backend or 'default'}: timed out")
                 continue

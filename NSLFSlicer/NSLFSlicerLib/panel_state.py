@@ -1,0 +1,121 @@
+"""The panel's state and decisions, without Qt: what to enable, what to restore, in which order.
+
+``NSLFSlicer.py``'s widget only wires Qt signals to these objects and copies their answers onto
+widgets, so the orderings that went wrong in the widget (a saved choice overwritten while a combo
+box fills, a selection signal firing before the list it indexes exists, a whole dataset checked in
+the GUI thread on every keystroke) are decided and tested here, in plain Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def path_text(value: Any) -> str:
+    """What a path field shows: ``""`` for no path (``None``, ``""``, or the ``"."`` an empty ``Path`` becomes)."""
+    if value is None:
+        return ""
+    text = str(value).strip()
+    return "" if text in ("", ".") else text
+
+
+def can_start_training(data: Any, run_dir: Any, running: bool) -> bool:
+    """Start is enabled only when a dataset and a run folder are chosen and no training runs."""
+    return bool(path_text(data)) and bool(path_text(run_dir)) and not running
+
+
+def restore_index(values: Sequence[str], saved: str | None, default: str | None = None) -> int:
+    """The index to select after filling a combo box: the saved value, else ``default``, else the first (``-1`` if empty).
+
+    Fill the combo box with its signals blocked, select this index, and only then connect the signal
+    that saves the choice: otherwise adding the first item saves it over the user's choice.
+    """
+    for wanted in (saved, default):
+        if wanted is not None and wanted in values:
+            return list(values).index(wanted)
+    return 0 if values else -1
+
+
+class ChoiceList(Generic[T]):
+    """The entries behind a combo box (models), replaced BEFORE the combo box is refilled.
+
+    ``replace(entries, wanted)`` stores the new list and returns the index to select, so that when
+    the selection signal fires it indexes the list the user sees (not the previous one, which made
+    the info line blank at first open and saved the wrong model after Add or Remove).
+    """
+
+    def __init__(self, key: Callable[[T], str]) -> None:
+        self.key = key
+        self.entries: list[T] = []
+
+    def replace(self, entries: Sequence[T], wanted: str | None) -> int:
+        self.entries = list(entries)
+        return restore_index([self.key(e) for e in self.entries], wanted)
+
+    def at(self, index: int) -> T | None:
+        return self.entries[index] if 0 <= index < len(self.entries) else None
+
+
+class Show3DPreference:
+    """"Show 3D" is on after each segmentation run unless the user turned it off themselves."""
+
+    def __init__(self) -> None:
+        self.user_turned_off = False
+
+    def user_toggled(self, checked: bool) -> None:
+        """A click by the user (not a programmatic change, which the widget makes with signals blocked)."""
+        self.user_turned_off = not checked
+
+    def after_segmentation(self) -> bool:
+        """Whether to show the surfaces after a segmentation run."""
+        return not self.user_turned_off
+
+
+class DatasetChecker:
+    """Checks a training dataset folder in a worker thread, once its path has stopped changing.
+
+    ``path_changed(path, now)`` is all a keystroke does; ``poll(now)`` (from the panel's timer)
+    starts the check ``delay_s`` after the last change, in a thread (a whole dataset is read), and
+    returns ``(path, message)`` once it is done. A result for a path that has changed since is
+    dropped. ``check(path)`` returns an object with ``message()`` (:func:`.training_job.check_dataset`).
+    """
+
+    def __init__(self, check: Callable[[str], Any], delay_s: float = 0.6) -> None:
+        self.check = check
+        self.delay_s = delay_s
+        self._pending: tuple[str, float] | None = None
+        self._running: tuple[str, Future] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nslf-dataset-check")
+
+    def path_changed(self, path: Any, now: float) -> None:
+        self._pending = (path_text(path), now)
+
+    @property
+    def busy(self) -> bool:
+        return self._pending is not None or self._running is not None
+
+    def poll(self, now: float) -> tuple[str, str] | None:
+        if self._pending is not None and self._running is None and now - self._pending[1] >= self.delay_s:
+            path, _ = self._pending
+            self._pending = None
+            if not path:
+                return "", "Choose the folder that holds the training cases."
+            self._running = (path, self._executor.submit(self.check, path))
+        if self._running is None or not self._running[1].done():
+            return None
+        path, future = self._running
+        self._running = None
+        if self._pending is not None:  # the path changed while this one was being checked
+            return None
+        try:
+            return path, future.result().message()
+        except Exception as error:  # noqa: BLE001 - shown in the panel, never raised into Qt
+            return path, f"{Path(path).name}: could not be checked ({error})."
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
