@@ -57,6 +57,11 @@ def missing_packages() -> list[str]:
     return [req for req in requirements() if importlib.util.find_spec(_name(req).replace("-", "_")) is None]
 
 
+def missing_for_self_test() -> list[str]:
+    """Import names the self-test's inference needs but this Python lacks (``[]``: it can run)."""
+    return [name for name in ("torch", "monai", "nibabel") if importlib.util.find_spec(name) is None]
+
+
 def frozen_constraints() -> str:
     """``name==version`` for every distribution installed in this Python: pip may add, never change."""
     pins = {}

@@ -82,3 +82,13 @@ def test_pip_command_changes_nothing_slicer_ships(tmp_path):
     assert installs.get("monai") == "1.6.1" and installs.get("nibabel") == "5.4.2", installs
     assert not SLICER_SHIPS & set(installs), installs  # nothing Slicer ships is upgraded, downgraded or replaced
     assert set(installs) <= {"monai", "nibabel", "typing-extensions"}, installs
+
+
+def test_self_test_knows_what_it_lacks():
+    from NSLFSlicerLib.dependencies import missing_for_self_test
+
+    assert missing_for_self_test() == []  # this environment has torch, monai and nibabel
+    if SLICER_PYTHON.exists():  # a fresh Slicer's Python: the self-test must skip, naming them
+        code = f"import sys; sys.path.insert(0, {str(MODULE)!r}); from NSLFSlicerLib.dependencies import missing_for_self_test; print(missing_for_self_test())"
+        out = subprocess.run([str(SLICER_PYTHON), "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip() == "['torch', 'monai', 'nibabel']", out.stderr

@@ -173,3 +173,25 @@ def test_widget_connects_saving_signals_only_after_filling_and_restoring():
     assert _line_of(refresh, "self.models.replace(") < _line_of(refresh, "combo.addItem(")
     assert not any("check_dataset(" in call for call in _calls_in(_method("onTrainingDataChanged")))
     assert any("self.show3D.after_segmentation()" in call for call in _calls_in(_method("pollJob")))
+
+
+def test_user_visible_strings_go_through_slicers_translation_function():
+    """Titles, dialogs, status texts and self-test messages: ``_()``/``translate()``, never a bare literal."""
+    tree = ast.parse(WIDGET.read_text())
+    shown = {"errorDisplay", "tryWithErrorDisplay", "confirmYesNoDisplay", "confirmOkCancelDisplay", "delayDisplay",
+             "startJob", "setRunning", "warningDisplay", "infoDisplay"}  # fmt: skip
+    bare = []
+    for node in ast.walk(tree):
+        literals = []
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in shown:
+                literals = [a for a in node.args if isinstance(a, (ast.Constant, ast.JoinedStr))]
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+            if node.targets[0].attr in ("text", "title", "helpText", "acknowledgementText"):
+                value = node.value
+                parts = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+                literals = [v for v in parts if isinstance(v, ast.JoinedStr) or (isinstance(v, ast.Constant) and v.value)]
+        bare += [f"line {lit.lineno}: {ast.unparse(lit)[:60]}" for lit in literals if isinstance(lit.value if isinstance(lit, ast.Constant) else "", str)]
+    assert bare == [], bare
+    assert "from slicer.i18n import tr as _" in WIDGET.read_text()

@@ -1,7 +1,8 @@
 """Stand-ins for what only the Slicer application provides, so ``NSLFSlicer.py`` can be imported in tests.
 
 ``slicer-core`` gives the real ``slicer`` package (MRML, logics, ``slicer.util``) but not Slicer's
-Qt layer: ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper``.
+Qt layer: ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` and
+``slicer.i18n`` (translation through Qt).
 :func:`install` registers minimal modules under those names: enough for the module file to be
 imported and its logic (Qt-free) instantiated, nothing that pretends to be a widget.
 """
@@ -47,7 +48,7 @@ class ScriptedLoadableModuleTest:
 
 
 def install() -> None:
-    """Register ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper``."""
+    """Register ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` and ``slicer.i18n``."""
     import slicer
 
     sys.modules.setdefault("qt", _qt_like("qt"))
@@ -59,6 +60,9 @@ def install() -> None:
     pnw.parameterNodeWrapper = lambda cls: cls  # type: ignore[attr-defined]
     pnw.Choice = lambda *choices: ("Choice", choices)  # type: ignore[attr-defined]
     pnw.WithinRange = lambda low, high: ("WithinRange", low, high)  # type: ignore[attr-defined]
-    for name, module in (("ScriptedLoadableModule", slm), ("parameterNodeWrapper", pnw)):
+    i18n = types.ModuleType("slicer.i18n")  # Slicer's translation functions: identity without Qt
+    i18n.tr = lambda text: text  # type: ignore[attr-defined]
+    i18n.translate = lambda context, text: text  # type: ignore[attr-defined]
+    for name, module in (("ScriptedLoadableModule", slm), ("parameterNodeWrapper", pnw), ("i18n", i18n)):
         sys.modules.setdefault(f"slicer.{name}", module)
         setattr(slicer, name, sys.modules[f"slicer.{name}"])
