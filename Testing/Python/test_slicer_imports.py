@@ -84,3 +84,15 @@ def test_minimum_slicer_version_is_checked_and_stated():
     assert running_slicer_problem() is None  # slicer-core has no application: nothing to check
     for path in ("README.md", "NSLFSlicer.s4ext", "CMakeLists.txt"):
         assert "5.10" in (ROOT / path).read_text(), f"{path} does not state the minimum Slicer version"
+
+
+def test_catalog_entry_follows_the_schema_and_the_extension_metadata():
+    entry = json.loads((ROOT / "Resources" / "ExtensionsIndex" / "NSLFSlicer.json").read_text())
+    allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "enabled", "scm_revision", "scm_type",
+               "scm_url", "tier"}  # fmt: skip
+    assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
+    s4ext = dict(line.split(" ", 1) for line in (ROOT / "NSLFSlicer.s4ext").read_text().splitlines()
+                 if line.strip() and not line.startswith("#") and " " in line)  # fmt: skip
+    assert entry["category"] == s4ext["category"] and entry["scm_url"] == s4ext["scmurl"]
+    assert entry["build_dependencies"] == s4ext["depends"].split()
+    assert "5.10" in (ROOT / "Resources" / "ExtensionsIndex" / "README.md").read_text()
