@@ -89,3 +89,12 @@ def test_a_file_that_does_not_match_its_checksum_is_refused_and_removed(store, t
     names = [p.name for p in (tmp_path / "case").rglob("*") if p.is_file()]
     assert f"BraTS-GLI-00001-000-{suffix}.nii.gz" not in names
     assert not [n for n in names if n.endswith(".part")]  # nothing half-written behind
+
+
+def test_the_sample_cases_nodes_assign_themselves():
+    """Loaded from the Sample Data module, the four nodes fill the inputs by name (BraTS 2023 suffixes)."""
+    from NSLFSlicerLib.assign import modality_of
+
+    assert {s["nodeName"]: modality_of(s["nodeName"]) for s in sample_data.sample_sources()} == {
+        s["nodeName"]: s["modality"] for s in sample_data.sample_sources()
+    }
