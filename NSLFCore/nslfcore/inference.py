@@ -49,6 +49,12 @@ from nslfcore.models import NSLF
 #: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
 Progress = Callable[[float, str], None]
 Mode = Literal["auto", "whole", "sequential", "sliding"]
+#: What each mode a result can come from is called in messages (one table, so no mode is missing).
+MODE_DESCRIPTIONS: dict[str, str] = {
+    "whole": "whole-volume inference",
+    "sequential": "whole-volume inference, one modality at a time",
+    "sliding": "sliding-window inference",
+}
 LabelConvention = Literal["brats2021", "brats2023"]
 Source = Case | Mapping[str, str | Path] | str | Path
 

@@ -186,3 +186,17 @@ def test_the_template_ships_with_the_package_and_needs_no_nilearn():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "(3, 189, 233, 197)" in proc.stdout
+
+
+def test_phantom_never_overwrites_cases_without_being_asked(tmp_path, capsys):
+    """Its case names are real BraTS IDs: an existing case of that name is refused, untouched, before anything is written."""
+    out = tmp_path / "d"
+    assert main(["phantom", "--out", str(out), "--n", "1", "--seed", "7", "--tiny"]) == 0
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
+    capsys.readouterr()
+    assert main(["phantom", "--out", str(out), "--n", "2", "--seed", "8", "--tiny"]) == 1
+    assert "already holds BraTS2021_00000" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == first  # unchanged, and case 1 not written
+    assert not (out / "BraTS2021_00001").exists()
+    assert main(["phantom", "--out", str(out), "--n", "2", "--seed", "8", "--tiny", "--overwrite"]) == 0
+    assert (out / "BraTS2021_00001").is_dir()

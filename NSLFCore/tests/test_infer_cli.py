@@ -95,3 +95,16 @@ def test_a_tampered_model_file_is_refused(case_dir, model_file, tmp_path, capsys
     assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(pickled)]) == 1
     assert "cannot be read safely" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("mode", ["whole", "sequential", "sliding"])
+def test_every_mode_finishes_with_its_summary(mode, model_file, case_dir, tmp_path, capsys):
+    """A run in any mode reports itself (the sequential mode once crashed after writing: KeyError in the summary)."""
+    import typing
+
+    from nslfcore.inference import MODE_DESCRIPTIONS, Mode
+
+    assert set(typing.get_args(Mode)) - {"auto"} == set(MODE_DESCRIPTIONS)
+    out = tmp_path / f"out-{mode}"
+    assert nslf(["run", *_files(case_dir), "--out", str(out), "--model", str(model_file), "--mode", mode]) == 0
+    assert f": {MODE_DESCRIPTIONS[mode]} on cpu; wrote" in capsys.readouterr().out

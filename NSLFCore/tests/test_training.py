@@ -281,3 +281,16 @@ def test_time_limit_ends_each_stage_early_and_goes_on(tiny_data, tmp_path):
         assert load_checkpoint(run_dir / f"stage{stage}_best.pt")["epoch"] == 1
     with pytest.raises(ValueError, match="time_limit_s"):
         TrainingOptions(time_limit_s=0)
+
+
+def test_a_stale_stop_file_does_not_stop_the_resumed_run(tiny_data, tmp_path):
+    """Stop (STOP file), then --resume: the old STOP is cleared at the start, the run goes to the end."""
+    from nslfcore.training.trainer import STOP_FILE
+
+    run_dir = tmp_path / "run"
+    options = _stage1_options(epochs=2)
+    run_dir.mkdir()
+    (run_dir / STOP_FILE).write_text("")  # as the Slicer panel's Stop leaves it
+    assert train(str(tiny_data), run_dir, PRESETS["compact"], options) == "completed"
+    assert not (run_dir / STOP_FILE).exists()
+    assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 2

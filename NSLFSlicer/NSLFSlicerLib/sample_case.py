@@ -41,7 +41,8 @@ def is_generated(folder: str | Path) -> bool:
 def generate_command(folder: str | Path) -> tuple[list[str], dict[str, str]]:
     """The command (and extra environment) that writes the sample case into ``folder`` (run it with a ProcessRunner)."""
     engine_path = str(Path(nslfcore.__file__).resolve().parents[1])
-    args = [python_executable(), "-m", "nslfcore.cli", "phantom", "--out", str(folder), "--n", "1", "--seed", str(SEED)]
+    args = [python_executable(), "-m", "nslfcore.cli", "phantom", "--out", str(folder), "--n", "1", "--seed", str(SEED),
+            "--overwrite"]  # its own folder: a half-written earlier try is replaced
     return args, {"PYTHONPATH": engine_path}
 
 

@@ -21,7 +21,6 @@ import numpy as np
 
 from nslfcore import MODALITIES
 
-_MODES = {"whole": "whole-volume inference", "sliding": "sliding-window inference"}
 _OUTPUTS = {"fuse": ("fused.nii.gz",), "segment": ("seg.nii.gz",), "run": ("fused.nii.gz", "seg.nii.gz")}
 
 
@@ -76,7 +75,7 @@ def _print_progress(fraction: float, message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nslfcore.inference import as_case, resolve_device
+    from nslfcore.inference import MODE_DESCRIPTIONS, as_case, resolve_device
     from nslfcore.inference import run as infer
     from nslfcore.model_store import REGISTRY_NAME, default_model, load_model, registry_folder
 
@@ -123,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         _clean_up(temps, args.out if created else None)
         raise
     t = result.timings
-    print(f"nslf {args.task}: {case.name} with model {info.id!r}: {_MODES[result.mode]} on {result.device}; wrote "
+    print(f"nslf {args.task}: {case.name} with model {info.id!r}: {MODE_DESCRIPTIONS.get(result.mode, result.mode)} on {result.device}; wrote "
           + ", ".join(str(p) for p in outputs))  # fmt: skip
     print(f"nslf {args.task}: time {time.perf_counter() - clock:.1f} s (reading and model {prepared_s:.1f} s, "
           f"preprocessing {t['preprocess']:.1f} s, network {t['inference']:.1f} s, pasting back {t['postprocess']:.1f} s, "

@@ -20,6 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--start", type=int, default=0, help="index of the first case (names BraTS2021_XXXXX)")
     parser.add_argument("--tiny", action="store_true", help="small procedural phantoms (numpy + torch only)")
     parser.add_argument("--size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="tiny phantom size in voxels (z y x), default 48 48 48")
+    parser.add_argument("--overwrite", action="store_true", help="replace cases of the same names already in --out")
     parser.set_defaults(func=run)
 
 
@@ -41,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         last[0] = now
 
     try:
-        write_phantom_dataset(args.out, args.n, args.seed, args.tiny, args.size, args.start, progress)
-    except (ModuleNotFoundError, FileNotFoundError, ValueError) as error:
+        write_phantom_dataset(args.out, args.n, args.seed, args.tiny, args.size, args.start, progress, args.overwrite)
+    except (ModuleNotFoundError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"error: {error}")
         return 1
     total = time.perf_counter() - start

@@ -20,7 +20,7 @@ import numpy as np
 
 from nslfcore.data.brats import load_case
 from nslfcore.data.case import Case, CaseFiles
-from nslfcore.data.transforms import CropRecord, PreprocessedCase, preprocess_case
+from nslfcore.data.transforms import DEFAULT_NORMALIZATION, CropRecord, PreprocessedCase, preprocess_case
 
 #: Bump when the preprocessing code changes what it produces.
 CACHE_VERSION = 1
@@ -30,7 +30,7 @@ class CaseCache:
     """Preprocessed cases by name, in memory and optionally on disk.
 
     Args:
-        normalization: ``"paper"`` or ``"zscore"`` (see :func:`~nslfcore.data.transforms.normalize`).
+        normalization: ``"robust"`` (default), ``"paper"`` or ``"zscore"`` (see :func:`~nslfcore.data.transforms.normalize`).
         margin: voxels kept around the brain box.
         cache_dir: folder for ``.npy`` entries, or ``None`` for memory only.
         in_memory: keep entries in this process's memory (set ``False`` for data sets larger
@@ -38,7 +38,7 @@ class CaseCache:
     """
 
     def __init__(
-        self, normalization: str = "paper", margin: int = 0, cache_dir: str | Path | None = None, in_memory: bool = True
+        self, normalization: str = DEFAULT_NORMALIZATION, margin: int = 0, cache_dir: str | Path | None = None, in_memory: bool = True
     ) -> None:
         self.normalization = normalization
         self.margin = int(margin)

@@ -38,7 +38,7 @@ class BratsCropDataset(Dataset):
         tumour_fraction: share of training crops centred on a tumour voxel (the rest on other brain voxels).
         augment: apply the augmentations of :func:`~nslfcore.data.transforms.train_transforms`.
         samples_per_case: items per case per epoch.
-        cache: the :class:`~nslfcore.data.cache.CaseCache` (default: in memory, ``"paper"`` normalisation).
+        cache: the :class:`~nslfcore.data.cache.CaseCache` (default: in memory, ``"robust"`` normalisation).
         seed: base seed; item ``i`` of epoch seed ``e`` (see :meth:`set_epoch`) is a pure function of
             ``(seed, e, i)``, also with DataLoader worker processes.
 
@@ -66,7 +66,7 @@ class BratsCropDataset(Dataset):
         self.cache = cache if cache is not None else CaseCache()
         self.seed = int(seed)
         self.epoch_seed = 0
-        clip = self.cache.normalization == "paper"
+        clip = self.cache.normalization in ("paper", "robust")  # [0, 1] intensities
         self.transform = (
             train_transforms(self.crop_size, tumour_fraction, augment, clip_to_unit=clip)
             if train

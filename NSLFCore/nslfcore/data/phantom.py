@@ -145,8 +145,19 @@ def write_phantom_dataset(
     size: Sequence[int] | None = None,
     start: int = 0,
     progress: Callable[[int, Path], None] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Generate and write cases ``start .. start + n - 1``; ``size`` (z, y, x) only for ``tiny``. Returns the folders."""
+    """Generate and write cases ``start .. start + n - 1``; ``size`` (z, y, x) only for ``tiny``. Returns the folders.
+
+    The case names are real BraTS IDs, so a folder that already holds one of them is refused
+    (``FileExistsError``, before anything is written) unless ``overwrite``.
+    """
+    taken = [case_name(i) for i in range(start, start + n) if (Path(out) / case_name(i)).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
+            "choose another folder or --start, or pass --overwrite to replace them."
+        )
     folders = []
     for index in range(start, start + n):
         if tiny:

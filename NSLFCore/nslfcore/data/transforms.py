@@ -48,7 +48,13 @@ from nslfcore.data.case import Case, Geometry
 #: Crop sizes (z, y, x) of the paper: fusion stages 1-2 and segmentation stage 3.
 FUSION_CROP: tuple[int, int, int] = (64, 80, 80)
 SEGMENTATION_CROP: tuple[int, int, int] = (64, 160, 160)
-NORMALIZATIONS: tuple[str, ...] = ("paper", "zscore")
+NORMALIZATIONS: tuple[str, ...] = ("robust", "paper", "zscore")
+#: The default: the paper's min-max, blind to isolated extreme voxels (see :func:`normalize`).
+DEFAULT_NORMALIZATION = "robust"
+#: ``"robust"``: brain percentiles that bound the normal range, and how far beyond it (in units of
+#: that range) a voxel must lie to count as an outlier.
+OUTLIER_PERCENTILES: tuple[float, float] = (0.01, 99.99)
+OUTLIER_MARGIN = 0.5
 
 
 def brain_mask(image: np.ndarray) -> np.ndarray:
@@ -56,24 +62,44 @@ def brain_mask(image: np.ndarray) -> np.ndarray:
     return np.any(np.asarray(image) > 0, axis=0)
 
 
-def normalize(image: np.ndarray, mask: np.ndarray, method: str = "paper") -> np.ndarray:
+def _outliers(channel: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Brain voxels of ``channel`` beyond :data:`OUTLIER_PERCENTILES` by more than :data:`OUTLIER_MARGIN` x the range, or ``None``."""
+    values = channel[mask]
+    if values.size < 100:
+        return None
+    low, high = np.percentile(values, OUTLIER_PERCENTILES)
+    margin = OUTLIER_MARGIN * float(high - low)
+    outliers = mask & ((channel > high + margin) | (channel < low - margin))
+    return outliers if outliers.any() else None
+
+
+def normalize(image: np.ndarray, mask: np.ndarray, method: str = DEFAULT_NORMALIZATION) -> np.ndarray:
     """Normalise each modality of ``image`` ``(C, z, y, x)`` using brain voxels ``mask`` ``(z, y, x)``.
 
     ``"paper"``: ``x - mean(x[brain])``, then ``(x - min) / (max - min)`` over the whole volume
-    -> [0, 1] (background -> 0). ``"zscore"``: ``(x - mean) / std`` over brain voxels, 0 outside.
-    A constant modality becomes all zeros. Returns float32 of the same shape.
+    -> [0, 1] (background -> 0). ``"robust"`` (default): the same, except that isolated extreme
+    brain voxels (beyond the brain's 0.01-99.99th percentile range by more than half that range:
+    a hot pixel, a 32767 spike, a reconstruction artefact) take no part in the mean, min and max
+    and are clipped to [0, 1] afterwards; on a volume without such voxels it equals ``"paper"``
+    exactly, so models trained with either agree. ``"zscore"``: ``(x - mean) / std`` over brain
+    voxels, 0 outside. A constant modality becomes all zeros. Returns float32 of the same shape.
     """
     if method not in NORMALIZATIONS:
         raise ValueError(f"normalization {method!r} is unknown; use one of {NORMALIZATIONS}.")
     out = np.empty(image.shape, dtype=np.float32)
     any_brain = bool(mask.any())
     for c, channel in enumerate(np.asarray(image, dtype=np.float32)):
-        values = channel[mask] if any_brain else channel.ravel()
+        outliers = _outliers(channel, mask) if method == "robust" and any_brain else None
+        inliers = mask if outliers is None else mask & ~outliers
+        values = channel[inliers] if any_brain else channel.ravel()
         mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
-        if method == "paper":
+        if method in ("paper", "robust"):
             shifted = channel - np.float32(mean)
-            low, high = float(shifted.min()), float(shifted.max())
+            kept = shifted if outliers is None else shifted[~outliers]
+            low, high = float(kept.min()), float(kept.max())
             out[c] = (shifted - low) / (high - low) if high > low else 0.0
+            if outliers is not None:
+                np.clip(out[c], 0.0, 1.0, out=out[c])
         else:
             std = float(values.std(dtype=np.float64)) if values.size else 0.0
             out[c] = np.where(mask, (channel - np.float32(mean)) / np.float32(std if std > 0 else 1.0), 0.0)
@@ -161,7 +187,7 @@ class PreprocessedCase:
     record: CropRecord
 
 
-def preprocess_case(case: Case, normalization: str = "paper", margin: int = 0) -> PreprocessedCase:
+def preprocess_case(case: Case, normalization: str = DEFAULT_NORMALIZATION, margin: int = 0) -> PreprocessedCase:
     """Brain mask -> crop to the brain box (+ ``margin`` voxels) -> normalise; see the module docstring."""
     stack = case.stacked()
     mask = brain_mask(stack)

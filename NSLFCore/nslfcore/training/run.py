@@ -26,7 +26,7 @@ from nslfcore.data.validation import case_problems
 from nslfcore.models import NSLF
 from nslfcore.training.events import EventWriter
 from nslfcore.training.options import TrainingOptions
-from nslfcore.training.trainer import DistributedContext, Trainer
+from nslfcore.training.trainer import STOP_FILE, DistributedContext, Trainer
 
 
 class TrainingSetupError(ValueError):
@@ -124,7 +124,7 @@ def _phantom_folder(spec: DataSpec, run_dir: Path, seed: int, context: Distribut
     folder = run_dir / "data" / f"{spec.describe().replace(':', '-')}-seed{seed}"
     marker = folder / ".complete"
     if context.is_main and not marker.exists():
-        write_phantom_dataset(folder, spec.phantom_count, seed=seed, tiny=spec.tiny)
+        write_phantom_dataset(folder, spec.phantom_count, seed=seed, tiny=spec.tiny, overwrite=True)  # its own folder
         marker.write_text(json.dumps({"count": spec.phantom_count, "seed": seed, "tiny": spec.tiny}))
     if context.active:
         dist.barrier()
@@ -213,6 +213,10 @@ def train(
                 indent=2,
             )
         )  # fmt: skip
+    if context.is_main:  # a STOP left by an earlier stop would end this run after its first step
+        (run_dir / STOP_FILE).unlink(missing_ok=True)
+    if context.active:
+        dist.barrier()
     writer = EventWriter(events, enabled=context.is_main)
     status = "failed"
     try:
