@@ -7,6 +7,7 @@ Each command module exposes ``add_parser(subparsers)`` which registers its sub-p
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``nslf`` parser with every available sub-command registered."""
     parser = argparse.ArgumentParser(prog="nslf", description="NSLF multi-modal brain MRI fusion and segmentation.")
     parser.add_argument("--version", action="version", version=f"nslfcore {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -49,7 +51,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"nslf {args.command}: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as error:  # the one error path of every command: one sentence, no traceback
+        if args.debug:
+            raise
+        print(f"nslf {args.command}: error: {describe_error(error)}", file=sys.stderr)
+        return 1
+
+
+def describe_error(error: BaseException) -> str:
+    """One sentence for an error that reached the command line: the cause and, where known, what to do."""
+    if isinstance(error, OSError) and error.errno is not None:
+        where = error.filename or "a file"
+        if error.errno == errno.ENOSPC:
+            return f"the disk is full while writing {where}; free some space or choose another output folder."
+        if error.errno in (errno.EACCES, errno.EPERM):
+            return f"permission denied for {where}; choose a folder you can write to, or fix its permissions."
+        if error.errno == errno.EROFS:
+            return f"{where} is on a read-only file system; choose another output folder."
+        if error.errno == errno.ELOOP:
+            return f"{where} is a symbolic link loop; point it at a real file."
+        if error.errno == errno.ENOTDIR:
+            return f"{where}: a path component is a file, not a folder; choose another path."
+        if error.errno == errno.EEXIST:
+            return f"{where} already exists; choose another path."
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 if __name__ == "__main__":

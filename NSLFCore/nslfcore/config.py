@@ -133,5 +133,9 @@ def get_config(name_or_path: str) -> NSLFConfig:
 
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
-        return NSLFConfig.from_json(path.read_text())
+        try:
+            return NSLFConfig.from_json(path.read_text())
+        except Exception as error:  # malformed JSON, a list, wrong field types: say which file
+            raise ValueError(f"Configuration file {path} is not a valid NSLF configuration ({error}); "
+                             "start from a preset's JSON (NSLFConfig.to_json).") from None  # fmt: skip
     raise ValueError(f"Unknown configuration {name_or_path!r}: use one of {sorted(PRESETS)} or a path to a .json file.")

@@ -113,10 +113,18 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     assert not list(run_dir.glob(".*.tmp"))
 
 
-def test_graceful_stop_file_writes_a_checkpoint_mid_epoch(tiny_data, tmp_path):
+def test_graceful_stop_file_writes_a_checkpoint_mid_epoch(tiny_data, tmp_path, monkeypatch):
+    from nslfcore.training import trainer as trainer_module
+
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "STOP").touch()
+    first_step = trainer_module.Trainer.train_step
+
+    def step_then_stop(self, batch):  # the user presses Stop while the first step runs
+        terms = first_step(self, batch)
+        (self.run_dir / "STOP").touch()
+        return terms
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step_then_stop)
     assert train(str(tiny_data), run_dir, PRESETS["compact"], _stage1_options()) == "stopped"
     state = load_checkpoint(run_dir / "stage1.pt")
     assert state["epoch"] == 0 and state["batch_in_epoch"] == 1 and state["step"] == 1

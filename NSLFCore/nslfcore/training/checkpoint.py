@@ -68,7 +68,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt, truncated, or needs full pickle
-        raise ValueError(f"Checkpoint {path} cannot be read safely ({type(error).__name__}: {error}).") from error
+        # torch's own text advises weights_only=False, i.e. running whatever the file contains: never pass it on.
+        if "unsupported global" in str(error).lower():
+            why = "it holds Python objects that only full (unsafe) unpickling could load; use a file written by nslf train"
+        else:
+            why = "it is truncated or damaged; copy or download it again"
+        raise ValueError(f"Checkpoint {path} cannot be read safely: {why}.") from error
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not an NSLF checkpoint (no format marker {FORMAT!r}).")
     if data.get("format_version", 0) > FORMAT_VERSION:

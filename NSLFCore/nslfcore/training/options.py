@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,6 +79,15 @@ class TrainingOptions:
             raise ValueError(f"stages must be an increasing selection of 1, 2, 3; got {self.stages}.")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.samples_per_case < 1:
             raise ValueError("epochs, batch_size, patience and samples_per_case must be at least 1.")
+        for name in ("lr", "fine_tune_lr", "min_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}.")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}.")
+        bad = [(n, w) for n, w in self.loss_weights if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0)]
+        if bad:
+            raise ValueError(f"Loss weights must be finite and >= 0; got {', '.join(f'{n}={w}' for n, w in bad)}.")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s}.")
         if not 0.0 <= self.tumour_fraction <= 1.0:

@@ -176,9 +176,12 @@ def train(
     context = distributed_context()
     torch_device = _select_device(device, context)
     init = Path(init) if init is not None else None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingSetupError(f"--out {run_dir} is a file; give a folder for the run.")
     check_stage_order(options.stages, run_dir, init)
     if not resume and any(run_dir.glob("stage*.pt")):
         raise TrainingSetupError(f"{run_dir} already holds checkpoints; use --resume to continue or another --out.")
+    weights = initial_weights(init, config) if init is not None else None  # checked before anything is written
     if spec.folder is not None:
         cases, split = folder_cases(spec.folder)
     else:
@@ -187,8 +190,8 @@ def train(
 
     _seed_everything(options.seed, options.deterministic)
     model = NSLF(config)  # same initialisation on every rank (DDP also broadcasts rank 0's)
-    if init is not None:
-        model.load_state_dict(initial_weights(init, config))
+    if weights is not None:
+        model.load_state_dict(weights)
     cache = CaseCache(cache_dir=cache_dir)
     train_cases, valid_cases = select_cases(cases, split["train"]), select_cases(cases, split["valid"])
 

@@ -1,0 +1,127 @@
+"""Fault corpus (issue 12, first part): bad arguments and files give one sentence and exit non-zero, write nothing.
+
+Every case runs the real command (``nslf ...`` in-process) and asserts the exit code, the message,
+that no traceback escaped (the command-line error path catches everything; ``--debug`` shows it),
+and that nothing was written or changed.
+"""
+
+from __future__ import annotations
+
+import errno
+import pickle
+from pathlib import Path
+
+import pytest
+
+from nslfcore.cli import describe_error
+from nslfcore.cli import main as nslf
+from nslfcore.data.phantom import write_phantom_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fault-data")
+    write_phantom_dataset(folder, 3, seed=11, tiny=True, size=(32, 32, 32))
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.exists() else {}
+
+
+def _train(tiny_data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(tiny_data), "--out", str(out), "--stage", "1", "--epochs", "1",
+            "--fusion-crop", "32", "32", "32", *extra]  # fmt: skip
+
+
+class _Evil:
+    def __reduce__(self):  # what an attacker's "model" would run under full unpickling
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lr", "-1"], "lr must be a positive number"),
+        (["--lr", "nan"], "lr must be a positive number"),
+        (["--loss-weight", "stage1.reconstruction=nan"], "Loss weights must be finite and >= 0"),
+        (["--loss-weight", "stage1.reconstruction=-1"], "Loss weights must be finite and >= 0"),
+        (["--fine-tune-lr", "0"], "fine_tune_lr must be a positive number"),
+    ],
+)
+def test_bad_training_numbers_are_refused_before_anything_is_written(extra, message, tiny_data, tmp_path, capsys):
+    before = _snapshot(tiny_data)
+    out = tmp_path / "run"
+    assert nslf(_train(tiny_data, out, *extra)) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and _snapshot(tiny_data) == before
+
+
+def test_a_file_as_the_run_folder_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("my notes")
+    assert nslf(_train(tiny_data, out)) == 1
+    assert "is a file; give a folder" in capsys.readouterr().err and out.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("kind", ["garbage", "pickle"])
+def test_a_bad_init_file_writes_nothing_and_never_advises_unsafe_loading(kind, tiny_data, tmp_path, capsys):
+    init = tmp_path / "model.pt"
+    if kind == "garbage":
+        init.write_bytes(b"\x00not a checkpoint" * 50)
+    else:
+        init.write_bytes(pickle.dumps({"format": "nslf-checkpoint", "model": _Evil()}, protocol=2))  # as torch.save writes
+    out = tmp_path / "run"
+    assert nslf(_train(tiny_data, out, "--init", str(init))) == 1
+    captured = capsys.readouterr()
+    assert "pwned" not in captured.out + captured.err
+    assert f"--init {init}" in captured.err and "weights_only=False" not in captured.err
+    assert ("unsafe" in captured.err) if kind == "pickle" else ("truncated or damaged" in captured.err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content", ["[]", '{"cunet_widths": "wide"}', "{not json"])
+def test_a_malformed_configuration_file_is_named(content, tiny_data, tmp_path, capsys):
+    config = tmp_path / "net.json"
+    config.write_text(content)
+    out = tmp_path / "run"
+    assert nslf(_train(tiny_data, out, "--config", str(config))) == 1
+    err = capsys.readouterr().err
+    assert f"Configuration file {config} is not a valid NSLF configuration" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_score_with_a_text_file_as_labels_is_one_sentence(tiny_data, tmp_path, capsys):
+    labels = tmp_path / "labels.nii.gz"
+    labels.write_text("these are not labels")
+    case = next(p for p in tiny_data.iterdir() if p.is_dir())
+    assert nslf(["score", "--case", str(case), "--labels", str(labels)]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(labels) in err
+
+
+def test_unexpected_errors_are_one_sentence_unless_debug(tiny_data, tmp_path, capsys, monkeypatch):
+    import nslfcore.commands.check_data as check_data
+
+    def broken(args):
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr(check_data, "run", broken)
+    assert nslf(["check-data", str(tiny_data)]) == 1
+    assert capsys.readouterr().err.strip() == "nslf check-data: error: something inside broke."
+    with pytest.raises(RuntimeError):
+        nslf(["--debug", "check-data", str(tiny_data)])
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (errno.ENOSPC, "the disk is full while writing /out/fused.nii.gz"),
+        (errno.EACCES, "permission denied for /out/fused.nii.gz"),
+        (errno.EROFS, "read-only file system"),
+        (errno.ELOOP, "symbolic link loop"),
+    ],
+)
+def test_file_system_errors_name_their_cause(code, words):
+    assert words in describe_error(OSError(code, "os text", "/out/fused.nii.gz"))
