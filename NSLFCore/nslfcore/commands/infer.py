@@ -13,6 +13,7 @@ voxel: background, NCR, ED, ET; a NIfTI vector image, nibabel shape ``(x, y, z, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nslfcore import MODALITIES
+from nslfcore.data.output import OutputLock, install
 
 _OUTPUTS = {"fuse": ("fused.nii.gz",), "segment": ("seg.nii.gz",), "run": ("fused.nii.gz", "seg.nii.gz")}
 
@@ -81,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     names = list(_OUTPUTS[args.task]) + (["probabilities.nii.gz"] if args.probabilities else [])
     outputs = [args.out / n for n in names]
-    temps = [p.with_name(f".partial-{p.name}") for p in outputs]  # hidden, still ending in .nii.gz
+    temps = [p.with_name(f".partial-{os.getpid()}-{p.name}") for p in outputs]  # hidden, this run's own, still .nii.gz
     created = not args.out.exists()
+    lock: OutputLock | None = None
     clock = time.perf_counter()
     try:
         source = _source(args)
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         case = as_case(source)  # reads and validates the inputs
         model, info = load_model(args.model, download=args.download)
         args.out.mkdir(parents=True, exist_ok=True)  # before computing: an unwritable folder fails now
+        lock = OutputLock(args.out, f"nslf {args.task}").acquire()  # a second run into this folder is refused
         prepared_s = time.perf_counter() - clock
         result = infer(
             case, model, fuse=args.task != "segment", segment=args.task != "fuse", device=device, mode=args.mode,
@@ -110,15 +114,19 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         for name, temp in zip(names, temps):
             _write(name, result, temp)
-        for temp, final in zip(temps, outputs):
-            temp.replace(final)
+        install(zip(temps, outputs))  # every file read back before any previous result is replaced
         write_s = time.perf_counter() - start
+        lock.release()
     except (ValueError, OSError, MemoryError, RuntimeError) as error:  # DataValidationError, ModelError: ValueErrors
+        if lock is not None:
+            lock.release()
         _clean_up(temps, args.out if created else None)
         kind = "error" if isinstance(error, (ValueError, OSError)) else f"error ({type(error).__name__})"
         print(f"nslf {args.task}: {kind}: {_one_line(error)}", file=sys.stderr)
         return 1
     except BaseException:
+        if lock is not None:
+            lock.release()
         _clean_up(temps, args.out if created else None)
         raise
     t = result.timings

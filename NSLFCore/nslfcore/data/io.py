@@ -7,12 +7,14 @@ Arrays are ``(z, y, x)`` (SimpleITK order); geometry is ``(x, y, z)``, mm, LPS
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from nslfcore.data.case import Geometry
+from nslfcore.data.output import install
 
 #: File name endings recognised as images.
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -44,7 +46,9 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, dtype: 
     """Write a ``(z, y, x)`` array on ``geometry`` to ``path`` (format from the suffix, compressed).
 
     ``dtype`` converts the voxels first (e.g. ``np.int16``, ``np.uint8``); values are rounded for
-    integer types. Returns the path.
+    integer types. Atomic and verified: a temporary file is written, read back completely and
+    renamed onto ``path``, so ``path`` is either the previous file or the complete new one; a
+    failed write (a full disk) raises ``OSError``. Returns the path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,5 +58,13 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, dtype: 
             info = np.iinfo(dtype)
             data = np.clip(np.rint(data), info.min, info.max)
         data = data.astype(dtype)
-    sitk.WriteImage(geometry.to_image(data), str(path), True)
+    # SimpleITK reports no error when a write runs out of disk and leaves a truncated file: write to a
+    # temporary name beside the target, read it back, then rename (nslfcore.data.output).
+    temp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        sitk.WriteImage(geometry.to_image(data), str(temp), True)
+        install([(temp, path)])
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     return path
