@@ -43,7 +43,7 @@ from nslfcore.data.brats import find_cases, load_case
 from nslfcore.data.case import Case, CaseFiles, Geometry
 from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
-from nslfcore.data.validation import DataValidationError
+from nslfcore.data.validation import DataValidationError, plausibility_problems
 from nslfcore.models import NSLF
 
 #: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
@@ -103,6 +103,8 @@ def check_case(case: Case) -> None:
             )
         elif np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             problems.append(f"{case.name}: the {modality} volume has NaN or infinite voxels; clean or mask it first.")
+    if not problems:
+        problems = plausibility_problems(case.name, {m: np.asarray(case.images[m]) for m in MODALITIES})
     if problems:
         raise DataValidationError(problems)
 

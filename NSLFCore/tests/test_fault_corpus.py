@@ -125,3 +125,87 @@ def test_unexpected_errors_are_one_sentence_unless_debug(tiny_data, tmp_path, ca
 )
 def test_file_system_errors_name_their_cause(code, words):
     assert words in describe_error(OSError(code, "os text", "/out/fused.nii.gz"))
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    import torch
+
+    from nslfcore.config import PRESETS
+    from nslfcore.models import NSLF
+    from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
+
+    torch.manual_seed(0)
+    model = NSLF(PRESETS["compact"])
+    path = tmp_path / "model.pt"
+    atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
+                                     model=model.state_dict()), path)  # fmt: skip
+    return path
+
+
+def _case_files(case: Path) -> dict[str, Path]:
+    from nslfcore import MODALITIES
+
+    return {m: next(case.glob(f"*_{m}.nii.gz")) for m in MODALITIES}
+
+
+def _run_files(files: dict[str, Path], out: Path, model: Path) -> list[str]:
+    args = ["run", "--out", str(out), "--model", str(model)]
+    for modality, path in files.items():
+        args += [f"--{modality}", str(path)]
+    return args
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("label-as-t1", "looks like a label map"),
+        ("same-file", "are the same image"),
+        ("same-content", "are the same image"),
+        ("huge-header", "declares 1000 x 1000 x 1000 voxels"),
+    ],
+)
+def test_implausible_inputs_are_refused_before_any_work(fault, message, tiny_data, tmp_path, model_file, capsys):
+    import shutil
+
+    import numpy as np
+
+    from nslfcore.data.case import Geometry
+    from nslfcore.data.io import write_image
+
+    case = next(p for p in sorted(tiny_data.iterdir()) if p.is_dir())
+    files = _case_files(case)
+    if fault == "label-as-t1":
+        files["t1"] = next(case.glob("*_seg.nii.gz"))
+    elif fault == "same-file":
+        files = dict.fromkeys(files, files["t1"])
+    elif fault == "same-content":
+        copy = tmp_path / "t2_copy_of_t1.nii.gz"
+        shutil.copyfile(files["t1"], copy)
+        files["t2"] = copy
+    else:  # a tiny file whose header declares 1000^3 voxels: refused from the header, never allocated
+        huge = tmp_path / "huge.nii"
+        write_image(np.zeros((2, 2, 2), np.float32), Geometry(size=(2, 2, 2), spacing=(1.0, 1.0, 1.0)), huge)
+        data = bytearray(huge.read_bytes())
+        dims = np.array([3, 1000, 1000, 1000, 1, 1, 1, 1], dtype=np.int16)  # dim[0..7] of the NIfTI-1 header
+        data[40:56] = dims.tobytes()
+        huge.write_bytes(bytes(data))
+        files["flair"] = huge
+    out = tmp_path / "out"
+    assert nslf(_run_files(files, out, model_file)) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_out_inside_the_case_folder_is_refused(tiny_data, tmp_path, model_file, capsys):
+    import shutil
+
+    case = shutil.copytree(next(p for p in sorted(tiny_data.iterdir()) if p.is_dir()), tmp_path / "case")
+    before = _snapshot(case)
+    for out in (case, case / "results"):
+        assert nslf(["run", "--case", str(case), "--out", str(out), "--model", str(model_file), "--overwrite"]) == 1
+        assert "the input folder" in capsys.readouterr().err
+    files = _case_files(case)
+    assert nslf(_run_files(files, case, model_file)) == 1
+    assert _snapshot(case) == before  # no result became part of the case

@@ -66,6 +66,20 @@ def _source(args: argparse.Namespace) -> Path | dict[str, Path]:
     return files
 
 
+def _check_out_is_not_an_input_folder(out: Path, source) -> None:
+    """Refuse ``--out`` inside the ``--case`` folder or equal to an input's folder: a ``seg.nii.gz`` written
+    there would be read back as that case's ground truth (``check-data``, training)."""
+    target = out.resolve()
+    if isinstance(source, Path):
+        folders, inside = [source.resolve()], True
+    else:
+        folders, inside = sorted({Path(p).resolve().parent for p in source.values()}), False
+    for folder in folders:
+        if target == folder or (inside and target.is_relative_to(folder)):
+            raise ValueError(f"--out {out} is {'inside ' if target != folder else ''}the input folder {folder}; "
+                             "choose a folder outside it (results there would be read as part of the case).")  # fmt: skip
+
+
 def _one_line(error: BaseException) -> str:
     """The error as one line (a :class:`DataValidationError` lists one problem per line)."""
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
@@ -89,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     clock = time.perf_counter()
     try:
         source = _source(args)
+        _check_out_is_not_an_input_folder(args.out, source)
         if args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out {args.out} is a file; give a folder for the outputs.")
         existing = [str(p) for p in outputs if p.exists()]

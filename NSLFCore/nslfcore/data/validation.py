@@ -101,6 +101,68 @@ def _voxel_problems(case: str, role: str, path: Path, array: np.ndarray, convent
     return problems
 
 
+#: The most voxels one volume may declare before it is read (a BraTS volume has 8.9 M; 512^3 is 134 M).
+MAX_VOXELS = 512**3
+
+
+def _available_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 16 * 1024**3
+
+
+def header_problem(case: str, path: Path) -> str | None:
+    """Read only the header of ``path``: a declared size that cannot be a brain MR volume, or will not fit in memory.
+
+    Checked before any voxel is read, so a 1 KB file declaring 1000^3 voxels costs nothing.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None  # unreadable: the full read reports why
+    size = reader.GetSize()
+    voxels = int(np.prod(size, dtype=np.int64)) * max(1, reader.GetNumberOfComponents())
+    need = voxels * 4 * 3  # float32 working copies while reading and checking
+    if voxels > MAX_VOXELS or need > _available_bytes():
+        shown = " x ".join(str(v) for v in size)
+        return (f"{case}: {path} declares {shown} voxels ({need / 1024**3:.1f} GB to read), more than a brain MR volume "
+                "has or this machine can hold; check the file (a damaged header?) or crop it.")  # fmt: skip
+    return None
+
+
+def looks_like_labels(array: np.ndarray) -> bool:
+    """Whether a volume given as an MR modality is in fact a label map (integers, at most 5 values, all in 0-4)."""
+    if array.size == 0 or (np.issubdtype(array.dtype, np.floating) and not np.all(np.mod(array[::7], 1) == 0)):
+        return False
+    values = np.unique(array[:: max(1, array.size // 2_000_000)])
+    return 2 <= values.size <= 5 and values.min() >= 0 and values.max() <= 4
+
+
+def plausibility_problems(case: str, arrays: dict[str, np.ndarray], paths: dict[str, Path] | None = None) -> list[str]:
+    """A label map given as a modality, or two modalities that are the same image (``arrays`` by modality, ``(z, y, x)``)."""
+    def name(m: str) -> str:
+        return str(paths[m]) if paths and m in paths else f"the {m} volume"
+
+    present = [m for m in MODALITIES if m in arrays]
+    problems = [f"{case}: {name(m)} looks like a label map (only the values {sorted(np.unique(arrays[m]).tolist())}), "
+                f"not a {m} MR volume; give the {m} image." for m in present if looks_like_labels(arrays[m])]  # fmt: skip
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
+            same_file = bool(paths) and a in paths and b in paths and paths[a].resolve() == paths[b].resolve()
+            if same_file or (arrays[a].shape == arrays[b].shape and np.array_equal(arrays[a], arrays[b])):
+                problems.append(f"{case}: {a} and {b} are the same image ({name(a)}{'' if same_file else ' and ' + name(b)}); "
+                                "give four different modalities.")  # fmt: skip
+    return problems
+
+
 @dataclass
 class CaseInspection:
     """What :func:`inspect_case` found: the problems, and the volumes it could read.
@@ -128,6 +190,10 @@ def inspect_case(files: CaseFiles, require_label: bool = True) -> CaseInspection
     geometries: dict[str, Geometry] = {}
     for role, path in files.paths().items():
         reason, nonfinite = None, 0
+        too_big = header_problem(files.name, path)
+        if too_big is not None:
+            problems.append(too_big)
+            continue
         try:
             array, geometry = read_image(path)
         except RuntimeError as error:
@@ -146,6 +212,7 @@ def inspect_case(files: CaseFiles, require_label: bool = True) -> CaseInspection
         problems += _voxel_problems(files.name, role, path, array, files.label_convention, nonfinite)
         arrays[role] = array
         geometries[role] = geometry
+    problems += plausibility_problems(files.name, arrays, files.paths())
     # the reference grid is the one most modalities share (ties: MODALITIES order), so the odd file is named
     modalities = [m for m in MODALITIES if m in geometries]
     votes = [sum(not geometry_differences(geometries[m], geometries[o]) for o in modalities) for m in modalities]
