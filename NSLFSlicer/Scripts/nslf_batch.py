@@ -9,13 +9,24 @@ Per case (a folder with T1, T1ce, T2 and FLAIR files named like BraTS 2021 ``*_t
 labels), tumor_volumes.csv, scene.mrb and render.png (offscreen 3-D view). A case whose output
 folder already holds results is refused unless ``--overwrite``. ``--cases`` processes every
 sub-folder in turn, skips failed cases and prints a report; the exit code is 1 if any case failed.
+
+Nothing is lost or half-written: the input files are checked by the engine first (truncated
+``.nii.gz``, NaN/Inf, impossible header sizes, label maps or identical images given as modalities:
+Slicer's readers would zero-fill or accept them); the output folder is locked for the run
+(:class:`nslfcore.data.output.OutputLock`); results are written into a private staging folder,
+each read back (:func:`nslfcore.data.output.verify_written`, ``scene.mrb`` as a zip), and only then
+moved onto their final names, so a failure (a full disk) leaves the previous results as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the module folder holding NSLFSlicerLib
@@ -25,6 +36,10 @@ from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
 from NSLFSlicerLib.rendering import render_png  # noqa: E402
 from NSLFSlicerLib.scene_io import existing_results, save_results  # noqa: E402
 from NSLFSlicerLib.assign import load_case_folder  # noqa: E402
+
+from nslfcore.data.brats import find_cases  # noqa: E402  (on the path through NSLFSlicerLib)
+from nslfcore.data.output import OutputLock, install, verify_written  # noqa: E402
+from nslfcore.data.validation import DataValidationError, case_problems  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,25 +62,67 @@ def process_case(
     existing = existing_results(out_dir, ("render.png",))
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds results ({existing[0].name}); use --overwrite or another --out.")
+    check_inputs(case_dir)
     logic = NSLFLogicCore(create_standalone_context())
     nodes = load_case_folder(logic.context, case_dir)
     missing = [m for m in ("t1", "t1ce", "t2", "flair") if m not in nodes]
     if missing:
         raise ValueError(f"Case folder {case_dir} has no file for {', '.join(missing)}; name files like <case>_t1ce.nii.gz.")
-    outputs = logic.process(**nodes, model=model, device=device, progressCallback=lambda f, m: print(f"  {f:4.0%} {m}", flush=True))
-    paths = save_results(logic.scene, outputs, out_dir, nodes["t1"], logic.context.segmentations)
-    if render:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out_dir, "NSLF batch run"):
+        outputs = logic.process(**nodes, model=model, device=device,
+                                progressCallback=lambda f, m: print(f"  {f:4.0%} {m}", flush=True))  # fmt: skip
+        staging = out_dir / f".staging-{os.getpid()}"
         try:
-            render_png(outputs.fused, outputs.segmentation, out_dir / "render.png")
-            paths["render"] = out_dir / "render.png"
-        except RuntimeError as error:  # the results are saved; only the picture is missing
-            print(f"  render.png skipped: {error}", flush=True)
-    return paths
+            staged = save_results(logic.scene, outputs, staging, nodes["t1"], logic.context.segmentations)
+            if render:
+                try:
+                    render_png(outputs.fused, outputs.segmentation, staging / "render.png")
+                    staged["render"] = staging / "render.png"
+                except RuntimeError as error:  # the results are saved; only the picture is missing
+                    print(f"  render.png skipped: {error}", flush=True)
+            for path in staged.values():
+                verify_result(path)
+            install([(path, out_dir / path.name) for path in staged.values()], verify=False)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return {key: out_dir / path.name for key, path in staged.items()}
+
+
+def check_inputs(case_dir: Path) -> None:
+    """The engine's checks of the case's files (Slicer's readers zero-fill truncated files and read NaN as 0)."""
+    if not case_dir.is_dir():
+        raise FileNotFoundError(f"Case folder {case_dir} does not exist; check the path.")
+    found = find_cases(case_dir)
+    if len(found) != 1:
+        raise ValueError(f"{case_dir} holds {len(found)} cases; give the folder of one case.")
+    problems = case_problems(dataclasses.replace(found[0], label=None), require_label=False)
+    if problems:
+        raise DataValidationError(problems)
+
+
+def verify_result(path: Path) -> None:
+    """Read one staged result back: images by header and gzip stream, the scene bundle as a zip, others non-empty."""
+    if path.suffix == ".mrb":
+        try:
+            with zipfile.ZipFile(path) as bundle:
+                broken = bundle.testzip()
+        except (OSError, zipfile.BadZipFile) as error:
+            raise OSError(f"{path.name} was not written completely ({error}; the disk may be full); no result was replaced.") from None
+        if broken is not None:
+            raise OSError(f"{path.name} was not written completely ({broken} is damaged); no result was replaced.")
+        return
+    verify_written(path)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    cases = [args.case] if args.case else sorted(p for p in args.cases.iterdir() if p.is_dir())
+    folder = args.case or args.cases
+    if not folder.is_dir():
+        print(f"nslf_batch: {folder} is not a folder; give {'a case folder' if args.case else 'a folder of case folders'}.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    cases = [args.case] if args.case else sorted(p for p in args.cases.iterdir() if p.is_dir() and not p.name.startswith("."))
     failures: list[tuple[str, str]] = []
     for case_dir in cases:
         out_dir = args.out if args.case else args.out / case_dir.name
@@ -77,8 +134,9 @@ def main(argv: list[str]) -> int:
             for key, path in paths.items():
                 print(f"    {key:12s} {path}", flush=True)
         except Exception as error:  # a failed case is reported and skipped
-            failures.append((case_dir.name, f"{type(error).__name__}: {error}"))
-            print(f"  FAILED: {error}", flush=True)
+            text = " ".join(str(error).split())
+            failures.append((case_dir.name, text))
+            print(f"  FAILED: {text}", flush=True)
     print(f"{len(cases) - len(failures)} of {len(cases)} case(s) processed.")
     for name, reason in failures:
         print(f"  skipped {name}: {reason}")

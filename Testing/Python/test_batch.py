@@ -103,3 +103,49 @@ def test_render_png_is_not_blank(batch):
 
 
 assert slicer  # slicer-core is required by this module
+
+
+def _batch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args, "--device", "cpu", "--no-render"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("fault, message", [("truncated", "cannot read"), ("nan", "NaN or infinite voxels")])
+def test_batch_refuses_inputs_slicers_readers_would_accept(fault, message, scenario, tmp_path):
+    """ITK zero-fills a truncated .nii.gz and reads NaN as 0: the engine's checks run first."""
+    case = shutil.copytree(scenario.case_dir, tmp_path / scenario.case_dir.name)
+    t2 = next(case.glob("*_t2.nii.gz"))
+    if fault == "truncated":
+        data = t2.read_bytes()
+        t2.write_bytes(data[: len(data) * 2 // 3])
+    else:
+        from nslfcore.data.io import read_image, write_image
+
+        array, geometry = read_image(t2)
+        array = array.astype(np.float32)
+        array.flat[array.size // 2] = np.nan
+        write_image(array, geometry, t2, np.float32)
+    out = tmp_path / "out"
+    proc = _batch("--case", str(case), "--out", str(out), "--model", str(scenario.model_path))
+    assert proc.returncode == 1 and message in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_batch_on_a_missing_folder_is_one_sentence(tmp_path):
+    proc = _batch("--cases", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "is not a folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_batch_into_a_locked_folder_is_refused_and_changes_nothing(scenario, tmp_path):
+    from nslfcore.data.output import OutputLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fused.nii.gz").write_bytes(b"previous result")
+    with OutputLock(out, "NSLF batch run"):
+        proc = _batch("--case", str(scenario.case_dir), "--out", str(out), "--model", str(scenario.model_path),
+                      "--overwrite")  # fmt: skip
+    assert proc.returncode == 1 and "is being written by another NSLF batch run" in proc.stdout, proc.stdout
+    assert (out / "fused.nii.gz").read_bytes() == b"previous result"
+    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz"]  # no staging folder, no lock left
