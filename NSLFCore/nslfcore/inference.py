@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ from monai.inferers import sliding_window_inference
 from nslfcore import MODALITIES
 from nslfcore.data.brats import find_cases, load_case
 from nslfcore.data.case import Case, CaseFiles, Geometry
+from nslfcore.data.io import missing_file_reason
 from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.data.validation import DataValidationError, plausibility_problems
@@ -125,7 +127,8 @@ def as_case(source: Source) -> Case:
         if missing:
             raise ValueError(f"Missing input modalities {missing}; give t1, t1ce, t2 and flair.")
         paths = {m: Path(source[m]) for m in MODALITIES}
-        absent = [f"{paths[m]} does not exist; check the {m} path." for m in MODALITIES if not paths[m].is_file()]
+        absent = [f"{missing_file_reason(paths[m])} (the {m} input)." for m in MODALITIES
+                  if not (paths[m].is_file() and os.access(paths[m], os.R_OK))]  # fmt: skip
         if absent:
             raise DataValidationError(absent)
         return load_case(CaseFiles(name=paths["t1"].name.split(".")[0], images=paths))

@@ -228,7 +228,7 @@ def verify(path: str | Path, sha256: str, size_bytes: int | None = None) -> None
     actual = sha256_file(path)
     if actual != sha256.lower():
         raise ModelError(
-            f"Model file {path} does not match its SHA-256 checksum (expected {sha256[:12]}..., found {actual[:12]}...): "
+            f"Model file {path} does not match its SHA-256 checksum (expected {sha256}, found {actual}): "
             "it is damaged or was replaced; reinstall or download it again."
         )
 
@@ -312,8 +312,8 @@ def download_model(
         actual = digest.hexdigest()
         if actual != sha256.lower():
             raise ModelError(
-                f"The file downloaded from {base} does not match its SHA-256 checksum (expected {sha256[:12]}..., "
-                f"found {actual[:12]}...) and was deleted; check the address and the checksum."
+                f"The file downloaded from {base} does not match its SHA-256 checksum (expected {sha256}, "
+                f"found {actual}) and was deleted; check the address and the checksum."
             )
         os.replace(temp, target)
     except BaseException as error:

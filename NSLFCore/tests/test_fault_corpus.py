@@ -209,3 +209,41 @@ def test_out_inside_the_case_folder_is_refused(tiny_data, tmp_path, model_file, 
     files = _case_files(case)
     assert nslf(_run_files(files, case, model_file)) == 1
     assert _snapshot(case) == before  # no result became part of the case
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("dangling-link", "symbolic link to nothing"),
+        ("link-loop", "symbolic link to nothing"),
+        ("folder", "is a folder, not an image file"),
+        ("missing", "does not exist; check the path"),
+    ],
+)
+def test_unreachable_inputs_say_why(fault, message, tiny_data, tmp_path, model_file, capsys):
+    files = _case_files(next(p for p in sorted(tiny_data.iterdir()) if p.is_dir()))
+    bad = tmp_path / "t1.nii.gz"
+    if fault == "dangling-link":
+        bad.symlink_to(tmp_path / "gone.nii.gz")
+    elif fault == "link-loop":
+        (tmp_path / "a.nii.gz").symlink_to(bad)
+        bad.symlink_to(tmp_path / "a.nii.gz")
+    elif fault == "folder":
+        bad.mkdir()
+    files["t1"] = bad
+    assert nslf(_run_files(files, tmp_path / "out", model_file)) == 1
+    err = capsys.readouterr().err
+    assert message in err and "(the t1 input)" in err and "Traceback" not in err
+
+
+def test_checksum_mismatch_shows_both_full_digests(tmp_path):
+    import hashlib
+
+    from nslfcore.model_store import ModelError, verify
+
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    expected = "0" * 63 + "1"
+    with pytest.raises(ModelError) as error:
+        verify(model, expected)
+    assert expected in str(error.value) and hashlib.sha256(b"weights").hexdigest() in str(error.value)

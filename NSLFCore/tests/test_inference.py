@@ -253,7 +253,7 @@ def test_bad_inputs_are_refused_with_one_clear_message(model, tmp_path):
     with pytest.raises(DataValidationError, match="t2.nii.gz has origin"):
         run(paths, model)
     missing = dict(paths, flair=tmp_path / "nowhere_flair.nii.gz")
-    with pytest.raises(DataValidationError, match="nowhere_flair.nii.gz does not exist; check the flair path"):
+    with pytest.raises(DataValidationError, match="nowhere_flair.nii.gz does not exist; check the path \\(the flair input\\)"):
         run(missing, model)
     with pytest.raises(ValueError, match="Missing input modalities"):
         run({"t1": paths["t1"]}, model)

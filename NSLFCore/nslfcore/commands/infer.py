@@ -69,11 +69,11 @@ def _source(args: argparse.Namespace) -> Path | dict[str, Path]:
 def _check_out_is_not_an_input_folder(out: Path, source) -> None:
     """Refuse ``--out`` inside the ``--case`` folder or equal to an input's folder: a ``seg.nii.gz`` written
     there would be read back as that case's ground truth (``check-data``, training)."""
-    target = out.resolve()
+    target = Path(os.path.realpath(out))  # realpath: a symbolic-link loop is reported later, not raised here
     if isinstance(source, Path):
-        folders, inside = [source.resolve()], True
+        folders, inside = [Path(os.path.realpath(source))], True
     else:
-        folders, inside = sorted({Path(p).resolve().parent for p in source.values()}), False
+        folders, inside = sorted({Path(os.path.realpath(p)).parent for p in source.values()}), False
     for folder in folders:
         if target == folder or (inside and target.is_relative_to(folder)):
             raise ValueError(f"--out {out} is {'inside ' if target != folder else ''}the input folder {folder}; "

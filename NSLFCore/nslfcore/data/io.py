@@ -29,6 +29,21 @@ def strip_suffix(name: str) -> str | None:
     return None
 
 
+def missing_file_reason(path: str | Path) -> str:
+    """Why ``path`` is not a readable file, in words a user can act on (not always "it does not exist")."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"{path} is a symbolic link to nothing (dangling, or a loop); point it at the image file"
+    for parent in [*reversed(path.parents)]:
+        if parent.exists() and not os.access(parent, os.X_OK):
+            return f"{path} cannot be reached: permission denied on the folder {parent}; fix its permissions"
+    if path.is_dir():
+        return f"{path} is a folder, not an image file; give the file"
+    if path.exists() and not os.access(path, os.R_OK):
+        return f"{path} is not readable (permission denied); fix its permissions"
+    return f"{path} does not exist; check the path"
+
+
 def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
     """Read a volume; returns its voxel array ``(z, y, x)`` (file dtype) and :class:`Geometry`.
 
