@@ -79,12 +79,16 @@ def evaluate(
 
 
 def write_csv(rows: Sequence[dict[str, float | str]], path: str | Path) -> Path:
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    """Write ``rows`` as CSV to ``path`` atomically (:func:`nslfcore.data.output.atomic_write_text`)."""
+    import io
+
+    from nslfcore.data.output import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def _mean_sd(values: list[float]) -> str:

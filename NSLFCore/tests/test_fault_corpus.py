@@ -247,3 +247,30 @@ def test_checksum_mismatch_shows_both_full_digests(tmp_path):
     with pytest.raises(ModelError) as error:
         verify(model, expected)
     assert expected in str(error.value) and hashlib.sha256(b"weights").hexdigest() in str(error.value)
+
+
+def test_check_data_reports_huge_headers_and_label_maps_without_reading_them(tiny_data, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    root = tmp_path / "cases"
+    cases = [shutil.copytree(p, root / p.name) for p in sorted(p for p in tiny_data.iterdir() if p.is_dir())[:2]]
+    flair = next(cases[0].glob("*_flair.nii.gz"))
+    from nslfcore.data.case import Geometry
+    from nslfcore.data.io import write_image
+
+    huge = flair.with_name(flair.name.replace(".nii.gz", ".nii"))
+    flair.unlink()
+    write_image(np.zeros((2, 2, 2), np.float32), Geometry(size=(2, 2, 2), spacing=(1.0, 1.0, 1.0)), huge)
+    data = bytearray(huge.read_bytes())
+    data[40:56] = np.array([3, 2000, 2000, 2000, 1, 1, 1, 1], dtype=np.int16).tobytes()
+    huge.write_bytes(bytes(data))
+    t1 = next(cases[1].glob("*_t1.nii.gz"))
+    shutil.copyfile(next(cases[1].glob("*_seg.nii.gz")), t1)
+    before = _snapshot(root)
+    assert nslf(["check-data", str(root)]) == 1  # no usable case left
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "declares 2000 x 2000 x 2000 voxels" in text and "looks like a label map" in text
+    assert "Traceback" not in text and _snapshot(root) == before

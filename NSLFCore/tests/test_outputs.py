@@ -120,3 +120,96 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     (out / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "what": "nslf run"}))
     with OutputLock(out) as lock:
         assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid() and lock.held
+
+
+@pytest.fixture
+def model_and_case(tmp_path):
+    torch.manual_seed(0)
+    model = NSLF(PRESETS["compact"])
+    model_file = tmp_path / "model.pt"
+    atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
+                                     model=model.state_dict()), model_file)  # fmt: skip
+    case_dir = write_case(generate_tiny_case(seed=5, size=(48, 64, 64)), tmp_path / "cases")
+    return model_file, case_dir
+
+
+def _nslf_process(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nslfcore.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_two_concurrent_runs_into_one_folder_never_mix(model_and_case, tmp_path):
+    """Started together: one writes its results, the other is refused (or waits its turn), never a mixture."""
+    model_file, case_dir = model_and_case
+    other = write_case(generate_tiny_case(seed=9, size=(48, 64, 64)), tmp_path / "other")
+    out = tmp_path / "out"
+    runs = [_nslf_process("run", "--case", str(c), "--out", str(out), "--model", str(model_file), "--overwrite")
+            for c in (case_dir, other)]  # fmt: skip
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]
+    codes = sorted(code for code, _, _ in results)
+    for code, _, err in results:
+        assert code == 0 or ("is being written by another nslf run" in err or "already exists" in err), err
+    assert codes[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "seg.nii.gz"]  # no temporary, no lock
+    from nslfcore.data.io import read_image
+    from nslfcore.inference import run as infer
+
+    fused, _ = read_image(out / "fused.nii.gz")
+    expected = {str(c): infer(c, str(model_file), device="cpu", segment=False).fused for c in (case_dir, other)}
+    differences = {name: float(np.abs(fused - array).mean()) for name, array in expected.items()}
+    matches = [name for name, diff in differences.items() if diff < 1e-3]  # the two cases differ by ~0.1
+    assert len(matches) == 1, differences
+    winner_cases = [str(c) for c, (code, _, _) in zip((case_dir, other), results) if code == 0]
+    assert matches[0] in winner_cases  # the result is a successful run's, whole
+
+
+def test_kill_9_while_writing_leaves_old_or_new_results_never_partial(model_and_case, tmp_path):
+    """kill -9 at several moments of a run: the results are the previous ones or complete new ones; the next run cleans up."""
+    import time
+
+    model_file, case_dir = model_and_case
+    out = tmp_path / "out"
+    assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(model_file)]) == 0
+    previous = {p.name: p.read_bytes() for p in out.iterdir()}
+    for delay in (0.5, 1.5, 3.0, 5.0):
+        process = _nslf_process("run", "--case", str(case_dir), "--out", str(out), "--model", str(model_file),
+                                "--overwrite", "--mode", "sliding")  # fmt: skip
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        for name in ("fused.nii.gz", "seg.nii.gz"):
+            verify_written(out / name)  # complete, whichever it is
+            assert len((out / name).read_bytes()) > 0
+    assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(model_file), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(previous)  # stale lock taken over, temporaries removed
+
+
+def test_a_read_only_output_folder_is_named(full_disk, model_and_case, capsys):
+    model_file, case_dir = model_and_case
+    out = full_disk / "out"
+    out.mkdir()
+    if subprocess.run(["mount", "-o", "remount,ro", str(full_disk)], capture_output=True).returncode:
+        pytest.skip("cannot remount the tmpfs read-only here")
+    try:
+        assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(model_file)]) == 1
+        err = capsys.readouterr().err
+        assert "Read-only file system" in err or "read-only" in err, err
+        assert "Traceback" not in err
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(full_disk)], capture_output=True)
+
+
+def test_a_second_training_into_a_locked_run_folder_is_refused(tmp_path, capsys):
+    from nslfcore.data.phantom import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 2, seed=2, tiny=True, size=(32, 32, 32))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with OutputLock(run_dir, "nslf train"):
+        args = ["train", "--data", str(data), "--out", str(run_dir), "--stage", "1", "--epochs", "1",
+                "--fusion-crop", "32", "32", "32"]  # fmt: skip
+        assert nslf(args) == 1
+        assert "is being written by another nslf train" in capsys.readouterr().err
+        assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_NAME]  # no run.json, no checkpoint
+    assert nslf(args) == 0 and not (run_dir / LOCK_NAME).exists()

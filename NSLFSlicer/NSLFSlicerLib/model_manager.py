@@ -12,10 +12,7 @@ with its SHA-256 and size, so later loads verify it. Nothing is downloaded unles
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 from . import engine, ensure_engine_on_path
 
 ensure_engine_on_path()
+from nslfcore.data.output import atomic_copy, atomic_write_text  # noqa: E402
 from nslfcore.model_store import (  # noqa: E402
     REGISTRY_NAME,
     ModelError,
@@ -107,10 +105,7 @@ def _read_user_registry(user_dir: Path) -> dict[str, Any]:
 
 def _write_user_registry(user_dir: Path, registry: dict[str, Any]) -> None:
     user_dir.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".models.", suffix=".json", dir=user_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(registry, handle, indent=2)
-    os.replace(temp, user_dir / REGISTRY_NAME)
+    atomic_write_text(user_dir / REGISTRY_NAME, json.dumps(registry, indent=2))
 
 
 def add_model(path: str | Path, user_dir: str | Path, title: str | None = None, description: str = "") -> ModelEntry:
@@ -133,7 +128,7 @@ def add_model(path: str | Path, user_dir: str | Path, title: str | None = None, 
         model_id = f"{base}-{n}"
     target = user_dir / f"{model_id}.pt"
     user_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, target)
+    atomic_copy(path, target)  # a full disk leaves no half-copied model behind
     registry["models"].append({
         "id": model_id, "title": title or model_id, "description": description or f"Added from {path}",
         "file": target.name, "sha256": sha256, "size_bytes": target.stat().st_size, "config": info.config,

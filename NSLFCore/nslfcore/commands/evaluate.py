@@ -43,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, DataValidationError) as error:
         print(f"nslf evaluate: error: {error}", file=sys.stderr)
         return 1
+    from nslfcore.data.output import OutputLock, atomic_write_text
+
     args.out.mkdir(parents=True, exist_ok=True)
-    written = [write_csv(rows, args.out / "metrics.csv")]
-    if baseline_rows is not None:
-        written.append(write_csv(baseline_rows, args.out / "metrics_baseline.csv"))
-    title = f"NSLF evaluation: {info.id} on {args.data}"
-    (args.out / "summary.md").write_text(summary_markdown(rows, title, baseline_rows))
-    written.append(args.out / "summary.md")
+    with OutputLock(args.out, "nslf evaluate"):
+        written = [write_csv(rows, args.out / "metrics.csv")]
+        if baseline_rows is not None:
+            written.append(write_csv(baseline_rows, args.out / "metrics_baseline.csv"))
+        title = f"NSLF evaluation: {info.id} on {args.data}"
+        written.append(atomic_write_text(args.out / "summary.md", summary_markdown(rows, title, baseline_rows)))
     print(f"nslf evaluate: wrote {', '.join(str(p) for p in written)}")
     return 0

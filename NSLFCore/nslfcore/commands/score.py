@@ -67,5 +67,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{case.name}: predicted {args.labels.name} against the reference labels")
     print(format_scores(row))
     if args.json is not None:
-        args.json.write_text(json.dumps(row, indent=2))
+        from nslfcore.data.output import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(row, indent=2))
     return 0

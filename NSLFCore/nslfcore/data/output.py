@@ -8,7 +8,9 @@
   atomic ``os.replace``), so a previous result is replaced only by a complete new one.
 * :class:`OutputLock` holds ``<folder>/.nslf-lock`` (created exclusively, holding the process id)
   for as long as a run writes into the folder: a second run into the same folder is refused with
-  a message naming the first; a lock left by a process that no longer exists is taken over.
+  a message naming the first; a lock left by a process that no longer exists (killed) is taken
+  over, and the temporary files that process left (``.partial-<pid>-*``, ``.tmp-<pid>-*``,
+  ``.staging-<pid>``) are removed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
+import shutil
 import socket
 import time
 import zlib
@@ -86,6 +90,59 @@ def install(pairs: Iterable[tuple[Path, Path]], verify: bool = True) -> None:
             pass
 
 
+_TEMPORARY = re.compile(r"^\.(?:partial|tmp|staging)-(\d+)(?:-|$)")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove this module's temporary files and staging folders in ``folder`` whose writing process is gone."""
+    removed = []
+    for entry in Path(folder).iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match is None or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _temporary_for(path: Path) -> Path:
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` through a temporary file (write, fsync, rename): ``path`` is old or complete."""
+    path = Path(path)
+    temp = _temporary_for(path)
+    try:
+        with open(temp, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        install([(temp, path)], verify=False)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_copy(source: str | Path, path: str | Path) -> Path:
+    """Copy ``source`` to ``path`` through a temporary file, checking the copy's size before the rename."""
+    source, path = Path(source), Path(path)
+    temp = _temporary_for(path)
+    try:
+        shutil.copyfile(source, temp)
+        if temp.stat().st_size != source.stat().st_size:
+            raise OSError(f"{path} was not written completely (the disk may be full); nothing was replaced.")
+        install([(temp, path)], verify=False)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -123,6 +180,7 @@ class OutputLock:
             with os.fdopen(fd, "w") as handle:
                 handle.write(record)
             self.held = True
+            remove_stale_temporaries(self.folder)
             return self
         raise OutputBusyError(f"{self.folder} could not be locked; choose another output folder.")
 

@@ -21,6 +21,7 @@ from nslfcore.config import NSLFConfig
 from nslfcore.data.brats import find_cases, read_split_lists, seeded_split, select_cases
 from nslfcore.data.cache import CaseCache
 from nslfcore.data.case import CaseFiles
+from nslfcore.data.output import OutputLock, atomic_write_text
 from nslfcore.data.dataset import BratsCropDataset
 from nslfcore.data.validation import case_problems
 from nslfcore.models import NSLF
@@ -182,10 +183,27 @@ def train(
     if not resume and any(run_dir.glob("stage*.pt")):
         raise TrainingSetupError(f"{run_dir} already holds checkpoints; use --resume to continue or another --out.")
     weights = initial_weights(init, config) if init is not None else None  # checked before anything is written
-    if spec.folder is not None:
-        cases, split = folder_cases(spec.folder)
-    else:
+    folder_data = folder_cases(spec.folder) if spec.folder is not None else None
+    lock = None
+    if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = OutputLock(run_dir, "nslf train").acquire()  # a second training into this run folder is refused
+        (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP left by an earlier stop would end this run at once
+    try:
+        return _train_in(run_dir, spec, folder_data, config, options, torch_device, context, events, resume, init,
+                         weights, cache_dir)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, options: TrainingOptions,
+              torch_device: torch.device, context: DistributedContext, events, resume: bool, init: Path | None,
+              weights: dict | None, cache_dir) -> str:  # fmt: skip
+    """:func:`train` once the arguments are checked and the run folder is locked."""
+    if folder_data is not None:
+        cases, split = folder_data
+    else:
         cases, split = folder_cases(_phantom_folder(spec, run_dir, options.seed, context))
 
     _seed_everything(options.seed, options.deterministic)
@@ -209,15 +227,14 @@ def train(
 
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "run.json").write_text(
+        atomic_write_text(
+            run_dir / "run.json",
             json.dumps(
                 {"config": config.to_dict(), "options": json.loads(options.to_json()), "data": spec.describe(),
                  "split": split, "init": None if init is None else str(init)},
                 indent=2,
             )
         )  # fmt: skip
-    if context.is_main:  # a STOP left by an earlier stop would end this run after its first step
-        (run_dir / STOP_FILE).unlink(missing_ok=True)
     if context.active:
         dist.barrier()
     writer = EventWriter(events, enabled=context.is_main)
