@@ -128,19 +128,8 @@ def test_file_system_errors_name_their_cause(code, words):
 
 
 @pytest.fixture
-def model_file(tmp_path):
-    import torch
-
-    from nslfcore.config import PRESETS
-    from nslfcore.models import NSLF
-    from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
-
-    torch.manual_seed(0)
-    model = NSLF(PRESETS["compact"])
-    path = tmp_path / "model.pt"
-    atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
-                                     model=model.state_dict()), path)  # fmt: skip
-    return path
+def model_file(random_model_file):
+    return random_model_file
 
 
 def _case_files(case: Path) -> dict[str, Path]:

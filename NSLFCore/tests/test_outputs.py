@@ -11,16 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from nslfcore.cli import main as nslf
-from nslfcore.config import PRESETS
 from nslfcore.data.case import Geometry
 from nslfcore.data.io import write_image
 from nslfcore.data.output import LOCK_NAME, OutputBusyError, OutputLock, verify_written
 from nslfcore.data.phantom import generate_tiny_case, write_case
-from nslfcore.models import NSLF
-from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
 GEOMETRY = Geometry(size=(32, 32, 32), spacing=(1.0, 1.0, 1.0))
 
@@ -50,12 +46,8 @@ def test_a_full_disk_raises_and_keeps_the_previous_file(full_disk):
     assert sorted(p.name for p in full_disk.iterdir()) == ["fused.nii.gz"]  # no temporary file left
 
 
-def test_nslf_run_on_a_full_disk_says_so_and_replaces_nothing(full_disk, tmp_path, capsys):
-    torch.manual_seed(0)
-    model = NSLF(PRESETS["compact"])
-    model_file = tmp_path / "model.pt"
-    atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
-                                     model=model.state_dict()), model_file)  # fmt: skip
+def test_nslf_run_on_a_full_disk_says_so_and_replaces_nothing(full_disk, tmp_path, capsys, random_model_file):
+    model_file = random_model_file
     case_dir = write_case(generate_tiny_case(seed=3, size=(48, 48, 48)), tmp_path / "cases")
     out = full_disk / "out"
     out.mkdir()
@@ -90,18 +82,14 @@ def test_a_truncated_gzip_is_caught(tmp_path, monkeypatch):
         verify_written(tmp_path / "garbage.nii.gz")
 
 
-def test_a_second_run_into_a_locked_folder_is_refused(tmp_path, capsys):
+def test_a_second_run_into_a_locked_folder_is_refused(tmp_path, capsys, random_model_file):
     out = tmp_path / "out"
     out.mkdir()
     with OutputLock(out, "nslf run"):
         with pytest.raises(OutputBusyError, match="is being written by another nslf run"):
             OutputLock(out).acquire()
         case_dir = write_case(generate_tiny_case(seed=4, size=(32, 32, 32)), tmp_path / "cases")
-        torch.manual_seed(0)
-        model_file = tmp_path / "model.pt"
-        model = NSLF(PRESETS["compact"])
-        atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
-                                         model=model.state_dict()), model_file)  # fmt: skip
+        model_file = random_model_file
         assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(model_file)]) == 1
         assert "is being written by another nslf run" in capsys.readouterr().err
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing of the refused run
@@ -123,12 +111,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
 
 
 @pytest.fixture
-def model_and_case(tmp_path):
-    torch.manual_seed(0)
-    model = NSLF(PRESETS["compact"])
-    model_file = tmp_path / "model.pt"
-    atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
-                                     model=model.state_dict()), model_file)  # fmt: skip
+def model_and_case(tmp_path, random_model_file):
+    model_file = random_model_file
     case_dir = write_case(generate_tiny_case(seed=5, size=(48, 64, 64)), tmp_path / "cases")
     return model_file, case_dir
 
