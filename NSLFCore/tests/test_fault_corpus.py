@@ -263,3 +263,12 @@ def test_check_data_reports_huge_headers_and_label_maps_without_reading_them(tin
     text = out.out + out.err
     assert "declares 2000 x 2000 x 2000 voxels" in text and "looks like a label map" in text
     assert "Traceback" not in text and _snapshot(root) == before
+
+
+def test_run_with_a_file_as_out_reports_that_and_keeps_the_file(tiny_data, tmp_path, model_file, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("my notes")
+    case = next(p for p in sorted(tiny_data.iterdir()) if p.is_dir())
+    assert nslf(["run", "--case", str(case), "--out", str(out), "--model", str(model_file)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {out} is a file; give a folder for the outputs" in err and out.read_text() == "my notes"

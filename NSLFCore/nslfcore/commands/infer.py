@@ -172,6 +172,9 @@ def _write(name: str, result, temp: Path) -> None:
 def _clean_up(temps: list[Path], created: Path | None) -> None:
     """Remove temporary outputs, and the output folder if this command created it and it is empty."""
     for temp in temps:
-        temp.unlink(missing_ok=True)
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:  # e.g. --out is a file: there is nothing to clean, and the first error is the one to report
+            pass
     if created is not None and created.is_dir() and not any(created.iterdir()):
         created.rmdir()
