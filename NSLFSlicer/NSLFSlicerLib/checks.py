@@ -93,6 +93,8 @@ def check_inputs(nodes: dict[str, Any], resample_to_reference: bool = False) -> 
                 "select a different volume for each modality."
             )
         seen.setdefault(node.GetID(), modality)
+    if not problems:
+        problems += plausibility_problems(nodes)
     if not problems and not resample_to_reference:
         for modality in MODALITIES[1:]:
             problem = geometry_problem(modality, nodes[modality], nodes["t1"])
@@ -100,3 +102,19 @@ def check_inputs(nodes: dict[str, Any], resample_to_reference: bool = False) -> 
                 problems.append(problem)
     if problems:
         raise InputError(problems)
+
+
+def plausibility_problems(nodes: dict[str, Any]) -> list[str]:
+    """A label map selected as an MR modality, or two nodes holding the same voxels (the engine's rules, naming nodes)."""
+    from nslfcore.data.validation import looks_like_labels
+
+    arrays = {m: array_view(nodes[m]) for m in MODALITIES}
+    problems = [f"The {LABELS[m]} input '{nodes[m].GetName()}' looks like a label map (only the values "
+                f"{sorted(np.unique(arrays[m]).tolist())}), not an MR volume; select the {LABELS[m]} image."
+                for m in MODALITIES if looks_like_labels(arrays[m])]  # fmt: skip
+    for i, a in enumerate(MODALITIES):
+        for b in MODALITIES[i + 1 :]:
+            if arrays[a].shape == arrays[b].shape and np.array_equal(arrays[a], arrays[b]):
+                problems.append(f"The {LABELS[a]} input '{nodes[a].GetName()}' and the {LABELS[b]} input "
+                                f"'{nodes[b].GetName()}' hold the same image; select four different modalities.")  # fmt: skip
+    return problems

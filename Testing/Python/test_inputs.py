@@ -100,3 +100,22 @@ def test_assign_inputs_from_names(logic, inputs):
     _copy(logic, inputs["t1"], "second_t1")
     with pytest.raises(InputError, match="look like the T1 volume"):
         logic.assignInputs()
+
+
+def test_label_map_and_identical_images_are_refused(logic, inputs):
+    """The engine's plausibility rules, naming the nodes: a label map as T1, two nodes with the same voxels."""
+    from NSLFSlicerLib.mrml_io import array_view
+
+    labels = array_view(inputs["t1"]).copy()
+    labels[...] = 0
+    labels[2:5, 2:5, 2:5] = 2
+    labels[3, 3, 3] = 4
+    def node_like(reference, name, array):
+        out = logic.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        set_volume(out, np.asarray(array, dtype=np.float32), reference)
+        return out
+
+    label_node = node_like(inputs["t1"], "tumour labels", labels)
+    _refused(logic, {**inputs, "t1": label_node}, "'tumour labels' looks like a label map")
+    twin = node_like(inputs["t2"], "t2 copy", array_view(inputs["t2"]).copy())
+    _refused(logic, {**inputs, "flair": twin}, "'t2 copy' hold the same image")
