@@ -45,7 +45,7 @@ from nslfcore.data.case import Case, CaseFiles, Geometry
 from nslfcore.data.io import missing_file_reason
 from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
-from nslfcore.data.validation import DataValidationError, plausibility_problems
+from nslfcore.data.validation import DataValidationError, available_ram_bytes, plausibility_problems
 from nslfcore.models import NSLF
 
 #: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
@@ -192,18 +192,7 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.7)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    try:
-        import psutil  # macOS and Windows (Slicer ships it)
-
-        return int(psutil.virtual_memory().available) // 2
-    except ImportError:
-        return 8 * 1024**3
+    return available_ram_bytes() // 2
 
 
 def _out_of_memory(error: BaseException) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nslfcore import MODALITIES
-from nslfcore.data.output import OutputLock, install
+from nslfcore.data.output import OutputLock, install, verify_written
 
 _OUTPUTS = {"fuse": ("fused.nii.gz",), "segment": ("seg.nii.gz",), "run": ("fused.nii.gz", "seg.nii.gz")}
 
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         for name, temp in zip(names, temps):
             _write(name, result, temp)
-        install(zip(temps, outputs))  # every file read back before any previous result is replaced
+        install(zip(temps, outputs), verify=False)  # each was read back by _write: all complete before any rename
         write_s = time.perf_counter() - start
         lock.release()
     except (ValueError, OSError, MemoryError, RuntimeError) as error:  # DataValidationError, ModelError: ValueErrors
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(name: str, result, temp: Path) -> None:
-    """Write one output on the input grid (compressed NIfTI) to ``temp``, a temporary name."""
+    """Write one output on the input grid (compressed NIfTI) to ``temp``, a temporary name, and read it back."""
     import SimpleITK as sitk
 
     from nslfcore.data.io import write_image
@@ -167,6 +167,7 @@ def _write(name: str, result, temp: Path) -> None:
         array = np.ascontiguousarray(np.moveaxis(result.probabilities, 0, -1))
         image = result.geometry.apply_to(sitk.GetImageFromArray(array, isVector=True))
         sitk.WriteImage(image, str(temp), True, imageIO="NiftiImageIO")
+        verify_written(temp)  # write_image verifies its own files
 
 
 def _clean_up(temps: list[Path], created: Path | None) -> None:

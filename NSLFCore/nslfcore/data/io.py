@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nslfcore.data.case import Geometry
-from nslfcore.data.output import install
+from nslfcore.data.output import install, temporary_path
 
 #: File name endings recognised as images.
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -75,7 +75,7 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, dtype: 
         data = data.astype(dtype)
     # SimpleITK reports no error when a write runs out of disk and leaves a truncated file: write to a
     # temporary name beside the target, read it back, then rename (nslfcore.data.output).
-    temp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    temp = temporary_path(path)
     try:
         sitk.WriteImage(geometry.to_image(data), str(temp), True)
         install([(temp, path)])

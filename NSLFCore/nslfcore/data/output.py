@@ -108,14 +108,17 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
-def _temporary_for(path: Path) -> Path:
+def temporary_path(path: str | Path) -> Path:
+    """This process's temporary name for ``path``: beside it, hidden, same suffix (SimpleITK picks the format by it);
+    :func:`remove_stale_temporaries` recognises it when the process dies."""
+    path = Path(path)
     return path.with_name(f".tmp-{os.getpid()}-{path.name}")
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` through a temporary file (write, fsync, rename): ``path`` is old or complete."""
     path = Path(path)
-    temp = _temporary_for(path)
+    temp = temporary_path(path)
     try:
         with open(temp, "w", encoding=encoding, newline="") as handle:
             handle.write(text)
@@ -131,7 +134,7 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
 def atomic_copy(source: str | Path, path: str | Path) -> Path:
     """Copy ``source`` to ``path`` through a temporary file, checking the copy's size before the rename."""
     source, path = Path(source), Path(path)
-    temp = _temporary_for(path)
+    temp = temporary_path(path)
     try:
         shutil.copyfile(source, temp)
         if temp.stat().st_size != source.stat().st_size:

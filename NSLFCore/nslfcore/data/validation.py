@@ -105,14 +105,20 @@ def _voxel_problems(case: str, role: str, path: Path, array: np.ndarray, convent
 MAX_VOXELS = 512**3
 
 
-def _available_bytes() -> int:
+def available_ram_bytes() -> int:
+    """Available RAM in bytes: ``MemAvailable`` on Linux, psutil elsewhere (Slicer ships it), else 16 GiB."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return 16 * 1024**3
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return 16 * 1024**3
 
 
 def header_problem(case: str, path: Path) -> str | None:
@@ -131,7 +137,7 @@ def header_problem(case: str, path: Path) -> str | None:
     size = reader.GetSize()
     voxels = int(np.prod(size, dtype=np.int64)) * max(1, reader.GetNumberOfComponents())
     need = voxels * 4 * 3  # float32 working copies while reading and checking
-    if voxels > MAX_VOXELS or need > _available_bytes():
+    if voxels > MAX_VOXELS or need > available_ram_bytes():
         shown = " x ".join(str(v) for v in size)
         return (f"{case}: {path} declares {shown} voxels ({need / 1024**3:.1f} GB to read), more than a brain MR volume "
                 "has or this machine can hold; check the file (a damaged header?) or crop it.")  # fmt: skip
