@@ -26,12 +26,14 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from nslfcore.errors import NSLFError
+
 #: The lock file's name inside an output folder.
 LOCK_NAME = ".nslf-lock"
 _CHUNK = 1 << 20
 
 
-class OutputBusyError(OSError):
+class OutputBusyError(NSLFError, OSError):
     """Another run is writing into the output folder."""
 
 

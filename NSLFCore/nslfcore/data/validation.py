@@ -29,13 +29,14 @@ from nslfcore import MODALITIES
 from nslfcore.data.case import CaseFiles, Geometry
 from nslfcore.data.io import read_image
 from nslfcore.data.labels import FILE_LABELS
+from nslfcore.errors import NSLFError
 
 SPACING_TOLERANCE_MM = 1e-3
 ORIGIN_TOLERANCE_MM = 1e-3
 DIRECTION_TOLERANCE = 1e-4
 
 
-class DataValidationError(ValueError):
+class DataValidationError(NSLFError, ValueError):
     """A case cannot be used; ``str(error)`` has one line per problem, ``error.problems`` lists them."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from nslfcore.errors import NSLFError
+
 SCHEMA_VERSION = 1
 
 _NUM = (int, float)
@@ -51,7 +53,7 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
-class EventSchemaError(ValueError):
+class EventSchemaError(NSLFError, ValueError):
     """An event that does not follow :data:`EVENT_FIELDS`."""
 
 

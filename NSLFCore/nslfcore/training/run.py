@@ -24,13 +24,14 @@ from nslfcore.data.case import CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text
 from nslfcore.data.dataset import BratsCropDataset
 from nslfcore.data.validation import case_problems
+from nslfcore.errors import NSLFError
 from nslfcore.models import NSLF
 from nslfcore.training.events import EventWriter
 from nslfcore.training.options import TrainingOptions
 from nslfcore.training.trainer import STOP_FILE, DistributedContext, Trainer
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(NSLFError, ValueError):
     """A training argument that cannot work (one sentence, naming the thing to fix)."""
 
 
