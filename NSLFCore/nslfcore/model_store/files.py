@@ -1,0 +1,91 @@
+"""Model files: reading one safely into a network (:func:`load_model`).
+
+A model file is an NSLF weights checkpoint (see :mod:`nslfcore.model_store`), read with
+``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nslfcore.config import NSLFConfig
+from nslfcore.model_store.checksums import verify
+from nslfcore.model_store.download import Progress
+from nslfcore.model_store.registry import ModelError, ModelInfo
+from nslfcore.model_store.resolve import resolve_model
+
+if TYPE_CHECKING:  # the registry, checksums and downloads work without torch; loading imports it
+    import torch
+
+    from nslfcore.models import NSLF
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
+    """The checkpoint dictionary of a model file, with one-sentence errors for every way it can be wrong."""
+    from nslfcore.training.checkpoint import load_checkpoint
+
+    try:
+        data = load_checkpoint(path)
+    except FileNotFoundError:
+        raise ModelError(f"Model file {path} does not exist; check the path.") from None
+    except ValueError as error:
+        cause = error.__cause__
+        if cause is None:  # readable, but no NSLF checkpoint or one from a newer nslfcore
+            why = str(error).replace(str(path), "it").rstrip(".")
+            raise ModelError(f"Model file {path} cannot be used: {why}; use a file written by nslf train.") from None
+        if "unsupported global" in str(cause).lower():
+            why = "it holds Python objects that only full (unsafe) unpickling could load; use a file written by nslf train"
+        else:
+            why = "it is truncated or damaged; copy or download it again"
+        raise ModelError(f"Model file {path} cannot be read safely: {why}.") from None
+    if not isinstance(data.get("config"), str) or not isinstance(data.get("model"), dict):
+        raise ModelError(f"Model file {path} has no network configuration or weights; use a file written by nslf train.")
+    return data
+
+
+def load_model(
+    spec: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    models_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    download: bool = False,
+    progress: Progress | None = None,
+) -> tuple[NSLF, ModelInfo]:
+    """An :class:`NSLF` in eval mode on ``device`` and its :class:`ModelInfo`.
+
+    ``spec`` as for :func:`~nslfcore.model_store.resolve_model`. A registry or URL model is checked
+    against its size and SHA-256 first; the file is read with ``weights_only=True``; the weights
+    must match the file's configuration exactly (``strict=True``). Every refusal is a
+    :class:`ModelError` with one sentence. A model trained only up to stage 1 or 2 loads with a
+    warning (its segmentation head is untrained).
+    """
+    from nslfcore.models import NSLF
+
+    info = resolve_model(spec, models_dir, cache_dir, download, progress)
+    assert info.path is not None
+    if info.sha256 is not None:
+        verify(info.path, info.sha256, info.size_bytes if info.source == "registry" else None)
+    data = _read_weights(info.path)
+    try:
+        config = NSLFConfig.from_json(data["config"])
+    except (ValueError, TypeError) as error:
+        raise ModelError(f"Model file {info.path} has an invalid network configuration ({error}).") from None
+    if info.config and NSLFConfig.from_dict(info.config) != config:
+        raise ModelError(f"Model file {info.path} does not have the configuration its registry entry states; fix the registry.")
+    model = NSLF(config)
+    try:
+        model.load_state_dict(data["model"], strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0].rstrip(":. ")
+        raise ModelError(f"Model file {info.path} does not match its own configuration ({first}).") from None
+    stage = data.get("stage")
+    if isinstance(stage, int) and stage < 3:
+        warnings.warn(
+            f"Model {info.id!r} was trained up to stage {stage} only; its fusion is usable but its segmentation is untrained.",
+            stacklevel=2,
+        )
+    info = replace(info, config=config.to_dict(), stage=stage, epoch=data.get("epoch"))
+    return model.to(device).eval(), info
