@@ -1,18 +1,9 @@
-"""Finding BraTS-style cases in a folder, reading them, and splitting them.
+"""Reading BraTS-style cases, and splitting them.
 
-Layouts recognised by :func:`find_cases`:
-
-* BraTS 2021: ``<root>/BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz``
-  (labels {0,1,2,4}, ET = 4);
-* BraTS 2023+: ``<root>/<case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz`` (labels {0,1,2,3}, ET = 3);
-* a plain folder: ``<root>`` itself (or each sub-folder) holds four images whose names contain
-  one modality token each (``t1ce``/``t1c``/``t1gd`` before ``t1``/``t1n``/``t1w``;
-  ``flair``/``t2f``; ``t2``/``t2w``) and optionally a ``seg``/``label`` file; label values are
-  read as BraTS 2021 when a 4 occurs, else as BraTS 2023 (convention ``"auto"``).
-
-Image files may be ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd``. Volumes are
-read with SimpleITK: arrays ``(z, y, x)``, geometry ``(x, y, z)``, mm, LPS (spacing, origin and
-direction kept). Labels are mapped to the internal classes of :mod:`nslfcore.data.labels`.
+Cases are found by :mod:`nslfcore.data.discovery` (:func:`find_cases`, :func:`match_files`,
+:func:`file_role` are re-exported here: BraTS 2021, BraTS 2023+ and plain-folder layouts).
+Volumes are read with SimpleITK: arrays ``(z, y, x)``, geometry ``(x, y, z)``, mm, LPS (spacing,
+origin and direction kept). Labels are mapped to the internal classes of :mod:`nslfcore.data.labels`.
 
 Splits: :func:`read_split_lists` reads ``train.txt`` / ``valid.txt`` / ``test.txt`` (one case
 name per line, like the authors' lists); :func:`seeded_split` makes a reproducible random split.
@@ -28,91 +19,10 @@ import numpy as np
 
 from nslfcore import MODALITIES
 from nslfcore.data.case import Case, CaseFiles
+from nslfcore.data.discovery import file_role, find_cases, match_files  # noqa: F401  (re-exported)
 from nslfcore.data.io import strip_suffix
 from nslfcore.data.labels import to_internal
 from nslfcore.data.validation import DataValidationError, inspect_case
-
-#: File-name tokens per role, tried in this order (so ``t1ce`` wins over ``t1``, ``t2f`` is FLAIR).
-ROLE_TOKENS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("seg", ("seg", "label", "labels", "segmentation")),
-    ("t1ce", ("t1ce", "t1c", "t1gd", "t1post", "t1ce")),
-    ("flair", ("flair", "t2f", "t2flair")),
-    ("t2", ("t2", "t2w")),
-    ("t1", ("t1", "t1n", "t1w")),
-)
-#: Tokens that only BraTS 2023+ uses.
-BRATS2023_TOKENS = frozenset({"t1n", "t1c", "t2w", "t2f"})
-
-
-def file_role(file_name: str, case_name: str = "") -> str | None:
-    """The role (modality name or ``"seg"``) a file name denotes, or ``None``.
-
-    Tokens (split at ``_ - .`` and spaces, case-insensitive, after removing the case-name prefix)
-    are matched exactly first, the last token first; failing that, substrings in
-    :data:`ROLE_TOKENS` order.
-    """
-    stem = strip_suffix(file_name)
-    if stem is None:
-        return None
-    stem = stem.lower()
-    if case_name and stem.startswith(case_name.lower()):
-        stem = stem[len(case_name) :]
-    tokens = [t for t in re.split(r"[_\-.\s]+", stem) if t]
-    for token in reversed(tokens):
-        for role, aliases in ROLE_TOKENS:
-            if token in aliases:
-                return role
-    for role, aliases in ROLE_TOKENS:
-        if any(alias in stem for alias in aliases):
-            return role
-    return None
-
-
-def match_files(name: str, folder: Path) -> CaseFiles:
-    """Match the image files directly inside ``folder`` to roles; the case is called ``name``."""
-    found: dict[str, list[Path]] = {}
-    styles: set[str] = set()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        role = file_role(path.name, name)
-        if role is None:
-            continue
-        found.setdefault(role, []).append(path)
-        stem = (strip_suffix(path.name) or "").lower()
-        if stem.startswith(f"{name.lower()}-") and stem.rsplit("-", 1)[-1] in BRATS2023_TOKENS:
-            styles.add("brats2023")
-        elif stem.startswith(f"{name.lower()}_") and name.lower().startswith("brats20"):
-            styles.add("brats2021")
-    files = CaseFiles(name=name, images={})
-    for role, paths in found.items():
-        if len(paths) > 1:
-            listed = ", ".join(p.name for p in paths)
-            files.problems.append(f"{name}: several files look like {role} in {folder} ({listed}); keep one.")
-        if role == "seg":
-            files.label = paths[0]
-        else:
-            files.images[role] = paths[0]
-    if len(styles) == 1:  # files named like the BraTS release; otherwise decide from the label values
-        files.label_convention = styles.pop()
-    return files
-
-
-def _has_images(folder: Path) -> bool:
-    return any(p.is_file() and strip_suffix(p.name) is not None for p in folder.iterdir())
-
-
-def find_cases(root: str | Path) -> list[CaseFiles]:
-    """All cases under ``root`` (sorted by name), complete or not; see the module docstring for layouts.
-
-    ``root`` itself is one case when it directly holds image files; otherwise each sub-folder
-    holding image files is one case named after the folder.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder; pass the folder that holds the cases.")
-    if _has_images(root):
-        return [match_files(root.name, root)]
-    cases = [match_files(d.name, d) for d in sorted(root.iterdir()) if d.is_dir() and _has_images(d)]
-    return sorted(cases, key=lambda c: c.name)
 
 
 def load_case(files: CaseFiles, require_label: bool = False) -> Case:

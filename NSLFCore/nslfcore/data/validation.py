@@ -27,6 +27,7 @@ import numpy as np
 
 from nslfcore import MODALITIES
 from nslfcore.data.case import CaseFiles, Geometry
+from nslfcore.data.discovery import find_cases
 from nslfcore.data.io import read_image
 from nslfcore.data.labels import FILE_LABELS
 from nslfcore.errors import NSLFError
@@ -287,9 +288,7 @@ class DataReport:
 
 
 def check_folder(folder: str | Path, require_label: bool = True) -> DataReport:
-    """Find the cases in ``folder`` (any layout :func:`nslfcore.data.brats.find_cases` knows) and check each."""
-    from nslfcore.data.brats import find_cases  # discovery lives with the reader
-
+    """Find the cases in ``folder`` (any layout :func:`nslfcore.data.discovery.find_cases` knows) and check each."""
     statuses = []
     for files in find_cases(folder):
         inspection = inspect_case(files, require_label)
