@@ -97,7 +97,7 @@ def train_baseline(
     validation loss on centre crops after every epoch picks the best weights. ``out`` also gets
     ``baseline_log.jsonl`` (one line per epoch: losses, validation Dice, seconds).
     """
-    from nslfcore.inference import resolve_device
+    from nslfcore.inference.devices import resolve_device
     from nslfcore.training.run import folder_cases
 
     out = Path(out)

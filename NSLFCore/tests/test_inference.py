@@ -10,7 +10,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import nslfcore.inference as inference
 from nslfcore import MODALITIES
 from nslfcore.cli import main as nslf
 from nslfcore.config import PRESETS
@@ -18,7 +17,7 @@ from nslfcore.data.case import Case, Geometry
 from nslfcore.data.io import write_image
 from nslfcore.data.phantom import generate_tiny_case
 from nslfcore.data.validation import DataValidationError
-from nslfcore.inference import estimate_memory_bytes, fuse, run, segment
+from nslfcore.inference import estimate_memory_bytes, fuse, run, segment, strategies
 from nslfcore.model_store import sha256_file
 from nslfcore.models import NSLF
 from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
@@ -205,19 +204,19 @@ def test_auto_mode_follows_the_memory_estimate(model, monkeypatch):
     assert estimate_memory_bytes(model, (60, 50, 64)) == small  # padded to multiples of 16
     assert estimate_memory_bytes(NSLF(PRESETS["paper"].replace(cunet_weights="shared")), (64, 64, 64)) > 3 * small
     case = generate_tiny_case(seed=4, size=(32, 32, 32))
-    monkeypatch.setattr(inference, "available_bytes", lambda device: 10**12)
+    monkeypatch.setattr(strategies, "available_bytes", lambda device: 10**12)
     assert fuse(case, model, device="cpu").mode == "whole"
     sequential = estimate_memory_bytes(model, (32, 32, 32), sequential=True)
     assert sequential < estimate_memory_bytes(model, (32, 32, 32)) / 1.5
-    monkeypatch.setattr(inference, "available_bytes", lambda device: sequential + 1)
+    monkeypatch.setattr(strategies, "available_bytes", lambda device: sequential + 1)
     assert fuse(case, model, device="cpu").mode == "sequential"
-    monkeypatch.setattr(inference, "available_bytes", lambda device: 1000)
+    monkeypatch.setattr(strategies, "available_bytes", lambda device: 1000)
     assert fuse(case, model, device="cpu").mode == "sliding"
 
 
 def test_running_out_of_memory_falls_back_then_says_why(model, monkeypatch):
     case = generate_tiny_case(seed=4, size=(32, 32, 32))
-    real = inference._infer
+    real = strategies._infer
     attempts: list[tuple] = []
 
     def oom_unless_small(model, image, device, mode, roi, *rest):
@@ -226,7 +225,7 @@ def test_running_out_of_memory_falls_back_then_says_why(model, monkeypatch):
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
         return real(model, image, device, mode, roi, *rest)
 
-    monkeypatch.setattr(inference, "_infer", oom_unless_small)
+    monkeypatch.setattr(strategies, "_infer", oom_unless_small)
     with pytest.warns(RuntimeWarning, match="Out of CPU memory"):
         result = fuse(case, model, device="cpu", mode="whole", roi=(64, 128, 128))
     assert result.mode == "sliding" and result.fused is not None
@@ -236,10 +235,10 @@ def test_running_out_of_memory_falls_back_then_says_why(model, monkeypatch):
     def always_oom(*args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(inference, "_infer", always_oom)
+    monkeypatch.setattr(strategies, "_infer", always_oom)
     with pytest.warns(RuntimeWarning), pytest.raises(MemoryError, match="Not enough memory .* on the CPU"):
         fuse(case, model, device="cpu", mode="sliding")
-    monkeypatch.setattr(inference, "_infer", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
+    monkeypatch.setattr(strategies, "_infer", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
     with pytest.raises(KeyError):  # anything but running out of memory is not retried
         fuse(case, model, device="cpu")
 

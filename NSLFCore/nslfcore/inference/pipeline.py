@@ -1,0 +1,152 @@
+"""The inference pipeline: inputs -> preprocess -> network -> back onto the input grid -> labels.
+
+:func:`run` reads left to right: input (a :class:`~nslfcore.data.case.Case`, four files, or a
+case folder; :func:`~nslfcore.inference.inputs.as_case`) ->
+:func:`~nslfcore.data.transforms.preprocess_case` (brain mask, crop to the brain's box,
+normalisation) -> one network pass per volume or per window
+(:mod:`~nslfcore.inference.strategies`) -> paste back onto the original grid, zero outside the
+brain -> labels in BraTS 2021 ``{0, 1, 2, 4}`` or 2023 ``{0, 1, 2, 3}``.
+
+Arrays are numpy ``(z, y, x)`` (SimpleITK order); the geometry is the input's (ITK ``(x, y, z)``
+mm, LPS).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from nslfcore import MODALITIES
+from nslfcore.data.case import Geometry
+from nslfcore.data.labels import from_internal
+from nslfcore.data.transforms import brain_mask, preprocess_case
+from nslfcore.inference.devices import resolve_device
+from nslfcore.inference.inputs import Source, as_case
+from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
+from nslfcore.models import NSLF
+
+LabelConvention = Literal["brats2021", "brats2023"]
+
+
+@dataclass
+class InferenceResult:
+    """Outputs on the input grid (arrays ``(z, y, x)``).
+
+    Attributes:
+        fused: float32 fused volume (normalised intensities in [0, 1], 0 outside the brain), or ``None``.
+        labels: uint8 label map in ``label_convention`` (0 outside the brain), or ``None``.
+        probabilities: float32 ``(4, z, y, x)`` class probabilities (background, NCR, ED, ET), summing
+            to 1 per voxel (background 1 outside the brain), or ``None``.
+        geometry: the input's geometry (ITK ``(x, y, z)`` mm, LPS).
+        timings: seconds per phase (``preprocess``, ``inference``, ``postprocess``, ``total``).
+        mode: ``"whole"``, ``"sequential"`` or ``"sliding"``; device: where the network ran (after any fallback).
+    """
+
+    fused: np.ndarray | None
+    labels: np.ndarray | None
+    probabilities: np.ndarray | None
+    geometry: Geometry
+    timings: dict[str, float] = field(default_factory=dict)
+    mode: str = ""
+    device: str = ""
+
+
+def run(
+    source: Source,
+    model: torch.nn.Module | str | Path | None,
+    *,
+    fuse: bool = True,
+    segment: bool = True,
+    device: str | torch.device = "auto",
+    mode: Mode = "auto",
+    roi: tuple[int, int, int] = DEFAULT_ROI,
+    overlap: float | Sequence[float] = 0.5,
+    label_convention: LabelConvention = "brats2021",
+    probabilities: bool = False,
+    progress: Progress | None = None,
+) -> InferenceResult:
+    """Fuse and/or segment one case; results on the input grid (see :class:`InferenceResult`).
+
+    Args:
+        source: a :class:`Case`, ``{modality: path}``, or a BraTS-layout case folder.
+        model: an :class:`NSLF` (moved to ``device`` and put in eval mode here), or a model id, file
+            or downloaded URL for :func:`nslfcore.model_store.load_model` (``None``: the default model),
+            or a segmentation-only network such as :class:`nslfcore.baseline.BaselineUNet` (``fuse=False``).
+        fuse, segment: which outputs to return; fusion alone skips the FSD, segmentation needs the
+            fused volume anyway, and both come from the same network pass.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+        mode: ``"whole"`` volume, ``"sequential"`` (whole volume, one modality at a time through CU-Net
+            and FCD: same result, about half the memory), ``"sliding"`` window, or ``"auto"`` (the
+            first of these that fits in memory).
+        roi: sliding-window size ``(z, y, x)``; overlap: window overlap fraction (one, or per axis).
+        label_convention: ``"brats2021"`` (ET = 4) or ``"brats2023"`` (ET = 3).
+        probabilities: also return the class probabilities ``(4, z, y, x)``.
+        progress: ``progress(fraction, message)``: at the input check, per window, before pasting
+            back, and at 1.0 when done.
+    """
+    if label_convention not in ("brats2021", "brats2023"):
+        raise ValueError(f"label_convention must be 'brats2021' or 'brats2023', got {label_convention!r}.")
+    if mode not in ("auto", "whole", "sequential", "sliding"):
+        raise ValueError(f"mode must be 'auto', 'whole', 'sequential' or 'sliding', got {mode!r}.")
+    if len(roi) != 3 or min(roi) < 1:
+        raise ValueError(f"roi must be three positive sizes (z, y, x), got {tuple(roi)}.")
+    overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
+    if len(overlaps) != 3 or not all(0 <= o < 1 for o in overlaps):
+        raise ValueError(f"overlap must be one fraction in [0, 1) or three (z, y, x), got {overlap}.")
+    report = progress or (lambda fraction, message: None)
+    clock = time.perf_counter()
+    torch_device = resolve_device(device)
+    report(0.0, "reading and checking the inputs")
+    case = as_case(source)
+    if not isinstance(model, torch.nn.Module):
+        from nslfcore.model_store import load_model
+
+        model, _ = load_model(model, device="cpu")
+    if fuse and not isinstance(model, NSLF):
+        raise ValueError(f"{type(model).__name__} is a segmentation-only network; it cannot fuse (use fuse=False).")
+    prepared = preprocess_case(case)
+    record = prepared.record
+    brain = brain_mask(np.stack([record.crop(np.asarray(case.images[m])) for m in MODALITIES]))
+    timings = {"preprocess": time.perf_counter() - clock}
+    report(0.1, f"brain box {prepared.image.shape[1:]} voxels (z, y, x)")
+
+    start = time.perf_counter()
+    fused_t, probs_t, mode, torch_device = infer_with_fallback(
+        model.eval(), prepared.image, torch_device, mode, roi, overlaps, segment or probabilities, report
+    )
+    timings["inference"] = time.perf_counter() - start
+
+    report(0.9, "pasting the results back onto the input grid")
+    start = time.perf_counter()
+    fused = labels = probs = None
+    if fuse and fused_t is not None:
+        fused = record.uncrop(np.where(brain, fused_t.numpy(), 0).astype(np.float32))
+    if probs_t is not None:
+        probs_box = probs_t.numpy()
+        probs_box[:, ~brain] = 0.0
+        probs_box[0][~brain] = 1.0  # background outside the brain
+        if segment:
+            internal = record.uncrop(probs_box.argmax(axis=0).astype(np.uint8))
+            labels = from_internal(internal, label_convention)
+        if probabilities:  # background 1 outside the box too
+            probs = np.concatenate([record.uncrop(probs_box[:1], fill=1.0), record.uncrop(probs_box[1:])])
+    timings["postprocess"] = time.perf_counter() - start
+    timings["total"] = time.perf_counter() - clock
+    report(1.0, "done")
+    return InferenceResult(fused, labels, probs, case.geometry, timings, mode, str(torch_device))
+
+
+def fuse(source: Source, model: torch.nn.Module | str | Path | None, **options) -> InferenceResult:
+    """The fused volume only (the FSD is skipped); see :func:`run` for the arguments."""
+    return run(source, model, fuse=True, segment=False, **options)
+
+
+def segment(source: Source, model: torch.nn.Module | str | Path | None, **options) -> InferenceResult:
+    """The label map only (and probabilities on request); see :func:`run` for the arguments."""
+    return run(source, model, fuse=False, segment=True, **options)
