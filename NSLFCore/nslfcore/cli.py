@@ -1,7 +1,13 @@
 """``nslf`` command line: one sub-command per module in :mod:`nslfcore.commands`.
 
 Each command module exposes ``add_parser(subparsers)`` which registers its sub-parser and sets
-``func`` (a callable taking the parsed namespace and returning an exit code).
+``func`` (a callable taking the parsed namespace and returning an exit code). A command module that
+cannot be imported is still listed by ``nslf --help``, as unavailable with the reason; running it
+says which module failed and why.
+
+Errors: an :class:`~nslfcore.errors.NSLFError` is printed as its one-sentence message (exit 1);
+any other exception is unexpected, described in one sentence by :func:`describe_error` (exit 1),
+or shown with its traceback under ``--debug``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from nslfcore import __version__
+from nslfcore.errors import NSLFError
 
 #: Command modules, in the order ``nslf --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -28,7 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nslf`` parser with every available sub-command registered."""
+    """The ``nslf`` parser with every sub-command registered; a module that fails to import is listed as unavailable."""
     parser = argparse.ArgumentParser(prog="nslf", description="NSLF multi-modal brain MRI fusion and segmentation.")
     parser.add_argument("--version", action="version", version=f"nslfcore {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
@@ -36,18 +43,38 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name == name:  # command not built yet
-                continue
-            raise
+        except Exception as error:  # one broken command must not hide the others
+            _add_unavailable(subparsers, name, error)
+            continue
         module.add_parser(subparsers)
     return parser
+
+
+def _add_unavailable(subparsers: argparse._SubParsersAction, module: str, error: Exception) -> None:
+    """Register the command of ``module`` (named after it: ``check_data`` -> ``check-data``) as unavailable.
+
+    Running it raises :class:`NSLFError` naming the module and the import error (``--debug``: the
+    import error itself, with its traceback); it accepts any arguments (see :func:`main`) so that the
+    reason is what a user sees.
+    """
+    reason = f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(".")
+    parser = subparsers.add_parser(module.rsplit(".", 1)[-1].replace("_", "-"), help=f"unavailable ({reason})")
+
+    def unavailable(args: argparse.Namespace) -> int:
+        if args.debug:
+            raise error
+        raise NSLFError(f"the command module {module} cannot be imported ({reason}); "
+                        "reinstall nslfcore with its dependencies, or run with --debug for the traceback.")  # fmt: skip
+
+    parser.set_defaults(func=unavailable, unavailable=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nslf`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "unavailable", False):  # what parse_args does
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -56,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nslf {args.command}: interrupted.", file=sys.stderr)
         return 130
-    except Exception as error:  # the one error path of every command: one sentence, no traceback
+    except NSLFError as error:  # an error the user can act on: its message says what to do
+        print(f"nslf {args.command}: error: {describe_error(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:  # unexpected: one sentence too, unless --debug asks for the traceback
         if args.debug:
             raise
         print(f"nslf {args.command}: error: {describe_error(error)}", file=sys.stderr)

@@ -35,13 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from nslfcore.data.validation import DataValidationError
     from nslfcore.evaluation import score_case
     from nslfcore.inference import run as infer
-    from nslfcore.model_store import ModelError, load_model
+    from nslfcore.model_store import load_model
 
-    try:
-        model, info = load_model(args.model)
-    except ModelError as error:
-        print(f"nslf demo: error: {error}", file=sys.stderr)
-        return 1
+    model, info = load_model(args.model)  # a ModelError reaches nslf's error path: one sentence, exit 1
     print(f"model {info.id}: {info.title or info.path} ({info.config.get('name', '?')} configuration)")
     start = time.perf_counter()
     case = generate_tiny_case(seed=args.seed) if args.tiny else generate_case(seed=args.seed)
