@@ -1,6 +1,7 @@
 """Shared pytest set-up: deterministic, single-process CPU torch for reproducible numbers."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,3 +37,22 @@ def random_model_file(tmp_path):
     atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
                                      model=model.state_dict()), path)  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="session")
+def _tiny_case_once(tmp_path_factory):
+    from nslfcore.data.phantom import write_phantom_dataset
+
+    (folder,) = write_phantom_dataset(tmp_path_factory.mktemp("tiny-case"), 1, seed=6, tiny=True)
+    return folder
+
+
+@pytest.fixture
+def tiny_case(_tiny_case_once, tmp_path):
+    """A tiny phantom case folder in the BraTS 2021 layout: ``tmp_path/cases/BraTS2021_00000`` with
+    ``BraTS2021_00000_{t1,t1ce,t2,flair,seg}.nii.gz``, 48^3 voxels (1 mm, LPS), as
+    ``nslf phantom --tiny --n 1 --seed 6`` writes it.
+
+    Generated once per session and copied for each test, so a test may change or break its files.
+    """
+    return Path(shutil.copytree(_tiny_case_once, tmp_path / "cases" / _tiny_case_once.name))

@@ -12,7 +12,6 @@ from nslfcore.cli import main as nslf
 from nslfcore.config import PRESETS
 from nslfcore.data.case import Geometry
 from nslfcore.data.io import write_image
-from nslfcore.data.phantom import generate_tiny_case, write_case
 from nslfcore.models import NSLF
 from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
@@ -28,23 +27,18 @@ def model_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
-def case_dir(tmp_path):
-    return write_case(generate_tiny_case(seed=6), tmp_path / "cases")
-
-
-def _files(case_dir) -> list[str]:
+def _files(tiny_case) -> list[str]:
     args = []
     for modality in MODALITIES:
-        args += [f"--{modality}", str(next(case_dir.glob(f"*_{modality}.nii.gz")))]
+        args += [f"--{modality}", str(next(tiny_case.glob(f"*_{modality}.nii.gz")))]
     return args
 
 
-def test_run_writes_outputs_with_the_input_geometry(model_file, case_dir, tmp_path, capsys):
+def test_run_writes_outputs_with_the_input_geometry(model_file, tiny_case, tmp_path, capsys):
     out = tmp_path / "out"
-    assert nslf(["run", *_files(case_dir), "--out", str(out), "--model", str(model_file), "--probabilities"]) == 0
+    assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(model_file), "--probabilities"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "probabilities.nii.gz", "seg.nii.gz"]
-    reference = sitk.ReadImage(str(next(case_dir.glob("*_t1.nii.gz"))))
+    reference = sitk.ReadImage(str(next(tiny_case.glob("*_t1.nii.gz"))))
     for name in ("fused.nii.gz", "seg.nii.gz"):
         image = sitk.ReadImage(str(out / name))
         assert image.GetSize() == reference.GetSize() and image.GetDirection() == reference.GetDirection()
@@ -52,13 +46,13 @@ def test_run_writes_outputs_with_the_input_geometry(model_file, case_dir, tmp_pa
     assert sitk.ReadImage(str(out / "probabilities.nii.gz")).GetNumberOfComponentsPerPixel() == 4
     assert "wrote" in capsys.readouterr().out
     # --case works too, and refuses to overwrite without --overwrite.
-    assert nslf(["segment", "--case", str(case_dir), "--out", str(out), "--model", str(model_file)]) == 1
+    assert nslf(["segment", "--case", str(tiny_case), "--out", str(out), "--model", str(model_file)]) == 1
     assert "already exists" in capsys.readouterr().err
-    assert nslf(["segment", "--case", str(case_dir), "--out", str(out), "--model", str(model_file), "--overwrite"]) == 0
+    assert nslf(["segment", "--case", str(tiny_case), "--out", str(out), "--model", str(model_file), "--overwrite"]) == 0
 
 
-def _break(kind: str, case_dir, tmp_path) -> list[str]:
-    files = _files(case_dir)
+def _break(kind: str, tiny_case, tmp_path) -> list[str]:
+    files = _files(tiny_case)
     t2 = files[files.index("--t2") + 1]
     if kind == "geometry":
         image = sitk.ReadImage(t2)
@@ -76,29 +70,29 @@ def _break(kind: str, case_dir, tmp_path) -> list[str]:
 @pytest.mark.parametrize(
     ("kind", "message"), [("geometry", "origin"), ("missing", "t2"), ("2d", "3-D"), ("4d", "3-D")]
 )
-def test_bad_inputs_are_refused_without_partial_outputs(kind, message, model_file, case_dir, tmp_path, capsys):
+def test_bad_inputs_are_refused_without_partial_outputs(kind, message, model_file, tiny_case, tmp_path, capsys):
     out = tmp_path / "out"
-    code = nslf(["run", *_break(kind, case_dir, tmp_path), "--out", str(out), "--model", str(model_file)])
+    code = nslf(["run", *_break(kind, tiny_case, tmp_path), "--out", str(out), "--model", str(model_file)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and message in err[0], err
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_a_tampered_model_file_is_refused(case_dir, model_file, tmp_path, capsys):
+def test_a_tampered_model_file_is_refused(tiny_case, model_file, tmp_path, capsys):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(model_file.read_bytes()[:5000])
     out = tmp_path / "out"
-    assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(broken)]) == 1
+    assert nslf(["run", "--case", str(tiny_case), "--out", str(out), "--model", str(broken)]) == 1
     assert "cannot be read safely" in capsys.readouterr().err
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": "nslf-checkpoint", "model": torch.nn.Linear(2, 2)}, pickled)  # needs full pickle
-    assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(pickled)]) == 1
+    assert nslf(["run", "--case", str(tiny_case), "--out", str(out), "--model", str(pickled)]) == 1
     assert "cannot be read safely" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
 
 @pytest.mark.parametrize("mode", ["whole", "sequential", "sliding"])
-def test_every_mode_finishes_with_its_summary(mode, model_file, case_dir, tmp_path, capsys):
+def test_every_mode_finishes_with_its_summary(mode, model_file, tiny_case, tmp_path, capsys):
     """A run in any mode reports itself (the sequential mode once crashed after writing: KeyError in the summary)."""
     import typing
 
@@ -106,5 +100,5 @@ def test_every_mode_finishes_with_its_summary(mode, model_file, case_dir, tmp_pa
 
     assert set(typing.get_args(Mode)) - {"auto"} == set(MODE_DESCRIPTIONS)
     out = tmp_path / f"out-{mode}"
-    assert nslf(["run", *_files(case_dir), "--out", str(out), "--model", str(model_file), "--mode", mode]) == 0
+    assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(model_file), "--mode", mode]) == 0
     assert f": {MODE_DESCRIPTIONS[mode]} on cpu; wrote" in capsys.readouterr().out

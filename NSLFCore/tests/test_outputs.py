@@ -46,13 +46,12 @@ def test_a_full_disk_raises_and_keeps_the_previous_file(full_disk):
     assert sorted(p.name for p in full_disk.iterdir()) == ["fused.nii.gz"]  # no temporary file left
 
 
-def test_nslf_run_on_a_full_disk_says_so_and_replaces_nothing(full_disk, tmp_path, capsys, random_model_file):
+def test_nslf_run_on_a_full_disk_says_so_and_replaces_nothing(full_disk, tiny_case, capsys, random_model_file):
     model_file = random_model_file
-    case_dir = write_case(generate_tiny_case(seed=3, size=(48, 48, 48)), tmp_path / "cases")
     out = full_disk / "out"
     out.mkdir()
     (out / "fused.nii.gz").write_bytes(b"previous result")
-    args = ["run", "--case", str(case_dir), "--out", str(out), "--model", str(model_file), "--overwrite"]
+    args = ["run", "--case", str(tiny_case), "--out", str(out), "--model", str(model_file), "--overwrite"]
     assert nslf(args) == 1
     err = capsys.readouterr().err
     assert ("not written completely" in err or "disk is full" in err or "No space left" in err) and "Traceback" not in err
