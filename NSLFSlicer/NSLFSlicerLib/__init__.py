@@ -15,6 +15,7 @@ arrays and :class:`nslfcore.data.case.Case`, storage), :mod:`.checks` (input che
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -29,16 +30,22 @@ def engine_paths() -> list[Path]:
     return [MODULE_DIR, MODULE_DIR.parent / "NSLFCore"]
 
 
-def ensure_engine_on_path() -> None:
-    """Put the first folder holding ``nslfcore/`` on ``sys.path`` unless ``nslfcore`` is already importable."""
-    try:
-        import nslfcore  # noqa: F401
-        return
-    except ImportError:
-        pass
-    for folder in engine_paths():
-        if (folder / "nslfcore" / "__init__.py").is_file():
+def ensure_engine_on_path(folder: str | Path | None = None) -> None:
+    """Put the engine on ``sys.path``: the only place in the module that touches it.
+
+    With ``folder`` (a folder holding ``nslfcore/``, e.g. the one a parent process used, passed to a
+    child process), that folder goes first. Without, the first of :func:`engine_paths` holding
+    ``nslfcore/`` does, unless ``nslfcore`` is importable already.
+    """
+    if folder is not None:
+        if sys.path[:1] != [str(folder)]:
             sys.path.insert(0, str(folder))
+        return
+    if importlib.util.find_spec("nslfcore") is not None:  # found, not imported: a later ``folder`` still wins
+        return
+    for candidate in engine_paths():
+        if (candidate / "nslfcore" / "__init__.py").is_file():
+            sys.path.insert(0, str(candidate))
             return
 
 

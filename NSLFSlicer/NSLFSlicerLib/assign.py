@@ -1,41 +1,31 @@
-"""Which volume is which modality, from node names (BraTS 2021 and 2023 suffixes and common spellings).
+"""Which volume is which modality, by name: the engine's one rule (:mod:`nslfcore.data.modality_names`).
 
-Rules, tried in this order on the lower-case name: T1ce ``t1ce``/``t1c``/``t1gd``; FLAIR
-``flair``/``t2f``; T2 ``t2w``/``t2``; T1 ``t1n``/``t1w``/``t1`` (a digit may not follow ``t1``/``t2``).
+Node names (:func:`assign_inputs`) and the files of a case folder (:func:`load_case_folder`, matched
+as :func:`nslfcore.data.discovery.match_files` matches them) are read alike: BraTS 2021 and 2023
+suffixes and the common spellings (``T1Gd``, ``T1post``, ``T2w``, ``FLAIR``, ...).
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from . import ensure_engine_on_path
 from .checks import LABELS, InputError
 from .mrml_io import load_volume, volume_nodes
 
-PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("t1ce", re.compile(r"t1[-_ ]?(ce|c|gd)(?![a-z0-9])|t1[-_ ]?(ce|gd)")),
-    ("flair", re.compile(r"flair|t2f(?![a-z0-9])")),
-    ("t2", re.compile(r"t2(w|(?![0-9]))")),
-    ("t1", re.compile(r"t1(n|w|(?![0-9]))")),
-)
-
-
-def modality_of(name: str) -> str | None:
-    """The modality a node name denotes (``"t1"``, ``"t1ce"``, ``"t2"``, ``"flair"``) or ``None``."""
-    lower = name.lower()
-    for modality, pattern in PATTERNS:
-        if pattern.search(lower):
-            return modality
-    return None
+ensure_engine_on_path()
+from nslfcore import MODALITIES  # noqa: E402
+from nslfcore.data.discovery import match_files  # noqa: E402
+from nslfcore.data.modality_names import modality_of  # noqa: E402
 
 
 def assign_inputs(scene_or_nodes: Any) -> dict[str, Any]:
     """Map modalities to volume nodes by name; from a scene (its non-labelmap scalar volumes) or nodes.
 
-    Nodes whose name contains ``NSLF`` (our outputs) are ignored. Returns only the modalities found;
-    raises :class:`InputError` when two nodes claim one modality.
+    Nodes whose name contains ``NSLF`` (our outputs) or denotes a segmentation are ignored. Returns
+    only the modalities found; raises :class:`InputError` when two nodes claim one modality.
     """
     if hasattr(scene_or_nodes, "GetNodesByClass"):
         nodes: Iterable[Any] = volume_nodes(scene_or_nodes)
@@ -46,7 +36,7 @@ def assign_inputs(scene_or_nodes: Any) -> dict[str, Any]:
         if node is None or "nslf" in node.GetName().lower():
             continue
         modality = modality_of(node.GetName())
-        if modality is None:
+        if modality not in MODALITIES:
             continue
         if modality in found:
             raise InputError(
@@ -58,6 +48,11 @@ def assign_inputs(scene_or_nodes: Any) -> dict[str, Any]:
 
 
 def load_case_folder(context: Any, case_dir: str | Path) -> dict[str, Any]:
-    """Load a case folder's image files (not ``*seg*``) through storage nodes and assign them by file name."""
-    files = sorted(p for p in Path(case_dir).iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd")))
-    return assign_inputs([load_volume(context.volumes, p) for p in files if "seg" not in p.name.lower()])
+    """Load a case folder's modality files (not the segmentation) through storage nodes, by file name.
+
+    Returns only the modalities found; raises :class:`InputError` when two files claim one modality.
+    """
+    files = match_files(Path(case_dir).name, Path(case_dir))
+    if files.problems:
+        raise InputError(files.problems)
+    return {modality: load_volume(context.volumes, path) for modality, path in files.images.items()}

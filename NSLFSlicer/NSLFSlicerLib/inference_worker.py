@@ -10,7 +10,7 @@ Writes ``fused.nii.gz`` (float32) and ``labels.nii.gz`` (uint8, BraTS 2021 label
 on the inputs' grid, printing ``{"progress": f, "message": m}`` lines, then
 ``{"result": {"fused": path|null, "labels": path|null, "mode": ..., "device": ..., "timings": {...}}}``;
 on failure ``{"error": "one sentence"}`` and exit code 1 (the protocol of :mod:`.process_runner`).
-Imports only nslfcore (no Slicer), so it starts fast and cannot touch the scene.
+Imports only nslfcore and ``NSLFSlicerLib/__init__`` (no Slicer), so it starts fast and cannot touch the scene.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ def emit(**message: object) -> None:
 
 
 def run(job: dict) -> dict:
-    sys.path.insert(0, job["engine_path"])
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the module folder holding NSLFSlicerLib
+    from NSLFSlicerLib import ensure_engine_on_path
+
+    ensure_engine_on_path(job["engine_path"])
     import numpy as np
     from nslfcore.data.io import write_image
     from nslfcore.inference import as_case

@@ -12,6 +12,7 @@ leaves the scene as it was. Outputs passed in are filled in place; otherwise new
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import engine
+from . import engine, ensure_engine_on_path
 from .app_setup import SlicerContext, default_context
 from .assign import assign_inputs
 from .checks import check_inputs
@@ -29,6 +30,9 @@ from .resample import resample_to
 from .segmentation import fill_segmentation
 from .tables import TABLE_NAME, fill_table
 from .volume_rendering import set_window_level, setup_volume_rendering
+
+ensure_engine_on_path()
+from nslfcore.data.modality_names import ALIASES, SEPARATORS  # noqa: E402
 
 ProgressCallback = Callable[[float, str], None]
 log = logging.getLogger(__name__)
@@ -48,11 +52,9 @@ class NSLFOutputs:
 
 
 def case_name(t1_name: str) -> str:
-    """The case's name from the T1 node name: the name without a trailing ``_t1``/``-t1n``-like suffix."""
-    for suffix in ("_t1n", "-t1n", "_t1w", "-t1w", "_t1", "-t1", " t1", "_T1", "-T1", " T1"):
-        if t1_name.endswith(suffix) and len(t1_name) > len(suffix):
-            return t1_name[: -len(suffix)]
-    return t1_name
+    """The case's name from the T1 node name: the name without a last token naming T1 (``_t1``, ``-t1n``, `` T1w``...)."""
+    parts = re.fullmatch(rf"(.+?){SEPARATORS.pattern}([^-_.\s]+)", t1_name)
+    return parts[1] if parts and ALIASES.get(parts[2].lower()) == "t1" else t1_name
 
 
 class NSLFLogicCore:

@@ -3,8 +3,8 @@
     Slicer --no-main-window --python-script nslf_batch.py -- --case DIR --out DIR [--model M] [--device D]
     python nslf_batch.py --cases DIR --out DIR [--model M] [--device D] [--no-render] [--overwrite]
 
-Per case (a folder with T1, T1ce, T2 and FLAIR files named like BraTS 2021 ``*_t1.nii.gz`` or
-2023 ``*-t1n.nii.gz``): the volumes are read through MRML storage nodes, the logic runs, and
+Per case (a folder with T1, T1ce, T2 and FLAIR files named like BraTS 2021 ``*_t1.nii.gz``, 2023
+``*-t1n.nii.gz`` or as :func:`nslfcore.data.modality_names.modality_of` reads names): the volumes are read through MRML storage nodes, the logic runs, and
 ``<out>[/<case>]/`` receives fused.nii.gz, segmentation.seg.nrrd, labels.nii.gz (BraTS 2021
 labels), tumor_volumes.csv, scene.mrb and render.png (offscreen 3-D view). A case whose output
 folder already holds results is refused unless ``--overwrite``. ``--cases`` processes every
@@ -30,14 +30,16 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the module folder holding NSLFSlicerLib
+from NSLFSlicerLib import ensure_engine_on_path  # noqa: E402
 
+ensure_engine_on_path()
 from NSLFSlicerLib.app_setup import create_standalone_context, in_slicer_application  # noqa: E402
+from NSLFSlicerLib.assign import load_case_folder  # noqa: E402
 from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
 from NSLFSlicerLib.rendering import render_png  # noqa: E402
 from NSLFSlicerLib.scene_io import existing_results, save_results  # noqa: E402
-from NSLFSlicerLib.assign import load_case_folder  # noqa: E402
 
-from nslfcore.data.brats import find_cases  # noqa: E402  (on the path through NSLFSlicerLib)
+from nslfcore.data.discovery import find_cases  # noqa: E402
 from nslfcore.data.output import OutputLock, install, verify_written  # noqa: E402
 from nslfcore.data.validation import DataValidationError, case_problems  # noqa: E402
 

@@ -7,6 +7,7 @@ import pytest
 import vtk
 from NSLFSlicerLib.assign import modality_of
 from NSLFSlicerLib.checks import InputError
+from NSLFSlicerLib.logic import case_name
 from NSLFSlicerLib.mrml_io import image_data_from_array, set_volume
 from NSLFSlicerLib.testing import load_case_nodes
 
@@ -95,7 +96,7 @@ def test_assign_inputs_from_names(logic, inputs):
     assigned = logic.assignInputs()
     assert {k: v.GetID() for k, v in assigned.items()} == {k: v.GetID() for k, v in inputs.items()}
     expected = {"Case_t1": "t1", "Case_t1ce": "t1ce", "x-t1c": "t1ce", "x-t1n": "t1", "Case_flair": "flair",
-                "x-t2f": "flair", "Case_t2": "t2", "x-t2w": "t2", "seg": None}  # fmt: skip
+                "x-t2f": "flair", "Case_t2": "t2", "x-t2w": "t2", "seg": "seg", "T1Gd": "t1ce"}  # fmt: skip
     assert {name: modality_of(name) for name in expected} == expected
     _copy(logic, inputs["t1"], "second_t1")
     with pytest.raises(InputError, match="look like the T1 volume"):
@@ -119,3 +120,22 @@ def test_label_map_and_identical_images_are_refused(logic, inputs):
     _refused(logic, {**inputs, "t1": label_node}, "'tumour labels' looks like a label map")
     twin = node_like(inputs["t2"], "t2 copy", array_view(inputs["t2"]).copy())
     _refused(logic, {**inputs, "flair": twin}, "'t2 copy' hold the same image")
+
+
+@pytest.mark.parametrize(
+    "t1_name, case",
+    [("BraTS2021_00001_t1", "BraTS2021_00001"), ("BraTS-GLI-00001-000-t1n", "BraTS-GLI-00001-000"), ("Case T1w", "Case"),
+     ("x_T1N", "x"), ("t1", "t1"), ("_t1", "_t1"), ("Case_3DT1", "Case_3DT1"), ("Case_t1ce", "Case_t1ce")],
+)  # fmt: skip
+def test_case_name_drops_a_last_t1_token_only(t1_name, case):
+    assert case_name(t1_name) == case
+
+
+def test_a_case_folder_with_two_t1_files_is_refused(logic, case_dir, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(case_dir, tmp_path / case_dir.name)
+    t1 = next(p for p in folder.iterdir() if modality_of(p.name) == "t1")
+    shutil.copy(t1, folder / "T1w_copy.nii.gz")
+    with pytest.raises(InputError, match="several files look like t1"):
+        load_case_nodes(logic.context, folder)
