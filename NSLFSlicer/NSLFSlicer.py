@@ -11,7 +11,7 @@ import os
 import pathlib
 import tempfile
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import qt
 import slicer
@@ -122,20 +122,25 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
+        self.ui: Any = None  # the .ui file's named widgets (slicer.util.childWidgetVariables), from setup()
         self.logic: NSLFSlicerLogic | None = None
         self._parameterNode: NSLFSlicerParameterNode | None = None
-        self._parameterNodeGuiTag = None
-        self.job = None  # BackgroundRun or the sample-case ProcessRunner
-        self.activeButton = None  # the run button that reads Cancel while its run goes on
-        self.training = None  # TrainingJob
-        self.plots = None  # TrainingPlots
-        self.models = ChoiceList(key=lambda entry: entry.spec)  # replaced before the model combo box refills
-        self.show3D = Show3DPreference()
-        self.datasetChecker = DatasetChecker(check_dataset)  # a background thread, after typing stops
-        self.timer = qt.QTimer()
+        self._parameterNodeGuiTag: Any = None
+        self.runButtons: dict[Any, tuple[bool, bool]] = {}  # run button -> (fuse, segment), from setup()
+        self.runButtonTexts: dict[Any, str] = {}  # run button -> its label while no run goes on
+        self.job: BackgroundRun | ProcessRunner | None = None  # a run, or the sample-case generator
+        self.sampleFolder: str = ""  # where the sample-case generator writes
+        self.activeButton: Any = None  # the run button that reads Cancel while its run goes on
+        self.training: TrainingJob | None = None
+        self.finishedTraining: TrainingJob | None = None  # the last training that ended, for "Add trained model"
+        self.plots: TrainingPlots | None = None
+        self.models: ChoiceList = ChoiceList(key=lambda entry: entry.spec)  # replaced before the model combo box refills
+        self.show3D: Show3DPreference = Show3DPreference()
+        self.datasetChecker: DatasetChecker = DatasetChecker(check_dataset)  # a background thread, after typing stops
+        self.timer: qt.QTimer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self.onPoll)
-        self.clock = qt.QElapsedTimer()
+        self.clock: qt.QElapsedTimer = qt.QElapsedTimer()
 
     # ------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
@@ -247,7 +252,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         args, env = sample_case.generate_command(folder)
         self.startJob(ProcessRunner(args, env=env).start(), _("Generating the sample case (about 15 s)"))
-        self.job.sampleFolder = folder
+        self.sampleFolder = folder
 
     def loadSample(self, folder: str) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not load the sample case."), waitCursor=True):
@@ -324,7 +329,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelled.") if runner.cancelled else _("Failed; see the log.")
             return
         if not isinstance(job, BackgroundRun):  # the sample case was generated
-            return self.loadSample(job.sampleFolder)
+            return self.loadSample(self.sampleFolder)
         with slicer.util.tryWithErrorDisplay(_("NSLF results could not be imported."), waitCursor=True):
             outputs = job.finish()
             seconds = self.clock.elapsed() / 1000
@@ -500,7 +505,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.modules.plots.logic().ShowChartInLayout(self.plots.charts[stage])
 
     def onAddTrainedModel(self) -> None:
-        job = getattr(self, "finishedTraining", None)
+        job = self.finishedTraining
         if job is not None and job.progress.best_checkpoint:
             self.onAddModel(job.progress.best_checkpoint)
 

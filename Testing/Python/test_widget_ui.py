@@ -64,6 +64,27 @@ def test_every_widget_the_code_uses_exists_with_the_expected_class():
         assert widgets[name].get("class") in expected, f"{name} is a {widgets[name].get('class')}, expected {expected}"
 
 
+def test_every_attribute_is_declared_with_a_type_in_init():
+    """Widget and logic state is declared (annotated, with a default) in ``__init__``, never first made in setup() or a slot."""
+    tree = ast.parse(SOURCE.read_text())
+
+    def self_attribute(target: ast.expr) -> list[str]:
+        if isinstance(target, ast.Tuple):
+            return [name for element in target.elts for name in self_attribute(element)]
+        is_self = isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self"
+        return [target.attr] if is_self else []  # type: ignore[union-attr]
+
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+        declared = {t for n in ast.walk(init) if isinstance(n, ast.AnnAssign) and n.value is not None
+                    for t in self_attribute(n.target)} if init else set()  # fmt: skip
+        assigned = {t for n in ast.walk(cls) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+                    for target in getattr(n, "targets", [getattr(n, "target", None)]) for t in self_attribute(target)}  # fmt: skip
+        assert not assigned - declared, f"{cls.name} sets {sorted(assigned - declared)} without declaring them in __init__"
+        if cls.name == "NSLFSlicerWidget":
+            assert {"ui", "runButtons", "job", "finishedTraining"} <= declared
+
+
 def test_panel_has_what_the_issue_asks_for():
     widgets = ui_widgets()
     for name in ("t1Selector", "t1ceSelector", "t2Selector", "flairSelector", "modelComboBox", "deviceComboBox",
