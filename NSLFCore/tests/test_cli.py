@@ -11,10 +11,11 @@ from nslfcore.errors import NSLFError
 def test_project_errors_share_one_base_and_keep_their_standard_bases():
     from nslfcore.data.output import OutputBusyError
     from nslfcore.data.validation import DataValidationError
+    from nslfcore.model_store import ModelError
     from nslfcore.training.events import EventSchemaError
     from nslfcore.training.run import TrainingSetupError
 
-    for error, standard in ((TrainingSetupError, ValueError), (EventSchemaError, ValueError),
+    for error, standard in ((ModelError, ValueError), (TrainingSetupError, ValueError), (EventSchemaError, ValueError),
                             (DataValidationError, ValueError), (OutputBusyError, OSError)):  # fmt: skip
         assert issubclass(error, NSLFError) and issubclass(error, standard), error
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import nslfcore
+from nslfcore.errors import NSLFError
 
 #: Environment variable naming the folder of ``models.json`` (overrides the repository's ``Resources/Models``).
 MODELS_DIR_ENV = "NSLF_MODELS_DIR"
 REGISTRY_NAME = "models.json"
 
 
-class ModelError(ValueError):
+class ModelError(NSLFError, ValueError):
     """A model cannot be found, verified, downloaded or loaded; the message is one sentence saying what to do."""
 
 
