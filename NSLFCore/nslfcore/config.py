@@ -103,7 +103,7 @@ class NSLFConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown NSLF configuration keys {unknown}; known keys are {sorted(known)}.")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 
     @classmethod

@@ -23,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, help="model id, .pt file or URL (default: the shipped model)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--seed", type=int, default=7, help="phantom seed (the shipped model was trained on seed 1000)")
-    parser.add_argument("--tiny", action="store_true", help="a small procedural phantom (fast; not what the model was trained on)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a small procedural phantom (fast; not what the model was trained on)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     case = generate_tiny_case(seed=args.seed) if args.tiny else generate_case(seed=args.seed)
     case_dir = write_case(case, args.out / "case")
+    assert case.label is not None  # a phantom carries its ground truth
     truth = from_internal(case.label, "brats2021")
     print(f"phantom case {case.name}: {case.geometry.shape} voxels (z, y, x), written to {case_dir} "
           f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, DataValidationError, MemoryError) as error:
         print(f"nslf demo: error: {error}", file=sys.stderr)
         return 1
+    assert result.fused is not None and result.labels is not None  # inference.run: fusion and segmentation
     results = args.out / "results"
     fused_path = write_image(result.fused, case.geometry, results / "fused.nii.gz", np.float32)
     labels_path = write_image(result.labels, case.geometry, results / "labels.nii.gz", np.uint8)

@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
         _clean_up(temps, args.out if created else None)
         raise
     t = result.timings
-    print(f"nslf {args.task}: {case.name} with model {info.id!r}: {MODE_DESCRIPTIONS.get(result.mode, result.mode)} on {result.device}; wrote "
-          + ", ".join(str(p) for p in outputs))  # fmt: skip
+    print(f"nslf {args.task}: {case.name} with model {info.id!r}: {MODE_DESCRIPTIONS.get(result.mode, result.mode)} "
+          f"on {result.device}; wrote " + ", ".join(str(p) for p in outputs))  # fmt: skip
     print(f"nslf {args.task}: time {time.perf_counter() - clock:.1f} s (reading and model {prepared_s:.1f} s, "
           f"preprocessing {t['preprocess']:.1f} s, network {t['inference']:.1f} s, pasting back {t['postprocess']:.1f} s, "
           f"writing {write_s:.1f} s)")  # fmt: skip

@@ -19,7 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; case i depends only on (seed, i)")
     parser.add_argument("--start", type=int, default=0, help="index of the first case (names BraTS2021_XXXXX)")
     parser.add_argument("--tiny", action="store_true", help="small procedural phantoms (numpy + torch only)")
-    parser.add_argument("--size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="tiny phantom size in voxels (z y x), default 48 48 48")
+    parser.add_argument("--size", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="tiny phantom size in voxels (z y x), default 48 48 48")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace cases of the same names already in --out")
     parser.set_defaults(func=run)
 

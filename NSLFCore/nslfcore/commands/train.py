@@ -37,9 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random training crops of each case per epoch")  # fmt: skip
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch")
     parser.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
-                        help="stop gracefully after N epochs of a stage (the schedule still spans --epochs; --resume continues)")  # fmt: skip
+                        help="stop gracefully after N epochs of a stage "
+                             "(the schedule still spans --epochs; --resume continues)")  # fmt: skip
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                        help="wall-clock seconds per stage; past it the epoch ends early, is validated and the stage finishes")  # fmt: skip
+                        help="wall-clock seconds per stage; past it the epoch ends early, "
+                             "is validated and the stage finishes")  # fmt: skip
     parser.add_argument("--workers", type=int, default=defaults.num_workers, help="data-loading worker processes")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume on CPU)")

@@ -102,10 +102,10 @@ def make_tiny_phantom(seed: int = 0, size: Sequence[int] = TINY_SIZE, index: int
         raise ValueError(f"tiny phantom size {tuple(size)} must be three sizes (z, y, x) of at least 16 voxels.")
     rng = case_rng(seed, index)
     geometry = brats_geometry((shape[2], shape[1], shape[0]))
-    anatomy = ellipsoid_anatomy(rng, shape)  # type: ignore[arg-type]
+    anatomy = ellipsoid_anatomy(rng, shape)
     scale = max(0.35, 0.41 * float(np.mean(shape)) / 60.0)
     lesions = sample_lesions(rng, anatomy["wm"], anatomy["brain"], (1.0, 1.0, 1.0), scale=scale)
-    source = mass_effect_coords(lesions, shape, (1.0, 1.0, 1.0))  # type: ignore[arg-type]
+    source = mass_effect_coords(lesions, shape, (1.0, 1.0, 1.0))
     keys = ("csf", "gm", "wm", "brain")
     pushed = sample(np.stack([anatomy[k] for k in keys]), source)
     anatomy = {k: np.ascontiguousarray(v) for k, v in zip(keys, pushed)}

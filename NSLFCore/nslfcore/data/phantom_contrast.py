@@ -89,7 +89,7 @@ def synthesise(
     for c, modality in enumerate(MODALITIES):
         table = {t: v * (1 + 0.025 * rng.standard_normal()) for t, v in CONTRAST[modality].items()}
         for tissue in TISSUES:
-            value = table[tissue]
+            value: float | np.ndarray = table[tissue]
             if tissue == "ed":
                 value = table["wm"] + strength * (table["ed"] - table["wm"])
             stack[c] += fractions[tissue] * value * (1 + textures[tissue])

@@ -23,9 +23,9 @@ def resize(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out.reshape((*array.shape[:-3], *shape)).numpy()
 
 
-def gaussian_blur(array: np.ndarray, sigma: float | Sequence[float]) -> np.ndarray:
+def gaussian_blur(array: np.ndarray, sigma: float | Sequence[float] | np.ndarray) -> np.ndarray:
     """Separable Gaussian blur of ``(C, z, y, x)`` or ``(z, y, x)``; ``sigma`` in voxels per axis (z, y, x); edges replicate."""
-    sigmas = [float(sigma)] * 3 if np.isscalar(sigma) else [float(s) for s in sigma]  # type: ignore[arg-type]
+    sigmas = [float(s) for s in sigma] if isinstance(sigma, (Sequence, np.ndarray)) else [float(sigma)] * 3
     out = np.asarray(array, dtype=np.float32)
     for axis, s in enumerate(sigmas):
         if s <= 0:
@@ -47,12 +47,12 @@ def gaussian_blur(array: np.ndarray, sigma: float | Sequence[float]) -> np.ndarr
     return out
 
 
-def smooth_noise(rng: np.random.Generator, shape: Sequence[int], cells: float | Sequence[float]) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: Sequence[int], cells: float | Sequence[float] | np.ndarray) -> np.ndarray:
     """A smooth random field of ``shape`` (z, y, x), zero mean, unit standard deviation.
 
     ``cells``: number of independent lobes along each axis (about ``shape / feature size``).
     """
-    cells3 = [float(cells)] * 3 if np.isscalar(cells) else [float(c) for c in cells]  # type: ignore[arg-type]
+    cells3 = [float(c) for c in cells] if isinstance(cells, (Sequence, np.ndarray)) else [float(cells)] * 3
     coarse = rng.standard_normal([max(2, int(round(c)) + 2) for c in cells3]).astype(np.float32)
     mid_shape = [min(4 * c, max(int(n) // 2, c)) for c, n in zip(coarse.shape, shape)]
     mid = gaussian_blur(resize(coarse, mid_shape), [0.5 * m / c for m, c in zip(mid_shape, coarse.shape)])

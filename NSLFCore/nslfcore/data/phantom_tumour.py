@@ -3,8 +3,8 @@
 A lesion is a lobulated (noise-perturbed) mass, mostly in white matter: for high-grade-like
 lesions a necrotic core inside an enhancing rim (ET) of variable, sometimes patchy thickness;
 for low-grade-like lesions (about 15 % of cases) a solid non-enhancing mass. Necrosis and
-non-enhancing tumour are both labelled NCR but differ in contrast; edema (ED) spreads around it, further along white matter. The mass
-pushes the surrounding anatomy outward: a point at distance ``r`` from the centre came from
+non-enhancing tumour are both labelled NCR but differ in contrast; edema (ED) spreads around it,
+further along white matter. The mass pushes the surrounding anatomy outward: a point at distance ``r`` from the centre came from
 ``(r^3 - k R^3)^(1/3)`` (an inflating sphere of radius ``k^(1/3) R`` in an incompressible medium),
 a displacement that decays like ``k R^3 / (3 r^2)``.
 
@@ -46,7 +46,7 @@ def sample_lesions(
     candidates = np.flatnonzero((wm > 0.7).ravel())
     if len(candidates) == 0:
         candidates = np.flatnonzero((brain > 0.5).ravel())
-    lesions = []
+    lesions: list[Lesion] = []
     sp = np.asarray(spacing)
     for index in range(count):
         radius = scale * (rng.uniform(10, 23) if index == 0 else rng.uniform(6, 12))
@@ -79,7 +79,9 @@ def sample_lesions(
     return lesions
 
 
-def _grid_mm(shape: tuple[int, ...], spacing: tuple[float, float, float], center: tuple[float, float, float], box: tuple[slice, ...]) -> list[np.ndarray]:
+def _grid_mm(
+    shape: tuple[int, ...], spacing: tuple[float, float, float], center: tuple[float, float, float], box: tuple[slice, ...]
+) -> list[np.ndarray]:
     return [
         ((np.arange(box[a].start, box[a].stop, dtype=np.float32) - center[a]) * spacing[a]).reshape(
             [-1 if b == a else 1 for b in range(3)]

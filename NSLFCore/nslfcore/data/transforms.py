@@ -33,9 +33,9 @@ from monai.transforms import (
     MapTransform,
     RandAdjustContrastd,
     RandAffined,
-    Randomizable,
     RandFlipd,
     RandGaussianNoised,
+    Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
     SpatialCrop,
@@ -63,7 +63,8 @@ def brain_mask(image: np.ndarray) -> np.ndarray:
 
 
 def _outliers(channel: np.ndarray, mask: np.ndarray, values: np.ndarray) -> np.ndarray | None:
-    """Brain voxels of ``channel`` beyond :data:`OUTLIER_PERCENTILES` by more than :data:`OUTLIER_MARGIN` x the range, or ``None``.
+    """Brain voxels of ``channel`` beyond :data:`OUTLIER_PERCENTILES` by more than :data:`OUTLIER_MARGIN` x the range,
+    or ``None``.
 
     ``values`` are ``channel[mask]``; the 3-D mask is built only when an outlier exists.
     """
@@ -173,7 +174,7 @@ class CropRecord:
         geometry = Geometry(
             tuple(d["size"]), tuple(d["spacing"]), tuple(d["origin"]), tuple(tuple(r) for r in d["direction"])  # type: ignore[arg-type]
         )
-        return cls(geometry, tuple(d["start"]), tuple(d["shape"]))  # type: ignore[arg-type]
+        return cls(geometry, tuple(d["start"]), tuple(d["shape"]))
 
 
 @dataclass
@@ -242,13 +243,13 @@ class RandTumourCropd(Randomizable, MapTransform):
         want_tumour = self.R.rand() < self.tumour_fraction
         tumour = np.flatnonzero(label) if label is not None and want_tumour else np.empty(0, dtype=np.int64)
         self._tumour = bool(len(tumour))
+        center: tuple[int, ...] | None = None
         if self._tumour:
             center = self._pick(tumour, shape)
         else:
-            center = None
             for _ in range(64):  # rejection sampling: the brain fills most of a brain-box crop
                 candidate = tuple(int(self.R.randint(n)) for n in shape)
-                if image[(slice(None), *candidate)].max() > 0 and (label is None or label[candidate] == 0):
+                if image[(slice(None),) + candidate].max() > 0 and (label is None or label[candidate] == 0):
                     center = candidate
                     break
             if center is None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -147,11 +147,11 @@ class GeometricMatchingNetwork(nn.Module):
 
     def reset_to_identity(self) -> None:
         """Zero the output heads: identity affine and zero displacement."""
-        heads = [self.rotation_head, self.scale_head, self.translation_head, self.shear_head]
-        heads += [h[-1] for h in self.flow_heads]
+        flows = cast(list[nn.Sequential], list(self.flow_heads))  # to a type checker a ModuleList holds Modules
+        heads = [self.rotation_head, self.scale_head, self.translation_head, self.shear_head, *(f[-1] for f in flows)]
         for head in heads:
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+            for parameter in head.parameters():  # weight and bias
+                nn.init.zeros_(parameter)
 
     def predict_affine(self, source_global: torch.Tensor, fused_global: torch.Tensor) -> AffineParameters:
         """Affine parameters from ``(B, M, Cg, d, h, w)`` source and ``(B, 1, Cg, d, h, w)`` fused features."""
@@ -197,7 +197,8 @@ class GeometricMatchingNetwork(nn.Module):
             fused: ``(B, 1, D, H, W)``.
         """
         params = self.predict_affine(source_global, fused_global)
-        theta = affine_theta(params, tuple(fused.shape[2:]))
+        d, h, w = fused.shape[2:]
+        theta = affine_theta(params, (d, h, w))
         moved_local = warp_affine(fused_local[:, 0], theta)
         dvf = self.predict_dvf(moved_local, source_local)
         warped = self.warp(warp_affine(fused, theta), dvf)
