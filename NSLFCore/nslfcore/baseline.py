@@ -10,9 +10,12 @@ similar size. It is trained on the same crops with the same loss as NSLF's stage
 schedule (Adam, weight decay 5e-4, warm-up + cosine), but without NSLF's self-supervised stages
 and without fusion.
 
-A baseline file is an NSLF-format checkpoint (:mod:`nslfcore.training.checkpoint`) with
-``kind`` ``"baseline"``, ``architecture`` ``"BasicUNet"`` and ``features``; it is read with
-``weights_only=True``. :func:`nslfcore.inference.run` accepts the loaded network (segmentation only).
+A baseline file is a model file like NSLF's, written by :func:`nslfcore.model_store.save_model` and
+read by :func:`nslfcore.model_store.load_model` (``weights_only=True``): an NSLF-format checkpoint
+(:mod:`nslfcore.training.checkpoint`) with ``kind`` ``"baseline"``, ``architecture``
+``"BasicUNet"`` and ``features``. :class:`BaselineUNet` is a
+:class:`~nslfcore.models.interface.Network` that segments only, so :func:`nslfcore.inference.run`
+accepts it (``fuse=False``).
 
 Tensors are ``(B, C, D, H, W)`` with spatial axes ``(z, y, x)``; inputs in ``nslfcore.MODALITIES``
 order, intensities in ``[0, 1]``.
@@ -36,21 +39,28 @@ from nslfcore.data.brats import select_cases
 from nslfcore.data.cache import CaseCache
 from nslfcore.data.dataset import BratsCropDataset
 from nslfcore.losses import Stage3Loss
-from nslfcore.training.checkpoint import atomic_torch_save, load_checkpoint, new_checkpoint
+from nslfcore.model_store import ModelError, load_model, save_model
 
 #: BasicUNet features: five encoder widths and the last decoder width.
 BASELINE_FEATURES: tuple[int, int, int, int, int, int] = (16, 32, 64, 128, 128, 16)
 ARCHITECTURE = "BasicUNet"
+#: The ``kind`` of a baseline model file (an NSLF model file has ``"weights"``).
+KIND = "baseline"
 
 
 class BaselineUNet(BasicUNet):
     """BasicUNet with NSLF's inputs and classes: ``(B, 4, D, H, W)`` -> logits ``(B, 4, D, H, W)``.
 
+    A :class:`~nslfcore.models.interface.Network` that segments only (no fusion, no
+    one-modality-at-a-time pass).
+
     Attributes:
         features: the BasicUNet widths.
-        inference_bytes_per_voxel: a safe upper bound of the float32 activation memory of one
-            whole-volume pass per voxel (used by :func:`nslfcore.inference.estimate_memory_bytes`).
     """
+
+    fuses = False
+    segments = True
+    sequential = False
 
     def __init__(self, features: tuple[int, ...] = BASELINE_FEATURES) -> None:
         super().__init__(
@@ -58,24 +68,26 @@ class BaselineUNet(BasicUNet):
             upsample="deconv",
         )  # fmt: skip
         self.features = tuple(int(f) for f in features)
-        self.inference_bytes_per_voxel = 4 * (8 * self.features[0] + 16)
 
+    def predict(self, x: torch.Tensor, segment: bool = True, sequential: bool = False) -> tuple[None, torch.Tensor]:
+        """``(None, logits (B, 4, D, H, W))``: no fused volume; the logits whatever ``segment`` and ``sequential`` say."""
+        return None, self(x)
 
-def save_baseline(model: BaselineUNet, path: str | Path, **fields: Any) -> Path:
-    """Write ``model``'s weights as a baseline checkpoint (atomically)."""
-    state = new_checkpoint(kind="baseline", architecture=ARCHITECTURE, features=list(model.features),
-                           model=model.state_dict(), **fields)  # fmt: skip
-    return atomic_torch_save(state, path)
+    def inference_bytes_per_voxel(self, sequential: bool = False) -> int:
+        """A safe upper bound of the float32 activation memory of one whole-volume pass per voxel."""
+        return 4 * (8 * self.features[0] + 16)
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """``kind`` ``"baseline"``, ``architecture`` and ``features``: what a model file stores besides the weights."""
+        return {"kind": KIND, "architecture": ARCHITECTURE, "features": list(self.features)}
 
 
 def load_baseline(path: str | Path, device: str | torch.device = "cpu") -> BaselineUNet:
-    """A baseline network in eval mode from a file written by :func:`train_baseline` (weights only)."""
-    data = load_checkpoint(path)
-    if data.get("kind") != "baseline" or data.get("architecture") != ARCHITECTURE:
-        raise ValueError(f"{path} is not a U-Net baseline file; train one with nslf baseline.")
-    model = BaselineUNet(tuple(data["features"]))
-    model.load_state_dict(data["model"], strict=True)
-    return model.to(device).eval()
+    """A baseline network in eval mode from a file written by :func:`train_baseline` (:func:`load_model`, weights only)."""
+    model, _ = load_model(Path(path), device=device)
+    if not isinstance(model, BaselineUNet):
+        raise ModelError(f"{path} is not a U-Net baseline file; train one with nslf baseline.")
+    return model
 
 
 def train_baseline(
@@ -138,7 +150,7 @@ def train_baseline(
                 f"WT Dice {valid['dice_wt']:.3f} ({record['seconds']:.0f} s)")  # fmt: skip
             if valid["loss"] < best:
                 best = valid["loss"]
-                save_baseline(model, out / "baseline_best.pt", epoch=epoch + 1, best_metric=best)
+                save_model(model, out / "baseline_best.pt", epoch=epoch + 1, best_metric=best)
     return out / "baseline_best.pt"
 
 

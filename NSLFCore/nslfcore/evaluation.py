@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from nslfcore.data.brats import load_case
 from nslfcore.data.case import Case, CaseFiles
@@ -23,7 +22,7 @@ from nslfcore.data.labels import to_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference import run as infer
 from nslfcore.metrics import fusion_metrics, segmentation_metrics
-from nslfcore.models import NSLF
+from nslfcore.models import Network
 
 FUSION_COLUMNS = ("ssim", "psnr", "nmi", "sfr")
 SEGMENTATION_COLUMNS = ("dice", "sensitivity", "specificity", "accuracy", "jaccard", "hd95")
@@ -55,17 +54,16 @@ def score_case(case: Case, fused: np.ndarray | None, labels: np.ndarray) -> dict
     return row
 
 
-def evaluate_case(files: CaseFiles, model: torch.nn.Module, device: str = "auto") -> dict[str, float | str]:
+def evaluate_case(files: CaseFiles, model: Network, device: str = "auto") -> dict[str, float | str]:
     """:func:`score_case` of NSLF's results (or a segmentation-only network's, without fusion columns)."""
     case = load_case(files, require_label=True)
-    fuses = isinstance(model, NSLF)
-    result = infer(case, model, fuse=fuses, device=device, label_convention="brats2021")
+    result = infer(case, model, fuse=model.fuses, device=device, label_convention="brats2021")
     return score_case(case, result.fused, result.labels)
 
 
 def evaluate(
     cases: Sequence[CaseFiles],
-    model: torch.nn.Module,
+    model: Network,
     device: str = "auto",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[dict[str, float | str]]:

@@ -28,15 +28,11 @@ def pytest_configure(config):
 def random_model_file(tmp_path):
     """A weights file of a seeded random ``compact`` NSLF (stage 3), as ``nslf train`` writes them."""
     from nslfcore.config import PRESETS
+    from nslfcore.model_store import save_model
     from nslfcore.models import NSLF
-    from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
     torch.manual_seed(0)
-    model = NSLF(PRESETS["compact"])
-    path = tmp_path / "random-model.pt"
-    atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1,
-                                     model=model.state_dict()), path)  # fmt: skip
-    return path
+    return save_model(NSLF(PRESETS["compact"]), tmp_path / "random-model.pt", stage=3, epoch=1)
 
 
 @pytest.fixture(scope="session")

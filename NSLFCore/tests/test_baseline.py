@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from nslfcore.baseline import BaselineUNet, load_baseline, save_baseline
+from nslfcore.baseline import BaselineUNet, load_baseline
 from nslfcore.cli import main as nslf
-from nslfcore.config import PRESETS
 from nslfcore.data.brats import find_cases, load_case
 from nslfcore.data.io import write_image
 from nslfcore.data.labels import from_internal
 from nslfcore.data.phantom import write_phantom_dataset
 from nslfcore.inference import run
-from nslfcore.models import NSLF
-from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
+from nslfcore.model_store import load_model, save_model
+from nslfcore.models import Network
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +37,25 @@ def test_training_writes_a_weights_only_checkpoint_and_a_log(data, tmp_path, cap
     assert data_dict["kind"] == "baseline" and data_dict["features"] == [16, 32, 64, 128, 128, 16]
     model = load_baseline(out / "baseline_best.pt")
     assert not model.training and isinstance(model, BaselineUNet)
+    loaded, info = load_model(out / "baseline_best.pt")  # the one loader of model files
+    assert isinstance(loaded, BaselineUNet) and info.epoch == data_dict["epoch"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
     assert nslf(["baseline", "--data", str(data), "--out", str(out)]) == 1  # never overwrites
     assert "exists" in capsys.readouterr().err
 
 
-def test_an_nslf_file_is_not_a_baseline(tmp_path):
-    model = NSLF(PRESETS["compact"])
-    path = atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), model=model.state_dict()),
-                             tmp_path / "nslf.pt")  # fmt: skip
+def test_an_nslf_file_is_not_a_baseline(random_model_file):
     with pytest.raises(ValueError, match="not a U-Net baseline"):
-        load_baseline(path)
+        load_baseline(random_model_file)
+
+
+def test_the_baseline_is_a_segmentation_only_network(tmp_path):
+    model = BaselineUNet()
+    assert isinstance(model, Network) and (model.fuses, model.segments, model.sequential) == (False, True, False)
+    path = save_model(model, tmp_path / "b.pt", epoch=3)
+    assert torch.load(path, weights_only=True)["architecture"] == "BasicUNet"
+    assert load_baseline(path).features == model.features
 
 
 def test_segmentation_only_inference_on_the_input_grid(data):
@@ -61,14 +69,11 @@ def test_segmentation_only_inference_on_the_input_grid(data):
         run(case, model, device="cpu")
 
 
-def test_evaluate_adds_the_baseline_rows(data, tmp_path):
-    model = NSLF(PRESETS["compact"])
-    model_path = atomic_torch_save(
-        new_checkpoint(kind="weights", config=model.config.to_json(), model=model.state_dict()), tmp_path / "m.pt"
-    )
-    baseline_path = save_baseline(BaselineUNet(), tmp_path / "b.pt")
+def test_evaluate_adds_the_baseline_rows(data, random_model_file, tmp_path):
+    baseline_path = save_model(BaselineUNet(), tmp_path / "b.pt")
     out = tmp_path / "eval"
-    args = ["evaluate", "--data", str(data), "--model", str(model_path), "--baseline", str(baseline_path), "--out", str(out)]
+    args = ["evaluate", "--data", str(data), "--model", str(random_model_file), "--baseline", str(baseline_path),
+            "--out", str(out)]  # fmt: skip
     assert nslf(args + ["--limit", "2"]) == 0
     rows = list(csv.DictReader((out / "metrics_baseline.csv").open()))
     assert len(rows) == 2 and all(r["ssim"] == "nan" for r in rows)

@@ -5,22 +5,15 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import torch
 
 from nslfcore.cli import main as nslf
-from nslfcore.config import PRESETS
 from nslfcore.data.phantom import write_phantom_dataset
-from nslfcore.models import NSLF
-from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
 
-def test_evaluate_writes_per_case_csv_and_summary(tmp_path, capsys):
+def test_evaluate_writes_per_case_csv_and_summary(random_model_file, tmp_path, capsys):
     data = tmp_path / "data"
     write_phantom_dataset(data, 2, seed=9, tiny=True)
-    torch.manual_seed(0)
-    model = NSLF(PRESETS["compact"])
-    model_path = tmp_path / "m.pt"
-    atomic_torch_save(new_checkpoint(kind="weights", config=model.config.to_json(), model=model.state_dict()), model_path)
+    model_path = random_model_file
     out = tmp_path / "eval"
     assert nslf(["evaluate", "--data", str(data), "--model", str(model_path), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))

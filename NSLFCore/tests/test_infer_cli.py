@@ -9,22 +9,8 @@ import torch
 
 from nslfcore import MODALITIES
 from nslfcore.cli import main as nslf
-from nslfcore.config import PRESETS
 from nslfcore.data.case import Geometry
 from nslfcore.data.io import write_image
-from nslfcore.models import NSLF
-from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    model = NSLF(PRESETS["compact"])
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    atomic_torch_save(
-        new_checkpoint(kind="weights", config=model.config.to_json(), stage=3, epoch=1, model=model.state_dict()), path
-    )
-    return path
 
 
 def _files(tiny_case) -> list[str]:
@@ -34,9 +20,9 @@ def _files(tiny_case) -> list[str]:
     return args
 
 
-def test_run_writes_outputs_with_the_input_geometry(model_file, tiny_case, tmp_path, capsys):
+def test_run_writes_outputs_with_the_input_geometry(random_model_file, tiny_case, tmp_path, capsys):
     out = tmp_path / "out"
-    assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(model_file), "--probabilities"]) == 0
+    assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(random_model_file), "--probabilities"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "probabilities.nii.gz", "seg.nii.gz"]
     reference = sitk.ReadImage(str(next(tiny_case.glob("*_t1.nii.gz"))))
     for name in ("fused.nii.gz", "seg.nii.gz"):
@@ -46,9 +32,9 @@ def test_run_writes_outputs_with_the_input_geometry(model_file, tiny_case, tmp_p
     assert sitk.ReadImage(str(out / "probabilities.nii.gz")).GetNumberOfComponentsPerPixel() == 4
     assert "wrote" in capsys.readouterr().out
     # --case works too, and refuses to overwrite without --overwrite.
-    assert nslf(["segment", "--case", str(tiny_case), "--out", str(out), "--model", str(model_file)]) == 1
+    assert nslf(["segment", "--case", str(tiny_case), "--out", str(out), "--model", str(random_model_file)]) == 1
     assert "already exists" in capsys.readouterr().err
-    assert nslf(["segment", "--case", str(tiny_case), "--out", str(out), "--model", str(model_file), "--overwrite"]) == 0
+    assert nslf(["segment", "--case", str(tiny_case), "--out", str(out), "--model", str(random_model_file), "--overwrite"]) == 0
 
 
 def _break(kind: str, tiny_case, tmp_path) -> list[str]:
@@ -70,17 +56,17 @@ def _break(kind: str, tiny_case, tmp_path) -> list[str]:
 @pytest.mark.parametrize(
     ("kind", "message"), [("geometry", "origin"), ("missing", "t2"), ("2d", "3-D"), ("4d", "3-D")]
 )
-def test_bad_inputs_are_refused_without_partial_outputs(kind, message, model_file, tiny_case, tmp_path, capsys):
+def test_bad_inputs_are_refused_without_partial_outputs(kind, message, random_model_file, tiny_case, tmp_path, capsys):
     out = tmp_path / "out"
-    code = nslf(["run", *_break(kind, tiny_case, tmp_path), "--out", str(out), "--model", str(model_file)])
+    code = nslf(["run", *_break(kind, tiny_case, tmp_path), "--out", str(out), "--model", str(random_model_file)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and message in err[0], err
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_a_tampered_model_file_is_refused(tiny_case, model_file, tmp_path, capsys):
+def test_a_tampered_model_file_is_refused(tiny_case, random_model_file, tmp_path, capsys):
     broken = tmp_path / "broken.pt"
-    broken.write_bytes(model_file.read_bytes()[:5000])
+    broken.write_bytes(random_model_file.read_bytes()[:5000])
     out = tmp_path / "out"
     assert nslf(["run", "--case", str(tiny_case), "--out", str(out), "--model", str(broken)]) == 1
     assert "cannot be read safely" in capsys.readouterr().err
@@ -92,7 +78,7 @@ def test_a_tampered_model_file_is_refused(tiny_case, model_file, tmp_path, capsy
 
 
 @pytest.mark.parametrize("mode", ["whole", "sequential", "sliding"])
-def test_every_mode_finishes_with_its_summary(mode, model_file, tiny_case, tmp_path, capsys):
+def test_every_mode_finishes_with_its_summary(mode, random_model_file, tiny_case, tmp_path, capsys):
     """A run in any mode reports itself (the sequential mode once crashed after writing: KeyError in the summary)."""
     import typing
 
@@ -100,5 +86,5 @@ def test_every_mode_finishes_with_its_summary(mode, model_file, tiny_case, tmp_p
 
     assert set(typing.get_args(Mode)) - {"auto"} == set(MODE_DESCRIPTIONS)
     out = tmp_path / f"out-{mode}"
-    assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(model_file), "--mode", mode]) == 0
+    assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(random_model_file), "--mode", mode]) == 0
     assert f": {MODE_DESCRIPTIONS[mode]} on cpu; wrote" in capsys.readouterr().out

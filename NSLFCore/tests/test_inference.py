@@ -20,23 +20,13 @@ from nslfcore.data.validation import DataValidationError
 from nslfcore.inference import estimate_memory_bytes, fuse, run, segment, strategies
 from nslfcore.model_store import sha256_file
 from nslfcore.models import NSLF
-from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
 
 @pytest.fixture(scope="module")
 def model() -> NSLF:
+    """The network of the ``random_model_file`` fixture (seed 0, ``compact``)."""
     torch.manual_seed(0)
     return NSLF(PRESETS["compact"]).eval()
-
-
-@pytest.fixture(scope="module")
-def model_file(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "compact.pt"
-    checkpoint = new_checkpoint(
-        kind="weights", config=model.config.to_json(), stage=3, epoch=1, model=model.state_dict(), best_metric=None
-    )
-    atomic_torch_save(checkpoint, path)
-    return path
 
 
 def _oblique(case: Case) -> Case:
@@ -87,13 +77,13 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------- outputs
-def test_cli_outputs_keep_the_oblique_anisotropic_input_geometry(model, model_file, tmp_path, capsys):
+def test_cli_outputs_keep_the_oblique_anisotropic_input_geometry(model, random_model_file, tmp_path, capsys):
     case = _oblique(generate_tiny_case(seed=2, size=(20, 32, 28)))
     assert not np.allclose(np.asarray(case.geometry.direction), np.eye(3))
     paths = _write(case, tmp_path / "in")
     out = tmp_path / "out"
     args = [a for m in MODALITIES for a in (f"--{m}", str(paths[m]))]
-    assert nslf(["run", *args, "--out", str(out), "--model", str(model_file), "--probabilities", "--device", "cpu"]) == 0
+    assert nslf(["run", *args, "--out", str(out), "--model", str(random_model_file), "--probabilities", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "seg.nii.gz") in printed and "time" in printed
     reference = sitk.ReadImage(str(paths["t1"]))
@@ -138,9 +128,9 @@ def test_labels_only_in_the_allowed_set_for_both_conventions(model):
     np.testing.assert_array_equal(np.where(old.labels == 4, 0, old.labels), np.where(new.labels == 3, 0, new.labels))
 
 
-def test_fuse_alone_skips_the_segmentation_decoder(model, model_file, monkeypatch):
+def test_fuse_alone_skips_the_segmentation_decoder(model, random_model_file, monkeypatch):
     case = generate_tiny_case(seed=4, size=(24, 32, 32))
-    both = run(case, model_file, device="cpu")  # a model file works in place of a model
+    both = run(case, random_model_file, device="cpu")  # a model file works in place of a model
     monkeypatch.setattr(model.fsd, "forward", lambda *a: pytest.fail("FSD ran for fusion alone"))
     fused = fuse(case, model, device="cpu")
     assert fused.labels is None and fused.probabilities is None and both.labels is not None
@@ -196,6 +186,19 @@ def test_one_modality_at_a_time_gives_the_batched_result(weights):
     whole, sequential = run(case, net, device="cpu", mode="whole"), run(case, net, device="cpu", mode="sequential")
     assert sequential.mode == "sequential" and np.array_equal(whole.labels, sequential.labels)
     np.testing.assert_allclose(whole.fused, sequential.fused, atol=1e-5)
+
+
+def test_one_modality_at_a_time_keeps_a_float64_model_float64():
+    torch.manual_seed(2)
+    net = NSLF(PRESETS["compact"]).double().eval()
+    assert all(p.dtype == torch.float64 for u in net.cunet.split_modalities() for p in u.parameters())
+    x = torch.rand(1, 4, 16, 16, 16, dtype=torch.float64)
+    with torch.inference_mode():
+        fusion, logits = net.fuse_and_segment(x)
+        seq_fusion, seq_logits = net.fuse_and_segment_sequential(x)
+    assert seq_fusion.fused.dtype == seq_logits.dtype == torch.float64
+    torch.testing.assert_close(seq_fusion.fused, fusion.fused)
+    torch.testing.assert_close(seq_logits, logits)
 
 
 def test_auto_mode_follows_the_memory_estimate(model, monkeypatch):
@@ -275,7 +278,7 @@ def test_bad_inputs_are_refused_with_one_clear_message(model, tmp_path):
 
 
 # ---------------------------------------------------------------------------------- command line
-def test_cli_model_choice_is_checked_before_computing(model_file, tmp_path, monkeypatch, capsys):
+def test_cli_model_choice_is_checked_before_computing(random_model_file, tmp_path, monkeypatch, capsys):
     case_dir = tmp_path / "case"
     _write(generate_tiny_case(seed=6, size=(24, 32, 32)), case_dir)
     out = tmp_path / "out"
@@ -287,24 +290,25 @@ def test_cli_model_choice_is_checked_before_computing(model_file, tmp_path, monk
     assert len(err) == 1 and "--model is required" in err[0] and "names no default model" in err[0], err
     assert nslf(["fuse", "--case", str(case_dir), "--out", str(out), "--model", "nslf-unknown"]) == 1
     assert "no models are installed" in capsys.readouterr().err
-    assert nslf(["fuse", "--case", str(case_dir), "--out", str(out), "--model", str(model_file), "--device", "cuda:7"]) == 1
+    model_args = ["--model", str(random_model_file)]
+    assert nslf(["fuse", "--case", str(case_dir), "--out", str(out), *model_args, "--device", "cuda:7"]) == 1
     assert "cuda:7" in capsys.readouterr().err
     assert not out.exists()  # nothing was created for a refused run
     # A registry default model is used when --model is left out.
-    entry = {"id": "compact-test", "file": str(model_file), "sha256": sha256_file(model_file)}
+    entry = {"id": "compact-test", "file": str(random_model_file), "sha256": sha256_file(random_model_file)}
     (empty / "models.json").write_text(json.dumps({"default": "compact-test", "models": [entry]}))
     assert nslf(["fuse", "--case", str(case_dir), "--out", str(out), "--device", "cpu"]) == 0
     assert "'compact-test'" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz"]
 
 
-def test_cli_reports_several_input_problems_on_one_line(model_file, tmp_path, capsys):
+def test_cli_reports_several_input_problems_on_one_line(random_model_file, tmp_path, capsys):
     case_dir = tmp_path / "BraTS2021_00000"
     paths = _write(generate_tiny_case(seed=6, size=(24, 32, 32), name="BraTS2021_00000"), case_dir)
     paths["t2"].unlink()
     paths["flair"].unlink()
     out = tmp_path / "out"
-    assert nslf(["segment", "--case", str(case_dir), "--out", str(out), "--model", str(model_file)]) == 1
+    assert nslf(["segment", "--case", str(case_dir), "--out", str(out), "--model", str(random_model_file)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no t2 file" in err[0] and "no flair file" in err[0], err
     assert not out.exists()

@@ -16,17 +16,11 @@ from nslfcore.model_store import (
     list_models,
     load_model,
     resolve_model,
+    save_model,
     sha256_file,
 )
 from nslfcore.models import NSLF
 from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
-
-
-def _save(model: NSLF, path, stage: int = 3, **extra) -> None:
-    checkpoint = new_checkpoint(
-        kind="weights", config=model.config.to_json(), stage=stage, epoch=1, model=model.state_dict(), best_metric=None
-    )
-    atomic_torch_save({**checkpoint, **extra}, path)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def weights(tmp_path_factory):
     torch.manual_seed(1)
     model = NSLF(PRESETS["compact"])
     path = tmp_path_factory.mktemp("weights") / "tiny-v1.pt"
-    _save(model, path)
+    save_model(model, path, stage=3, epoch=1, best_metric=None)
     return model, path
 
 
@@ -138,7 +132,7 @@ def test_damaged_or_unsafe_model_files_are_refused(weights, tmp_path):
 def test_a_model_without_stage_3_loads_with_a_warning(weights, tmp_path):
     model, _ = weights
     path = tmp_path / "stage2_best.pt"
-    _save(model, path, stage=2)
+    save_model(model, path, stage=2, epoch=1, best_metric=None)
     with pytest.warns(UserWarning, match="segmentation is untrained"):
         _, info = load_model(path)
     assert info.stage == 2 and info.source == "file"

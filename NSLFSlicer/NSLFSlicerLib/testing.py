@@ -52,13 +52,11 @@ def write_random_model(path: str | Path, seed: int = 0) -> Path:
     """A random-weight ``compact`` NSLF checkpoint at ``path`` (for tests)."""
     import torch
     from nslfcore.config import PRESETS
+    from nslfcore.model_store import save_model
     from nslfcore.models import NSLF
-    from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
     torch.manual_seed(seed)
-    m = NSLF(PRESETS["compact"])
-    checkpoint = new_checkpoint(kind="weights", config=m.config.to_json(), stage=3, epoch=1, model=m.state_dict(), best_metric=None)
-    return atomic_torch_save(checkpoint, path)
+    return save_model(NSLF(PRESETS["compact"]), path, stage=3, epoch=1, best_metric=None)
 
 
 def reference_labels(case_dir: str | Path) -> np.ndarray:

@@ -9,32 +9,19 @@ import numpy as np
 import torch
 
 from nslfcore.data.validation import available_ram_bytes
-from nslfcore.models import NSLF
+from nslfcore.models import Network
 
 
-def estimate_memory_bytes(model: torch.nn.Module, spatial_shape: Sequence[int], sequential: bool = False) -> int:
+def estimate_memory_bytes(model: Network, spatial_shape: Sequence[int], sequential: bool = False) -> int:
     """Rough peak activation memory of one whole-volume pass (float32), in bytes.
 
-    ``spatial_shape`` is ``(z, y, x)``; sizes are padded to multiples of 16 as the model does.
-    Batched NSLF, per voxel: about six full-resolution tensors of ``4 modalities x w0`` channels
-    are alive at the CU-Net's last decoder level (skip, up-sampled, concatenation, two
-    convolutions, the output), plus the four local features the FCD and FSD read, the FSD's first
-    width and ~16 channels of inputs and outputs: ``4 bytes x (28 w0 + fsd0 + 16)``, i.e. 1024
-    B/voxel for ``compact`` and 3904 for ``paper`` (measured peak RSS on the CPU, torch 2.13: about
-    900 and 2930). ``sequential`` (one modality at a time, :meth:`NSLF.fuse_and_segment_sequential`):
-    the four stored local features, one modality's decoder and the FSD's two first-width tensors,
-    ``4 bytes x (10 w0 + 2 fsd0 + 16)``: 512 B/voxel for ``compact``, 1856 for ``paper``. Under bf16
-    autocast (CUDA) the real need is lower still. Other networks (the U-Net baseline) state their
-    own ``inference_bytes_per_voxel``.
+    ``spatial_shape`` is ``(z, y, x)``; sizes are padded to multiples of 16 as NSLF does. The
+    network states its own need per voxel (:meth:`~nslfcore.models.interface.Network.inference_bytes_per_voxel`;
+    NSLF: 1024 B/voxel for ``compact``, 3904 for ``paper``, about half with ``sequential``, one
+    modality at a time). Under bf16 autocast (CUDA) the real need is lower still.
     """
     padded = [math.ceil(s / 16) * 16 for s in spatial_shape]
-    voxels = int(np.prod(padded))
-    if isinstance(model, NSLF):
-        w0, fsd0 = model.config.local_width, model.config.fsd_widths[0]
-        per_voxel = 4 * (10 * w0 + 2 * fsd0 + 16) if sequential else 4 * (6 * 4 * w0 + 4 * w0 + fsd0 + 16)
-    else:
-        per_voxel = int(getattr(model, "inference_bytes_per_voxel", 4096))
-    return voxels * per_voxel
+    return int(np.prod(padded)) * model.inference_bytes_per_voxel(sequential)
 
 
 def available_bytes(device: torch.device) -> int:

@@ -29,7 +29,7 @@ from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference.devices import resolve_device
 from nslfcore.inference.inputs import Source, as_case
 from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
-from nslfcore.models import NSLF
+from nslfcore.models import Network
 
 LabelConvention = Literal["brats2021", "brats2023"]
 
@@ -59,7 +59,7 @@ class InferenceResult:
 
 def run(
     source: Source,
-    model: torch.nn.Module | str | Path | None,
+    model: Network | str | Path | None,
     *,
     fuse: bool = True,
     segment: bool = True,
@@ -75,9 +75,10 @@ def run(
 
     Args:
         source: a :class:`Case`, ``{modality: path}``, or a BraTS-layout case folder.
-        model: an :class:`NSLF` (moved to ``device`` and put in eval mode here), or a model id, file
-            or downloaded URL for :func:`nslfcore.model_store.load_model` (``None``: the default model),
-            or a segmentation-only network such as :class:`nslfcore.baseline.BaselineUNet` (``fuse=False``).
+        model: a :class:`~nslfcore.models.interface.Network` (moved to ``device`` and put in eval mode
+            here): an :class:`~nslfcore.models.NSLF`, or a segmentation-only network such as
+            :class:`nslfcore.baseline.BaselineUNet` (``fuse=False``); or a model id, file or downloaded
+            URL for :func:`nslfcore.model_store.load_model` (``None``: the default model).
         fuse, segment: which outputs to return; fusion alone skips the FSD, segmentation needs the
             fused volume anyway, and both come from the same network pass.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
@@ -108,8 +109,12 @@ def run(
         from nslfcore.model_store import load_model
 
         model, _ = load_model(model, device="cpu")
-    if fuse and not isinstance(model, NSLF):
+    if not isinstance(model, Network):
+        raise TypeError(f"{type(model).__name__} is not an nslfcore.models.Network; pass an NSLF or a model file.")
+    if fuse and not model.fuses:
         raise ValueError(f"{type(model).__name__} is a segmentation-only network; it cannot fuse (use fuse=False).")
+    if (segment or probabilities) and not model.segments:
+        raise ValueError(f"{type(model).__name__} is a fusion-only network; it cannot segment (use segment=False).")
     prepared = preprocess_case(case)
     record = prepared.record
     brain = brain_mask(np.stack([record.crop(np.asarray(case.images[m])) for m in MODALITIES]))
@@ -142,11 +147,11 @@ def run(
     return InferenceResult(fused, labels, probs, case.geometry, timings, mode, str(torch_device))
 
 
-def fuse(source: Source, model: torch.nn.Module | str | Path | None, **options) -> InferenceResult:
+def fuse(source: Source, model: Network | str | Path | None, **options) -> InferenceResult:
     """The fused volume only (the FSD is skipped); see :func:`run` for the arguments."""
     return run(source, model, fuse=True, segment=False, **options)
 
 
-def segment(source: Source, model: torch.nn.Module | str | Path | None, **options) -> InferenceResult:
+def segment(source: Source, model: Network | str | Path | None, **options) -> InferenceResult:
     """The label map only (and probabilities on request); see :func:`run` for the arguments."""
     return run(source, model, fuse=False, segment=True, **options)

@@ -21,7 +21,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from nslfcore.inference.memory import available_bytes, estimate_memory_bytes, out_of_memory
-from nslfcore.models import NSLF
+from nslfcore.models import Network
 
 #: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
 Progress = Callable[[float, str], None]
@@ -51,35 +51,27 @@ def _count_windows(shape: Sequence[int], roi: Sequence[int], overlap: Sequence[f
 class _Predictor:
     """One network pass: ``(B, 4, z, y, x)`` -> ``{"fused": (B, 1, ...), "probs": (B, 4, ...)}``.
 
-    ``fused`` is there when the model fuses (NSLF), ``probs`` when segmentation is asked for. A
-    network other than NSLF (the U-Net baseline) is a plain segmenter: logits out, no fusion.
-    Counts the windows it has seen to report progress between ``start`` and ``start + span``.
+    ``fused`` is there when the network fuses, ``probs`` when it returns logits (NSLF: when
+    segmentation is asked for; the U-Net baseline: always). Counts the windows it has seen to
+    report progress between ``start`` and ``start + span``.
     """
 
     def __init__(
-        self, model: torch.nn.Module, segment: bool, progress: Progress | None, total: int, start: float, span: float,
+        self, model: Network, segment: bool, progress: Progress | None, total: int, start: float, span: float,
         sequential: bool = False,
     ) -> None:  # fmt: skip
-        self.model, self.segment, self.progress = model, segment, progress
+        self.model, self.segment, self.progress, self.sequential = model, segment, progress, sequential
         self.total, self.start, self.span = max(total, 1), start, span
         self.calls = 0
-        self.unets = model.cunet.split_modalities() if sequential and isinstance(model, NSLF) else None
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last_3d)
+        fused, logits = self.model.predict(x, self.segment, self.sequential)
         out: dict[str, torch.Tensor] = {}
-        if not isinstance(self.model, NSLF):
-            out["probs"] = torch.softmax(self.model(x).float(), dim=1)
-        elif self.unets is not None:
-            fusion, logits = self.model.fuse_and_segment_sequential(x, self.segment, self.unets)
-            out["fused"] = fusion.fused.float()
-            if logits is not None:
-                out["probs"] = torch.softmax(logits.float(), dim=1)
-        elif self.segment:
-            fusion, logits = self.model.fuse_and_segment(x)
-            out = {"fused": fusion.fused.float(), "probs": torch.softmax(logits.float(), dim=1)}
-        else:
-            out["fused"] = self.model.fuse(x).fused.float()
+        if fused is not None:
+            out["fused"] = fused.float()
+        if logits is not None:
+            out["probs"] = torch.softmax(logits.float(), dim=1)
         self.calls += x.shape[0]
         if self.progress is not None:
             done = min(self.calls, self.total)
@@ -88,7 +80,7 @@ class _Predictor:
 
 
 def _infer(
-    model: torch.nn.Module,
+    model: Network,
     image: np.ndarray,
     device: torch.device,
     mode: str,
@@ -118,7 +110,7 @@ def _smaller(roi: tuple[int, int, int]) -> tuple[int, int, int] | None:
 
 
 def infer_with_fallback(
-    model: torch.nn.Module,
+    model: Network,
     image: np.ndarray,
     device: torch.device,
     mode: str,
@@ -146,7 +138,7 @@ def infer_with_fallback(
         if device.type == "cuda":
             torch.cuda.empty_cache()
         smaller = _smaller(window)  # type: ignore[arg-type]
-        if mode == "whole" and isinstance(model, NSLF):
+        if mode == "whole" and model.sequential:
             mode, message = "sequential", f"Out of {where} memory for the whole volume; retrying one modality at a time."
         elif mode in ("whole", "sequential"):
             mode, message = "sliding", f"Out of {where} memory for the whole volume; retrying with windows {window} (z, y, x)."
@@ -165,12 +157,12 @@ def infer_with_fallback(
         progress(0.1, message)
 
 
-def _choose_mode(mode: str, model: torch.nn.Module, box: Sequence[int], device: torch.device) -> str:
+def _choose_mode(mode: str, model: Network, box: Sequence[int], device: torch.device) -> str:
     if mode != "auto":
         return mode
     budget = available_bytes(device)
     if estimate_memory_bytes(model, box) < budget:
         return "whole"
-    if isinstance(model, NSLF) and estimate_memory_bytes(model, box, sequential=True) < budget:
+    if model.sequential and estimate_memory_bytes(model, box, sequential=True) < budget:
         return "sequential"
     return "sliding"

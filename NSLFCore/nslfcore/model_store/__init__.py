@@ -52,7 +52,7 @@ Example:
 
 from nslfcore.model_store.checksums import sha256_file, verify
 from nslfcore.model_store.download import CACHE_DIR_ENV, Progress, cache_folder, cached_path, download_model
-from nslfcore.model_store.files import load_model
+from nslfcore.model_store.files import load_model, save_model
 from nslfcore.model_store.registry import (
     MODELS_DIR_ENV,
     REGISTRY_NAME,
@@ -79,6 +79,7 @@ __all__ = [
     "load_model",
     "registry_folder",
     "resolve_model",
+    "save_model",
     "sha256_file",
     "verify",
 ]

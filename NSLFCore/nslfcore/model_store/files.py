@@ -1,7 +1,11 @@
-"""Model files: reading one safely into a network (:func:`load_model`).
+"""Model files: writing a network (:func:`save_model`) and reading one back safely (:func:`load_model`).
 
-A model file is an NSLF weights checkpoint (see :mod:`nslfcore.model_store`), read with
-``torch.load(weights_only=True)`` only.
+A model file is an NSLF checkpoint (:mod:`nslfcore.training.checkpoint`; see
+:mod:`nslfcore.model_store`): ``new_checkpoint(**network.checkpoint_fields(), model=state_dict,
+**metadata)``, written atomically and read with ``torch.load(weights_only=True)`` only. Its
+``kind`` says which :class:`~nslfcore.models.interface.Network` to build: ``"weights"`` (what
+``nslf train`` writes as ``stageN_best.pt``) an :class:`~nslfcore.models.NSLF` from ``config``,
+``"baseline"`` a :class:`~nslfcore.baseline.BaselineUNet` from ``architecture`` and ``features``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from nslfcore.model_store.resolve import resolve_model
 if TYPE_CHECKING:  # the registry, checksums and downloads work without torch; loading imports it
     import torch
 
-    from nslfcore.models import NSLF
+    from nslfcore.models import Network
+
+#: The ``kind`` of a U-Net baseline file (:attr:`nslfcore.baseline.KIND`; not imported: loading NSLF needs no MONAI nets).
+_BASELINE_KIND = "baseline"
 
 
 def _read_weights(path: Path) -> dict[str, Any]:
@@ -41,9 +48,56 @@ def _read_weights(path: Path) -> dict[str, Any]:
         else:
             why = "it is truncated or damaged; copy or download it again"
         raise ModelError(f"Model file {path} cannot be read safely: {why}.") from None
-    if not isinstance(data.get("config"), str) or not isinstance(data.get("model"), dict):
+    description, kind = ("features", list) if data.get("kind") == _BASELINE_KIND else ("config", str)
+    if not isinstance(data.get(description), kind) or not isinstance(data.get("model"), dict):
         raise ModelError(f"Model file {path} has no network configuration or weights; use a file written by nslf train.")
     return data
+
+
+def save_model(model: Network, path: str | Path, **metadata: Any) -> Path:
+    """Write ``model`` as a model file that :func:`load_model` reads back; returns ``path``.
+
+    The file is ``new_checkpoint(**model.checkpoint_fields(), model=model.state_dict(), **metadata)``
+    written atomically (temporary file, fsync, rename): for an NSLF ``kind="weights"`` and
+    ``config`` (the :class:`~nslfcore.config.NSLFConfig` as JSON), as ``nslf train`` writes
+    ``stageN_best.pt``.
+
+    Args:
+        model: a :class:`~nslfcore.models.interface.Network` (:class:`~nslfcore.models.NSLF`, the U-Net baseline).
+        path: the file to write (its folder is created).
+        metadata: more fields, e.g. ``stage`` (1-3; below 3 :func:`load_model` warns that the
+            segmentation is untrained), ``epoch``, ``best_metric``.
+
+    Example:
+        >>> path = save_model(NSLF(PRESETS["compact"]), "random.pt", stage=3, epoch=1)  # doctest: +SKIP
+        >>> load_model(path)[1].stage  # doctest: +SKIP
+        3
+    """
+    from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
+
+    return atomic_torch_save(new_checkpoint(**model.checkpoint_fields(), model=model.state_dict(), **metadata), path)
+
+
+def _network(data: dict[str, Any], info: ModelInfo) -> tuple[Network, dict[str, Any]]:
+    """The untrained network a checkpoint describes, and its configuration for :attr:`ModelInfo.config`."""
+    if data.get("kind") == _BASELINE_KIND:
+        from nslfcore.baseline import ARCHITECTURE, BaselineUNet
+
+        if data.get("architecture") != ARCHITECTURE:
+            raise ModelError(
+                f"Model file {info.path} holds a {data.get('architecture')!r} baseline, not {ARCHITECTURE}; "
+                "train one with nslf baseline."
+            )
+        return BaselineUNet(tuple(data["features"])), info.config
+    from nslfcore.models import NSLF
+
+    try:
+        config = NSLFConfig.from_json(data["config"])
+    except (ValueError, TypeError) as error:
+        raise ModelError(f"Model file {info.path} has an invalid network configuration ({error}).") from None
+    if info.config and NSLFConfig.from_dict(info.config) != config:
+        raise ModelError(f"Model file {info.path} does not have the configuration its registry entry states; fix the registry.")
+    return NSLF(config), config.to_dict()
 
 
 def load_model(
@@ -53,29 +107,22 @@ def load_model(
     cache_dir: str | Path | None = None,
     download: bool = False,
     progress: Progress | None = None,
-) -> tuple[NSLF, ModelInfo]:
-    """An :class:`NSLF` in eval mode on ``device`` and its :class:`ModelInfo`.
+) -> tuple[Network, ModelInfo]:
+    """The network of a model file in eval mode on ``device`` and its :class:`ModelInfo`; inverse of :func:`save_model`.
 
     ``spec`` as for :func:`~nslfcore.model_store.resolve_model`. A registry or URL model is checked
     against its size and SHA-256 first; the file is read with ``weights_only=True``; the weights
     must match the file's configuration exactly (``strict=True``). Every refusal is a
     :class:`ModelError` with one sentence. A model trained only up to stage 1 or 2 loads with a
-    warning (its segmentation head is untrained).
+    warning (its segmentation head is untrained). The network is an :class:`~nslfcore.models.NSLF`
+    (or, for a baseline file, a :class:`~nslfcore.baseline.BaselineUNet`).
     """
-    from nslfcore.models import NSLF
-
     info = resolve_model(spec, models_dir, cache_dir, download, progress)
     assert info.path is not None
     if info.sha256 is not None:
         verify(info.path, info.sha256, info.size_bytes if info.source == "registry" else None)
     data = _read_weights(info.path)
-    try:
-        config = NSLFConfig.from_json(data["config"])
-    except (ValueError, TypeError) as error:
-        raise ModelError(f"Model file {info.path} has an invalid network configuration ({error}).") from None
-    if info.config and NSLFConfig.from_dict(info.config) != config:
-        raise ModelError(f"Model file {info.path} does not have the configuration its registry entry states; fix the registry.")
-    model = NSLF(config)
+    model, config = _network(data, info)
     try:
         model.load_state_dict(data["model"], strict=True)
     except RuntimeError as error:
@@ -87,5 +134,5 @@ def load_model(
             f"Model {info.id!r} was trained up to stage {stage} only; its fusion is usable but its segmentation is untrained.",
             stacklevel=2,
         )
-    info = replace(info, config=config.to_dict(), stage=stage, epoch=data.get("epoch"))
+    info = replace(info, config=config, stage=stage, epoch=data.get("epoch"))
     return model.to(device).eval(), info

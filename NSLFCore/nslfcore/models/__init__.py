@@ -4,13 +4,15 @@
 * :class:`FusionDecoder` -- FCD, the fusion convolutional decoder (``fcd.py``);
 * :class:`GeometricMatchingNetwork` -- GMN, the geometric matching network (``gmn.py``);
 * :class:`SegmentationDecoder` -- FSD, the segmentation decoder (``fsd.py``);
-* :class:`NSLF` -- all four composed (``nslf.py``).
+* :class:`NSLF` -- all four composed (``nslf.py``);
+* :class:`Network` -- the interface inference and model files use (``interface.py``).
 """
 
 from nslfcore.models.cunet import CUNet, CUNetOutput
 from nslfcore.models.fcd import FusionDecoder, FusionOutput
 from nslfcore.models.fsd import SegmentationDecoder
 from nslfcore.models.gmn import AffineParameters, GeometricMatchingNetwork, GMNOutput
+from nslfcore.models.interface import Network
 from nslfcore.models.nslf import NSLF, NSLFOutput, check_input
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "GMNOutput",
     "AffineParameters",
     "NSLF",
+    "Network",
     "NSLFOutput",
     "check_input",
 ]

@@ -107,17 +107,17 @@ class CUNet(nn.Module):
         parameter and buffer (convolution, transposed convolution, BatchNorm, reconstruction head)
         stores the groups as consecutive blocks along its first axis, so network ``i`` gets block
         ``i`` of each; applied to modality ``i`` alone it gives exactly that modality's features.
-        The copies are on this network's device, in its training mode.
+        The copies are on this network's device, with its dtype, in its training mode.
         """
         if not self.per_modality:
             return [self] * self.num_modalities
         state = self.state_dict()
-        device = next(self.parameters()).device
+        first = next(self.parameters())
         nets = []
         for index in range(self.num_modalities):
-            net = CUNet(self.widths, num_modalities=1, per_modality=False)
+            net = CUNet(self.widths, num_modalities=1, per_modality=False).to(device=first.device, dtype=first.dtype)
             net.load_state_dict({k: v if v.ndim == 0 else v.chunk(self.num_modalities, dim=0)[index] for k, v in state.items()})
-            nets.append(net.train(self.training).to(device))
+            nets.append(net.train(self.training))
         return nets
 
     def extract_single(self, image: torch.Tensor) -> CUNetOutput:
