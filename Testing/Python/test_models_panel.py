@@ -37,11 +37,16 @@ def test_add_validates_copies_and_registers_a_model(tmp_path):
     assert second.info.id == "my-run-best-2"
 
 
-@pytest.mark.parametrize("kind", ["truncated", "pickle", "nan"])
+@pytest.mark.parametrize("kind", ["truncated", "pickle", "nan", "baseline"])
 def test_broken_files_are_refused_and_nothing_is_copied(kind, tmp_path):
     user = tmp_path / "user-models"
     path = write_random_model(tmp_path / "m.pt")
-    if kind == "truncated":
+    if kind == "baseline":  # loads, but segments only
+        from nslfcore.baseline import BaselineUNet
+        from nslfcore.model_store import save_model
+
+        save_model(BaselineUNet(), path)
+    elif kind == "truncated":
         path.write_bytes(path.read_bytes()[:5000])
     elif kind == "pickle":
         data = torch.load(path, weights_only=True)
