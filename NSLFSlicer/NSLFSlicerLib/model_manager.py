@@ -89,7 +89,7 @@ def validate_model_file(path: str | Path) -> ModelInfo:
     path = Path(path)
     model, info = load_model(path, device="cpu")
     if not (model.fuses and model.segments):
-        raise ModelError(f"Model file {path} holds a network that does not fuse and segment (a U-Net baseline?); use an NSLF model.")
+        raise ModelError(f"Model file {path} holds a network that does not fuse and segment (a baseline?); use an NSLF model.")
     x = torch.rand(1, 4, 16, 16, 16)
     with torch.inference_mode():
         fusion, logits = model.fuse_and_segment(x)
