@@ -9,8 +9,6 @@ import torch
 
 from nslfcore import MODALITIES
 from nslfcore.cli import main as nslf
-from nslfcore.data.case import Geometry
-from nslfcore.data.io import write_image
 
 
 def _files(tiny_case) -> list[str]:

@@ -105,7 +105,7 @@ def run(
     torch_device = resolve_device(device)
     report(0.0, "reading and checking the inputs")
     case = as_case(source)
-    if not isinstance(model, torch.nn.Module):
+    if model is None or isinstance(model, (str, Path)):
         from nslfcore.model_store import load_model
 
         model, _ = load_model(model, device="cpu")
