@@ -574,7 +574,7 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
         status = train(str(generation.folders["train"]), run_dir, PRESETS["compact"], options, str(run.device),
                        events, init=previous, cache_dir=run.work / "cache")  # fmt: skip
         best = run_dir / f"stage{stage}_best.pt"
-        state = load_checkpoint(run_dir / f"stage{stage}.pt")
+        state = load_checkpoint(run_dir / f"stage{stage}.pt")["progress"]
         chosen = load_checkpoint(best)
         result["stages"][str(stage)] = {
             "status": status, "seconds": round(time.perf_counter() - clock, 1), "epochs_run": state["epoch"],

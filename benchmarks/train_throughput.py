@@ -33,7 +33,7 @@ from nslfcore.losses import CLASS_WEIGHTS, DVFSmoothnessLoss, SourceLNCCLoss
 from nslfcore.models import NSLF
 from nslfcore.models.cunet import CUNetOutput
 from nslfcore.training.options import TrainingOptions
-from nslfcore.training.stages import StageStep, build_optimizers, configure_trainable
+from nslfcore.training.stages import STAGES, StageStep, stage_for
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,8 +58,9 @@ class PublicLoop:
 
     def __init__(self, model: NSLF, stage: int, options: TrainingOptions) -> None:
         self.model, self.stage = model, stage
-        configure_trainable(model, stage)
-        self.optimizers = build_optimizers(model, stage, options)
+        stage_object = stage_for(stage, options, model)
+        stage_object.configure_trainable(model)
+        self.optimizers = stage_object.build_optimizers(model, options)
         self.ncc = SourceLNCCLoss()
         self.smooth = DVFSmoothnessLoss(difference="forward")
         self.class_weights = torch.tensor(CLASS_WEIGHTS)
@@ -114,9 +115,10 @@ class OurLoop:
     """Our training step: :class:`StageStep` (batched CU-Net), channels-last-3d, bf16 on CUDA."""
 
     def __init__(self, model: NSLF, stage: int, options: TrainingOptions, device: torch.device) -> None:
-        configure_trainable(model, stage)
-        self.step_module = StageStep(model, stage, options)
-        self.optimizers = build_optimizers(model, stage, options)
+        stage_object = stage_for(stage, options, model)
+        stage_object.configure_trainable(model)
+        self.step_module = StageStep(model, stage_object, options)
+        self.optimizers = stage_object.build_optimizers(model, options)
         self.cuda = device.type == "cuda"
         model.to(memory_format=torch.channels_last_3d)
 
@@ -139,10 +141,8 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(stage: int, args: argparse.Namespace, device: torch.device) -> dict:
-    crop = (64, 160, 160) if stage == 3 else (64, 80, 80)
-    if args.crop:
-        crop = tuple(args.crop)
     options = TrainingOptions()
+    crop = tuple(args.crop) if args.crop else STAGES[stage]().crop(options)  # the paper's crop of the stage
     torch.manual_seed(0)
     base = PRESETS[args.config].replace(cunet_weights="shared")  # the public code shares CU-Net weights
     ours_model = NSLF(base).to(device)

@@ -156,7 +156,7 @@ def train_baseline(
 
 def _validate(model: BaselineUNet, dataset: BratsCropDataset, loss_fn: Stage3Loss, device: torch.device) -> dict[str, float]:
     """Mean validation loss and region Dice (ET, TC, WT) over the centre crops."""
-    from nslfcore.training.trainer import region_dice
+    from nslfcore.training.stages import region_dice
 
     model.eval()
     sums: dict[str, float] = {}

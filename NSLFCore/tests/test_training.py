@@ -62,9 +62,9 @@ def test_three_stage_run_lowers_every_stage_loss(tiny_data, tmp_path):
     # Checkpoints: one per stage, complete, loadable with weights_only=True.
     for stage in (1, 2, 3):
         state = load_checkpoint(run_dir / f"stage{stage}.pt")
-        assert state["finished"] and state["stage"] == stage and state["epoch"] == 5
+        assert state["progress"]["finished"] and state["stage"] == stage and state["progress"]["epoch"] == 5
         assert set(state["split"]) == {"train", "valid"} and state["version"]
-        assert {"model", "optimizers", "schedulers", "rng", "config", "training", "best_metric"} <= set(state)
+        assert {"model", "optimizers", "schedulers", "rng", "config", "training", "progress"} <= set(state)
         best = load_checkpoint(run_dir / f"stage{stage}_best.pt")
         assert best["kind"] == "weights" and json.loads(best["config"])["name"] == "compact"
     assert not list(run_dir.glob(".*.tmp"))
@@ -78,15 +78,13 @@ def test_resume_gives_identical_weights(tiny_data, tmp_path):
     config = PRESETS["compact"]
     assert train(str(tiny_data), tmp_path / "straight", config, _stage1_options()) == "completed"
     assert train(str(tiny_data), tmp_path / "split", config, _stage1_options(stop_after_epochs=2)) == "stopped"
-    assert load_checkpoint(tmp_path / "split" / "stage1.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "split" / "stage1.pt")["progress"]["epoch"] == 2
     assert train(str(tiny_data), tmp_path / "split", config, _stage1_options(), resume=True) == "completed"
     straight = load_checkpoint(tmp_path / "straight" / "stage1.pt")
     resumed = load_checkpoint(tmp_path / "split" / "stage1.pt")
-    assert straight["step"] == resumed["step"] == 20  # 5 training cases x 4 epochs
+    assert straight["progress"] == resumed["progress"] and resumed["progress"]["step"] == 20  # 5 training cases x 4 epochs
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
-    for key in ("best_metric", "best_epoch"):
-        assert straight[key] == resumed[key]
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
@@ -105,11 +103,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     finally:
         process.wait()
     state = load_checkpoint(run_dir / "stage1.pt")  # intact after the kill
-    assert state["epoch"] == 1 and not state["finished"]
+    assert state["progress"]["epoch"] == 1 and not state["progress"]["finished"]
     resumed = subprocess.run([sys.executable, "-m", "nslfcore.train", *args, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     final = load_checkpoint(run_dir / "stage1.pt")
-    assert final["finished"] and final["epoch"] == 3
+    assert final["progress"]["finished"] and final["progress"]["epoch"] == 3
     assert not list(run_dir.glob(".*.tmp"))
 
 
@@ -119,15 +117,16 @@ def test_graceful_stop_file_writes_a_checkpoint_mid_epoch(tiny_data, tmp_path, m
     run_dir = tmp_path / "run"
     first_step = trainer_module.Trainer.train_step
 
-    def step_then_stop(self, batch):  # the user presses Stop while the first step runs
-        terms = first_step(self, batch)
+    def step_then_stop(self, run, batch):  # the user presses Stop while the first step runs
+        terms = first_step(self, run, batch)
         (self.run_dir / "STOP").touch()
         return terms
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", step_then_stop)
     assert train(str(tiny_data), run_dir, PRESETS["compact"], _stage1_options()) == "stopped"
     state = load_checkpoint(run_dir / "stage1.pt")
-    assert state["epoch"] == 0 and state["batch_in_epoch"] == 1 and state["step"] == 1
+    progress = state["progress"]
+    assert progress["epoch"] == 0 and progress["batch_in_epoch"] == 1 and progress["step"] == 1
 
 
 def test_event_schema_refuses_drift():
@@ -239,13 +238,13 @@ def test_stage3_dice_can_average_per_class(tmp_path):
 
 
 def test_init_fine_tunes_from_a_model_and_checks_its_configuration(tiny_data, tmp_path, capsys):
+    from nslfcore.model_store import save_model
     from nslfcore.models import NSLF
     from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
     torch.manual_seed(5)
     start = NSLF(PRESETS["compact"])
-    init = atomic_torch_save(new_checkpoint(kind="weights", config=start.config.to_json(), stage=3, model=start.state_dict()),
-                             tmp_path / "start.pt")  # fmt: skip
+    init = save_model(start, tmp_path / "start.pt", stage=3)
     base = ["train", "--data", str(tiny_data), "--stage", "3", "--epochs", "1", *SMALL]
     assert nslf_main(base + ["--out", str(tmp_path / "no-init")]) == 1
     assert "--init" in capsys.readouterr().err and not (tmp_path / "no-init").exists()
@@ -267,9 +266,9 @@ def test_stop_after_epochs_from_the_command_line(tiny_data, tmp_path):
             "--stop-after-epochs", "1", "--events", str(events), *SMALL]  # fmt: skip
     assert nslf_main(args) == 3  # stopped, not completed
     assert _events(events)[-1]["status"] == "stopped"
-    assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir / "stage1.pt")["progress"]["epoch"] == 1
     assert nslf_main(args[:-len(SMALL) - 4] + ["--events", str(events), *SMALL, "--resume"]) == 0
-    assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 3
+    assert load_checkpoint(run_dir / "stage1.pt")["progress"]["epoch"] == 3
 
 
 def test_time_limit_ends_each_stage_early_and_goes_on(tiny_data, tmp_path):
@@ -285,7 +284,7 @@ def test_time_limit_ends_each_stage_early_and_goes_on(tiny_data, tmp_path):
         steps = [e for e in stream if e["event"] == "iteration" and e["stage"] == stage]
         assert len(steps) == 1  # the step in flight when the limit passed; no second one
         state = load_checkpoint(run_dir / f"stage{stage}.pt")
-        assert state["finished"] and state["epoch"] == 1
+        assert state["progress"]["finished"] and state["progress"]["epoch"] == 1
         assert load_checkpoint(run_dir / f"stage{stage}_best.pt")["epoch"] == 1
     with pytest.raises(ValueError, match="time_limit_s"):
         TrainingOptions(time_limit_s=0)
@@ -301,4 +300,4 @@ def test_a_stale_stop_file_does_not_stop_the_resumed_run(tiny_data, tmp_path):
     (run_dir / STOP_FILE).write_text("")  # as the Slicer panel's Stop leaves it
     assert train(str(tiny_data), run_dir, PRESETS["compact"], options) == "completed"
     assert not (run_dir / STOP_FILE).exists()
-    assert load_checkpoint(run_dir / "stage1.pt")["epoch"] == 2
+    assert load_checkpoint(run_dir / "stage1.pt")["progress"]["epoch"] == 2

@@ -7,11 +7,15 @@ needs full pickle):
 ``format``         ``"nslf-checkpoint"``; ``format_version`` 1
 ``version``        the nslfcore version that wrote it
 ``config``         the :class:`~nslfcore.config.NSLFConfig` as a JSON string
-``stage``          1, 2 or 3; ``epoch`` (completed epochs) and ``step`` (optimiser steps)
+``kind``           ``"weights"`` (a model file: ``stageN_best.pt``, the shipped models) or
+                   ``"training-state"`` (``stageN.pt``, what ``--resume`` reads)
+``stage``          1, 2 or 3; weights files also hold ``epoch`` (completed epochs) and ``best_metric``
 ``model``          the model's state dict (all four networks)
+``progress``       training state only: the stage's :class:`~nslfcore.training.progress.StageProgress`
+                   as a dict (epoch, step, position in the epoch, best metric and epoch, patience,
+                   finished); files written before it held these fields at the top level and still resume
 ``optimizers``     name -> optimiser state dict; ``schedulers`` likewise; ``scaler`` or ``None``
 ``rng``            RNG states: ``torch``, ``cuda`` (list), ``numpy`` (as tensors and ints), ``python``
-``best_metric``    best validation loss so far; ``best_epoch``; ``patience`` (epochs without gain)
 ``split``          the data split: ``{"train": [...], "valid": [...]}`` case names
 ``training``       the training options (JSON string) so a resume continues the same run
 =================  ===========================================================================

@@ -110,9 +110,6 @@ class TrainingOptions:
         prefix = f"stage{stage}."
         return {name[len(prefix) :]: value for name, value in self.loss_weights if name.startswith(prefix)}
 
-    def crop_for_stage(self, stage: int) -> tuple[int, int, int]:
-        return self.segmentation_crop if stage == 3 else self.fusion_crop
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

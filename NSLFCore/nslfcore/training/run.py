@@ -21,13 +21,14 @@ from nslfcore.config import NSLFConfig
 from nslfcore.data.brats import find_cases, read_split_lists, seeded_split, select_cases
 from nslfcore.data.cache import CaseCache
 from nslfcore.data.case import CaseFiles
-from nslfcore.data.output import OutputLock, atomic_write_text
 from nslfcore.data.dataset import BratsCropDataset
+from nslfcore.data.output import OutputLock, atomic_write_text
 from nslfcore.data.validation import case_problems
 from nslfcore.errors import NSLFError
 from nslfcore.models import NSLF
 from nslfcore.training.events import EventWriter
 from nslfcore.training.options import TrainingOptions
+from nslfcore.training.stages import Stage
 from nslfcore.training.trainer import STOP_FILE, DistributedContext, Trainer
 
 
@@ -65,7 +66,7 @@ class DataSpec:
 
 def _select_device(spec: str, context: DistributedContext) -> torch.device:
     """The device of this process: :func:`nslfcore.inference.resolve_device`, or ``cuda:LOCAL_RANK`` under torchrun."""
-    from nslfcore.inference import resolve_device
+    from nslfcore.inference.devices import resolve_device
 
     try:
         device = resolve_device(spec)
@@ -214,8 +215,8 @@ def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, op
     cache = CaseCache(cache_dir=cache_dir)
     train_cases, valid_cases = select_cases(cases, split["train"]), select_cases(cases, split["valid"])
 
-    def datasets(stage: int) -> tuple[BratsCropDataset, BratsCropDataset]:
-        crop = options.crop_for_stage(stage)
+    def datasets(stage: Stage) -> tuple[BratsCropDataset, BratsCropDataset]:
+        crop = stage.crop(options)
         train_set = BratsCropDataset(
             train_cases, crop, train=True, tumour_fraction=options.tumour_fraction, cache=cache, seed=options.seed,
             samples_per_case=options.samples_per_case,

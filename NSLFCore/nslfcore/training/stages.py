@@ -1,4 +1,5 @@
-"""The three nested training stages: what each trains, fine-tunes and freezes, and its loss.
+"""The three nested training stages as objects: what each trains, fine-tunes and freezes, its loss,
+its crop and its step.
 
 =====  ===========================  =============================  ==========================
 stage  trains (lr, optimiser)       fine-tunes (lr 1e-5, Adam)     loss
@@ -10,13 +11,22 @@ stage  trains (lr, optimiser)       fine-tunes (lr 1e-5, Adam)     loss
 =====  ===========================  =============================  ==========================
 
 Everything else is frozen (``requires_grad=False``); the CU-Net's reconstruction head is trained
-only in stage 1. :class:`StageStep` is the module a training step calls (and that
-DistributedDataParallel wraps): ``image`` and ``label`` in, the loss terms out.
+only in stage 1. A :class:`Stage` holds everything that differs between stages; the trainer
+holds what is the same. An ablation is a variant of a stage (a subclass, as nnU-Net's trainer
+variants), chosen by :func:`stages_for`:
+
+* :class:`FeatureExtractionWithoutContrastive` (``--no-contrastive``): stage 1 on reconstruction only;
+* :class:`FusionWithoutRegistration` (a configuration without GMN, ``--no-gmn``): stage 2 without
+  the registration terms (NCC, DVF smoothness).
+
+:class:`StageStep` is the module a training step calls (and that DistributedDataParallel wraps):
+``image`` and ``label`` in, the loss terms out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -33,57 +43,227 @@ from nslfcore.losses import (
 from nslfcore.models import NSLF
 from nslfcore.training.options import TrainingOptions
 
-STAGE_TITLES = {1: "feature extraction (CU-Net)", 2: "fusion (FCD + GMN)", 3: "segmentation (FSD)"}
+Optimizers = dict[str, torch.optim.Optimizer]
 
 
 def _params(*modules: nn.Module | None) -> list[nn.Parameter]:
     return [p for m in modules if m is not None for p in m.parameters()]
 
 
-def _weights(defaults: object, overrides: dict[str, float]) -> object:
-    """``defaults`` (a loss-weights dataclass) with ``overrides`` applied; unknown terms are refused."""
-    known = {f.name for f in dataclasses.fields(defaults)}  # type: ignore[arg-type]
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"Unknown loss terms {unknown} for {type(defaults).__name__}; known: {sorted(known)}.")
-    return dataclasses.replace(defaults, **overrides)  # type: ignore[type-var]
+def _two_rate_adam(trained: list[nn.Parameter], fine_tuned: list[nn.Parameter], options: TrainingOptions) -> torch.optim.Adam:
+    """Adam over the parts a stage trains (``options.lr``) and those it fine-tunes (``options.fine_tune_lr``)."""
+    groups = [{"params": trained, "lr": options.lr}, {"params": fine_tuned, "lr": options.fine_tune_lr}]
+    return torch.optim.Adam(groups, weight_decay=options.weight_decay)
 
 
-def configure_trainable(model: NSLF, stage: int) -> None:
-    """Set ``requires_grad`` for ``stage``: trained and fine-tuned parts on, everything else off."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    on: list[nn.Module | None] = {1: [model.cunet], 2: [model.cunet, model.fcd, model.gmn], 3: [model.cunet, model.fcd, model.fsd]}[
-        stage
-    ]
-    for p in _params(*on):
-        p.requires_grad_(True)
-    if stage != 1:
-        model.cunet.reconstruction_head.requires_grad_(False)
-
-
-def build_optimizers(model: NSLF, stage: int, options: TrainingOptions) -> dict[str, torch.optim.Optimizer]:
-    """The stage's optimisers: ``"adam"`` always, ``"sgd"`` for the GMN in stage 2."""
-    lr, fine, wd = options.lr, options.fine_tune_lr, options.weight_decay
+def _cunet_body(model: NSLF) -> list[nn.Parameter]:
+    """CU-Net's parameters without its reconstruction head (which only stage 1 trains)."""
     head = set(model.cunet.reconstruction_head.parameters())
-    cunet_body = [p for p in model.cunet.parameters() if p not in head]
-    if stage == 1:
-        return {"adam": torch.optim.Adam(_params(model.cunet), lr=lr, weight_decay=wd)}
-    if stage == 2:
-        optimizers: dict[str, torch.optim.Optimizer] = {
-            "adam": torch.optim.Adam(
-                [{"params": _params(model.fcd), "lr": lr}, {"params": cunet_body, "lr": fine}], weight_decay=wd
-            )
-        }
-        if model.gmn is not None:
-            optimizers["sgd"] = torch.optim.SGD(_params(model.gmn), lr=lr, momentum=0.9, weight_decay=wd)
-        return optimizers
-    return {
-        "adam": torch.optim.Adam(
-            [{"params": _params(model.fsd), "lr": lr}, {"params": cunet_body + _params(model.fcd), "lr": fine}],
-            weight_decay=wd,
+    return [p for p in model.cunet.parameters() if p not in head]
+
+
+class Stage:
+    """One training stage of NSLF (subclasses: the three stages and their ablation variants).
+
+    Class attributes: ``number`` (1, 2 or 3, as the paper and the file names count), ``title``
+    (for progress displays), ``weights_type`` (the loss-weights dataclass of the stage, whose
+    fields are the ``stageN.term`` names ``--loss-weight`` accepts).
+    """
+
+    number: ClassVar[int]
+    title: ClassVar[str]
+    weights_type: ClassVar[type]
+
+    def trained_parts(self, model: NSLF) -> list[nn.Module | None]:
+        """The networks whose parameters train (or fine-tune) in this stage; the rest is frozen."""
+        raise NotImplementedError
+
+    def build_optimizers(self, model: NSLF, options: TrainingOptions) -> Optimizers:
+        """The stage's optimisers by name (``"adam"`` always; the learning-rate schedule follows each)."""
+        raise NotImplementedError
+
+    def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
+        """The stage's composite loss with the paper's weights and ``options``' overrides."""
+        raise NotImplementedError
+
+    def compute(
+        self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """The forward pass and loss terms of one step (see :class:`StageStep`)."""
+        raise NotImplementedError
+
+    def crop(self, options: TrainingOptions) -> tuple[int, int, int]:
+        """The training/validation crop ``(z, y, x)`` in voxels."""
+        return options.fusion_crop
+
+    def validation_metrics(self, step: StageStep, label: torch.Tensor) -> dict[str, float]:
+        """Metrics besides the loss terms for one validation batch (after ``step`` ran on it)."""
+        return {}
+
+    def needs_previous_weights(self) -> bool:
+        """Whether the stage cannot start from freshly initialised networks (stage 3 needs a fusion network)."""
+        return False
+
+    # ------------------------------------------------------------------ shared by every stage
+    def configure_trainable(self, model: NSLF) -> None:
+        """Set ``requires_grad``: the parts of :meth:`trained_parts` on, everything else off."""
+        model.requires_grad_(False)
+        for p in _params(*self.trained_parts(model)):
+            p.requires_grad_(True)
+        if self.number != 1:
+            model.cunet.reconstruction_head.requires_grad_(False)
+
+    def loss_weights(self, options: TrainingOptions, **fixed: float) -> Any:
+        """The stage's loss weights: the paper's, then ``options``' overrides, then ``fixed`` (a variant's, which win).
+
+        Unknown term names are refused (``TrainingOptions`` checks them too; this guards direct use).
+        """
+        defaults = self.weights_type()
+        overrides = options.weights_for_stage(self.number) | fixed
+        known = {f.name for f in dataclasses.fields(defaults)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"Unknown loss terms {unknown} for {self.weights_type.__name__}; known: {sorted(known)}.")
+        return dataclasses.replace(defaults, **overrides)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(number={self.number})"
+
+
+class FeatureExtractionStage(Stage):
+    """Stage 1: CU-Net learns features (reconstruction + contrastive between a crop and a noisy view)."""
+
+    number = 1
+    title = "feature extraction (CU-Net)"
+    weights_type = Stage1LossWeights
+
+    def trained_parts(self, model: NSLF) -> list[nn.Module | None]:
+        return [model.cunet]
+
+    def build_optimizers(self, model: NSLF, options: TrainingOptions) -> Optimizers:
+        return {"adam": torch.optim.Adam(_params(model.cunet), lr=options.lr, weight_decay=options.weight_decay)}
+
+    def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
+        return Stage1Loss(self.loss_weights(options))
+
+    def compute(
+        self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        cunet = step.model.cunet
+        if not step.loss.weights.contrastive:
+            return step.fp32_loss(x=image, reconstruction=cunet(image).reconstruction)
+        # The image and its positive view go through CU-Net in ONE call: BatchNorm then
+        # normalises both with the same statistics, so the contrastive term cannot be met by
+        # per-call normalisation (which eval mode, with running statistics, does not have).
+        positive = intensity_noise_augment(image, generator=generator)
+        both = cunet(torch.cat((image, positive)))
+        b = image.shape[0]
+        return step.fp32_loss(
+            x=image,
+            reconstruction=both.reconstruction[:b],
+            features=both.global_features[:b],
+            positive_features=both.global_features[b:],
         )
-    }
+
+
+class FeatureExtractionWithoutContrastive(FeatureExtractionStage):
+    """Ablation of stage 1 (``--no-contrastive``): CU-Net trained on reconstruction alone."""
+
+    def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
+        return Stage1Loss(self.loss_weights(options, contrastive=0.0))
+
+
+class FusionStage(Stage):
+    """Stage 2: FCD (Adam) and GMN (SGD, momentum 0.9) train, CU-Net fine-tunes."""
+
+    number = 2
+    title = "fusion (FCD + GMN)"
+    weights_type = Stage2LossWeights
+
+    def trained_parts(self, model: NSLF) -> list[nn.Module | None]:
+        return [model.cunet, model.fcd, model.gmn]
+
+    def build_optimizers(self, model: NSLF, options: TrainingOptions) -> Optimizers:
+        optimizers: Optimizers = {"adam": _two_rate_adam(_params(model.fcd), _cunet_body(model), options)}
+        if model.gmn is not None:
+            gmn = _params(model.gmn)
+            optimizers["sgd"] = torch.optim.SGD(gmn, lr=options.lr, momentum=0.9, weight_decay=options.weight_decay)
+        return optimizers
+
+    def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
+        return Stage2Loss(self.loss_weights(options))
+
+    def compute(
+        self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        out = step.model(image, with_gmn=True, with_fsd=False)
+        reg = out.registration
+        return step.fp32_loss(
+            image, out.fusion.fused, reg.warped if reg is not None else None, reg.dvf if reg is not None else None
+        )
+
+
+class FusionWithoutRegistration(FusionStage):
+    """Ablation of stage 2 for a model without GMN (``--no-gmn``): no registration terms (NCC, smoothness)."""
+
+    def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
+        return Stage2Loss(self.loss_weights(options, ncc=0.0, smooth=0.0))
+
+
+class SegmentationStage(Stage):
+    """Stage 3: FSD trains, CU-Net and FCD fine-tune (weighted cross-entropy + soft Dice)."""
+
+    number = 3
+    title = "segmentation (FSD)"
+    weights_type = Stage3LossWeights
+
+    def trained_parts(self, model: NSLF) -> list[nn.Module | None]:
+        return [model.cunet, model.fcd, model.fsd]
+
+    def build_optimizers(self, model: NSLF, options: TrainingOptions) -> Optimizers:
+        return {"adam": _two_rate_adam(_params(model.fsd), _cunet_body(model) + _params(model.fcd), options)}
+
+    def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
+        return Stage3Loss(self.loss_weights(options), dice_average=options.dice_average)
+
+    def compute(
+        self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        out = step.model(image, with_gmn=False, with_fsd=True)
+        step.last_logits = out.logits.detach()  # read by validation_metrics
+        return step.fp32_loss(out.logits, label)
+
+    def crop(self, options: TrainingOptions) -> tuple[int, int, int]:
+        return options.segmentation_crop
+
+    def validation_metrics(self, step: StageStep, label: torch.Tensor) -> dict[str, float]:
+        assert step.last_logits is not None, "validation_metrics runs after the step"
+        return region_dice(step.last_logits, label)
+
+    def needs_previous_weights(self) -> bool:
+        return True
+
+
+#: The paper's stages by number (without ablations; :func:`stages_for` picks the variants).
+STAGES: dict[int, type[Stage]] = {1: FeatureExtractionStage, 2: FusionStage, 3: SegmentationStage}
+STAGE_TITLES = {number: cls.title for number, cls in STAGES.items()}
+
+
+def stage_for(number: int, options: TrainingOptions, model: NSLF) -> Stage:
+    """Stage ``number`` as ``options`` and ``model`` ask for it (the ablation variant where one applies)."""
+    if number == 1 and not options.contrastive:
+        return FeatureExtractionWithoutContrastive()
+    if number == 2 and model.gmn is None:
+        return FusionWithoutRegistration()
+    try:
+        return STAGES[number]()
+    except KeyError:
+        raise ValueError(f"There is no training stage {number}; stages are 1, 2 and 3.") from None
+
+
+def stages_for(options: TrainingOptions, model: NSLF) -> list[Stage]:
+    """The stages ``options.stages`` selects, in order, as variants for ``options`` and ``model``."""
+    return [stage_for(number, options, model) for number in options.stages]
 
 
 class StageStep(nn.Module):
@@ -93,25 +273,17 @@ class StageStep(nn.Module):
     ``[0, 1]``), ``label`` int64 ``(B, D, H, W)``; returns ``{term: scalar, ..., "total": scalar}``.
     ``generator`` draws the stage-1 positive view (so a resumed run draws the same views).
     In stage 3 the last logits ``(B, 4, D, H, W)`` stay in ``last_logits`` for validation metrics.
+    ``stage`` is a :class:`Stage` or its number (then :func:`stage_for` picks the variant).
     """
 
-    def __init__(self, model: NSLF, stage: int, options: TrainingOptions) -> None:
+    def __init__(self, model: NSLF, stage: Stage | int, options: TrainingOptions) -> None:
         super().__init__()
         self.model = model
-        self.stage = stage
-        overrides = options.weights_for_stage(stage)
-        if stage == 1:
-            if not options.contrastive:  # ablation without contrastive pre-training
-                overrides["contrastive"] = 0.0
-            self.loss: nn.Module = Stage1Loss(_weights(Stage1LossWeights(), overrides))
-        elif stage == 2:
-            if model.gmn is None:  # ablation without GMN: no registration terms
-                overrides |= {"ncc": 0.0, "smooth": 0.0}
-            self.loss = Stage2Loss(_weights(Stage2LossWeights(), overrides))
-        else:
-            self.loss = Stage3Loss(_weights(Stage3LossWeights(), overrides), dice_average=options.dice_average)
+        self.stage = stage if isinstance(stage, Stage) else stage_for(stage, options, model)
+        self.loss: nn.Module = self.stage.build_loss(model, options)
+        self.last_logits: torch.Tensor | None = None
 
-    def _loss(self, *args: torch.Tensor | None, **kwargs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def fp32_loss(self, *args: torch.Tensor | None, **kwargs: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The stage loss in float32 with autocast off: under bf16 the local variances of LNCC and SSIM
         (``E[x^2] - E[x]^2``) cancel to zero or below and the loss explodes (seen on CUDA: NCC -3e8)."""
 
@@ -125,27 +297,19 @@ class StageStep(nn.Module):
     def forward(
         self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        if self.stage == 1:
-            if not self.loss.weights.contrastive:
-                return self._loss(x=image, reconstruction=self.model.cunet(image).reconstruction)
-            # The image and its positive view go through CU-Net in ONE call: BatchNorm then
-            # normalises both with the same statistics, so the contrastive term cannot be met by
-            # per-call normalisation (which eval mode, with running statistics, does not have).
-            positive = intensity_noise_augment(image, generator=generator)
-            both = self.model.cunet(torch.cat((image, positive)))
-            b = image.shape[0]
-            return self._loss(
-                x=image,
-                reconstruction=both.reconstruction[:b],
-                features=both.global_features[:b],
-                positive_features=both.global_features[b:],
-            )
-        if self.stage == 2:
-            out = self.model(image, with_gmn=True, with_fsd=False)
-            reg = out.registration
-            return self._loss(
-                image, out.fusion.fused, reg.warped if reg is not None else None, reg.dvf if reg is not None else None
-            )
-        out = self.model(image, with_gmn=False, with_fsd=True)
-        self.last_logits = out.logits.detach()  # read by validation for the Dice metrics
-        return self._loss(out.logits, label)
+        return self.stage.compute(self, image, label, generator)
+
+
+def region_dice(logits: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+    """Dice of ET ({3}), TC ({1, 3}) and WT ({1, 2, 3}) on one batch of crops (both empty -> 1).
+
+    ``logits`` ``(B, 4, D, H, W)``, ``label`` int64 ``(B, D, H, W)``, spatial ``(z, y, x)``.
+    """
+    pred = logits.argmax(dim=1)
+    out = {}
+    for name, classes in (("dice_et", (3,)), ("dice_tc", (1, 3)), ("dice_wt", (1, 2, 3))):
+        p = torch.isin(pred, torch.tensor(classes, device=pred.device))
+        t = torch.isin(label, torch.tensor(classes, device=label.device))
+        denominator = p.sum() + t.sum()
+        out[name] = 1.0 if denominator == 0 else float(2 * (p & t).sum() / denominator)
+    return out

@@ -7,7 +7,10 @@ asks the run to stop gracefully (finish the step, write a checkpoint, exit).
 
 The stage loop reads as: :meth:`Trainer.fit` -> :meth:`run_stage` -> per epoch
 :meth:`on_train_epoch_start`, :meth:`train_step` per batch, :meth:`validation_epoch`,
-:meth:`on_epoch_end` (early stopping, checkpoints).
+:meth:`on_epoch_end` (early stopping, checkpoints). What differs between stages lives in the
+:class:`~nslfcore.training.stages.Stage` objects; what one stage holds while it trains lives in a
+:class:`StageRun`, whose :class:`~nslfcore.training.progress.StageProgress` is what checkpoints
+save and restore.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from monai.optimizers.lr_scheduler import WarmupCosineSchedule
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from nslfcore.model_store import save_model
 from nslfcore.models import NSLF
 from nslfcore.training.checkpoint import (
     atomic_torch_save,
@@ -38,8 +42,9 @@ from nslfcore.training.checkpoint import (
 )
 from nslfcore.training.events import EventWriter
 from nslfcore.training.options import TrainingOptions
+from nslfcore.training.progress import StageProgress
 from nslfcore.training.sampler import ResumableDistributedSampler
-from nslfcore.training.stages import STAGE_TITLES, StageStep, build_optimizers, configure_trainable
+from nslfcore.training.stages import Stage, StageStep, stages_for
 
 STOP_FILE = "STOP"
 
@@ -70,6 +75,44 @@ def stage_seed(seed: int, *parts: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+@dataclass
+class StageRun:
+    """Everything one stage's training holds while it runs (built by :meth:`Trainer.start_stage`).
+
+    ``progress`` is what a checkpoint saves and a resume restores; the rest is rebuilt from the
+    options, the stage and the datasets.
+    """
+
+    stage: Stage
+    step_module: torch.nn.Module  # StageStep, possibly wrapped by DDP and/or torch.compile
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, WarmupCosineSchedule]
+    train_set: Dataset
+    valid_set: Dataset
+    sampler: ResumableDistributedSampler
+    steps_per_epoch: int
+    epochs: int  # the stage's maximum epochs (``options.epochs``)
+    progress: StageProgress = field(default_factory=StageProgress)
+    clock: float = field(default_factory=time.perf_counter)  # when this process started the stage
+    start_step: int = 0  # ``progress.step`` when this process started the stage (for speed and ETA)
+
+    @property
+    def number(self) -> int:
+        return self.stage.number
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def plain_step(self) -> StageStep:
+        """The :class:`StageStep` inside any DDP or compile wrapper."""
+        module = self.step_module
+        module = getattr(module, "_orig_mod", module)  # torch.compile
+        module = module.module if isinstance(module, DistributedDataParallel) else module
+        assert isinstance(module, StageStep)
+        return module
+
+
 class Trainer:
     """Trains an :class:`NSLF` model through the selected stages.
 
@@ -78,8 +121,8 @@ class Trainer:
         options: :class:`TrainingOptions`.
         run_dir: the run folder.
         datasets: ``stage -> (train_dataset, valid_dataset)`` factory; datasets yield
-            ``{"image": (4, z, y, x) float32, "label": (z, y, x) int64}`` crops and may expose
-            ``set_epoch(epoch)`` to re-seed their random crops and augmentation.
+            ``{"image": (4, z, y, x) float32, "label": (z, y, x) int64}`` crops of ``stage.crop(options)``
+            and may expose ``set_epoch(epoch)`` to re-seed their random crops and augmentation.
         split: the case names of the training and validation sets (stored in checkpoints).
         events: where events go.
         device: torch device.
@@ -94,7 +137,7 @@ class Trainer:
         model: NSLF,
         options: TrainingOptions,
         run_dir: str | Path,
-        datasets: Callable[[int], tuple[Dataset, Dataset]],
+        datasets: Callable[[Stage], tuple[Dataset, Dataset]],
         split: dict[str, list[str]],
         events: EventWriter,
         device: torch.device,
@@ -113,6 +156,7 @@ class Trainer:
         self.context = context
         self.resume = resume
         self.use_amp = options.amp and device.type == "cuda"
+        self.stages: list[Stage] = stages_for(options, model)
         # channels-last-3d: faster 3-D convolutions on CUDA and with oneDNN on CPU (1.5x per step measured)
         self.model.to(memory_format=torch.channels_last_3d)
         self._epochs_this_process = 0
@@ -120,7 +164,7 @@ class Trainer:
     # ------------------------------------------------------------------ run level
     def fit(self) -> str:
         """Run every selected stage; returns ``"completed"`` or ``"stopped"``."""
-        for stage in self.options.stages:
+        for stage in self.stages:
             try:
                 self.run_stage(stage)
             except TrainingStopped:
@@ -131,77 +175,73 @@ class Trainer:
         return self.run_dir / (f"stage{stage}_best.pt" if best else f"stage{stage}.pt")
 
     # ------------------------------------------------------------------ stage level
-    def run_stage(self, stage: int) -> None:
-        options = self.options
+    def run_stage(self, stage: Stage) -> None:
+        """Train ``stage`` to its end (epochs, early stop or time limit), or skip it when a resumed run finished it."""
         state = self._stage_start_state(stage)
-        if state is not None and state.get("finished"):
-            self._load_best_weights(stage)
+        if state is not None and StageProgress.from_checkpoint(state).finished:
+            self._load_best_weights(stage.number)
             return
-        configure_trainable(self.model, stage)
-        step_module = StageStep(self.model, stage, options)
-        self.optimizers = build_optimizers(self.model, stage, options)
+        run = self.start_stage(stage, state)
+        options = self.options
+        self._emit("stage_start", stage=stage.number, epochs=options.epochs, steps_per_epoch=run.steps_per_epoch,
+                   start_epoch=run.progress.epoch)  # fmt: skip
+        while run.progress.epoch < options.epochs:
+            self.on_train_epoch_start(run)
+            mean_loss = self.train_epoch(run)
+            val = self.validation_epoch(run)
+            if self.on_epoch_end(run, mean_loss, val):
+                break
+        self._finish_stage(run)
+
+    def start_stage(self, stage: Stage, state: dict[str, Any] | None) -> StageRun:
+        """Set up ``stage``: trainable parts, optimisers, schedules, data; restore ``state`` (a resume) if given."""
+        options = self.options
+        stage.configure_trainable(self.model)
+        step_module: torch.nn.Module = StageStep(self.model, stage, options)
+        optimizers = stage.build_optimizers(self.model, options)
         train_set, valid_set = self.datasets(stage)
-        self.train_set, self.valid_set = train_set, valid_set
-        self.sampler = ResumableDistributedSampler(
-            train_set, self.context.world_size, self.context.rank, shuffle=True, seed=options.seed + stage
+        sampler = ResumableDistributedSampler(
+            train_set, self.context.world_size, self.context.rank, shuffle=True, seed=options.seed + stage.number
         )
-        steps_per_epoch = math.ceil(len(self.sampler) / options.batch_size)
+        steps_per_epoch = math.ceil(len(sampler) / options.batch_size)
         if options.max_steps_per_epoch:
             steps_per_epoch = min(steps_per_epoch, options.max_steps_per_epoch)
         total_steps = steps_per_epoch * options.epochs
         warmup = int(round(options.warmup_epochs * steps_per_epoch))
-        self.schedulers = {
+        schedulers = {
             name: WarmupCosineSchedule(
                 opt, warmup_steps=warmup, t_total=total_steps, end_lr=options.min_lr, warmup_multiplier=0.1
             )
-            for name, opt in self.optimizers.items()
+            for name, opt in optimizers.items()
         }
-        self.step_module: torch.nn.Module = step_module
         if self.context.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DistributedDataParallel(step_module, device_ids=ids)
+            step_module = DistributedDataParallel(step_module, device_ids=ids)
         if options.compile:
-            self.step_module = torch.compile(self.step_module)  # type: ignore[assignment]
-
-        self.stage = stage
-        self.epoch = 0  # completed epochs
-        self.step = 0  # optimiser steps in this stage
-        self.batch_in_epoch = 0  # batches of the current epoch already run (resume mid-epoch)
-        self.best_metric: float | None = None
-        self.best_epoch = 0
-        self.patience = 0
-        self.partial_loss_sum = 0.0
+            step_module = torch.compile(step_module)  # type: ignore[assignment]
+        run = StageRun(stage, step_module, optimizers, schedulers, train_set, valid_set, sampler, steps_per_epoch,
+                       options.epochs)  # fmt: skip
         if state is not None:
-            self._restore(state)
-        self.steps_per_epoch = steps_per_epoch
-        self._emit("stage_start", stage=stage, epochs=options.epochs, steps_per_epoch=steps_per_epoch, start_epoch=self.epoch)
-        self._stage_clock = time.perf_counter()
-        self._stage_start_step = self.step
+            self._restore(run, state)
+        run.clock, run.start_step = time.perf_counter(), run.progress.step
+        return run
 
-        while self.epoch < options.epochs:
-            self.on_train_epoch_start()
-            mean_loss = self.train_epoch()
-            val = self.validation_epoch()
-            if self.on_epoch_end(mean_loss, val):
-                break
-        self._finish_stage()
-
-    def _stage_start_state(self, stage: int) -> dict[str, Any] | None:
+    def _stage_start_state(self, stage: Stage) -> dict[str, Any] | None:
         """The checkpoint to continue from (``--resume``), after loading the previous stage's best weights."""
-        path = self.checkpoint_path(stage)
+        path = self.checkpoint_path(stage.number)
         if self.resume and path.exists():
             state = load_checkpoint(path)
-            if state["stage"] != stage:
-                raise ValueError(f"{path} holds stage {state['stage']}, not {stage}.")
+            if state["stage"] != stage.number:
+                raise ValueError(f"{path} holds stage {state['stage']}, not {stage.number}.")
             return state
-        if stage > 1:
-            previous = self.checkpoint_path(stage - 1, best=True)
+        if stage.number > 1:
+            previous = self.checkpoint_path(stage.number - 1, best=True)
             if previous.exists():
-                self._load_best_weights(stage - 1)
-            elif stage == 3 and not self.initialised:
+                self._load_best_weights(stage.number - 1)
+            elif stage.needs_previous_weights() and not self.initialised:
                 raise FileNotFoundError(
-                    f"Stage 3 needs the fusion network of stage 2: {previous} is missing; run stage 2 first "
-                    "(or --stage all)."
+                    f"Stage {stage.number} needs the network of stage {stage.number - 1}: {previous} is missing; "
+                    f"run stage {stage.number - 1} first (or --stage all)."
                 )
         return None
 
@@ -210,14 +250,14 @@ class Trainer:
         self.model.load_state_dict(best["model"])
 
     # ------------------------------------------------------------------ epoch level
-    def on_train_epoch_start(self) -> None:
-        epoch = self.epoch  # 0-based index of the epoch starting now
-        self.sampler.set_epoch(epoch)
-        if self.batch_in_epoch:
-            self.sampler.set_start_index(self.batch_in_epoch * self.options.batch_size)
-        for dataset in (self.train_set, self.valid_set):
+    def on_train_epoch_start(self, run: StageRun) -> None:
+        epoch = run.progress.epoch  # 0-based index of the epoch starting now
+        run.sampler.set_epoch(epoch)
+        if run.progress.batch_in_epoch:
+            run.sampler.set_start_index(run.progress.batch_in_epoch * self.options.batch_size)
+        for dataset in (run.train_set, run.valid_set):
             if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(stage_seed(self.options.seed, self.stage, epoch))
+                dataset.set_epoch(stage_seed(self.options.seed, run.number, epoch))
         self.model.train()
 
     def _loader(self, dataset: Dataset, sampler: Any, seed: int) -> DataLoader:
@@ -232,36 +272,33 @@ class Trainer:
             generator=torch.Generator().manual_seed(seed),
         )
 
-    def train_epoch(self) -> float:
+    def train_epoch(self, run: StageRun) -> float:
         """One epoch (or what is left of it); returns the mean total loss."""
-        options = self.options
-        loader = self._loader(self.train_set, self.sampler, stage_seed(options.seed, self.stage, self.epoch, 1))
-        done = self.batch_in_epoch
-        progress = _progress_bar(self.steps_per_epoch, done, f"stage {self.stage} epoch {self.epoch + 1}", self.context)
-        loss_sum = self.partial_loss_sum
+        progress = run.progress
+        loader = self._loader(run.train_set, run.sampler, stage_seed(self.options.seed, run.number, progress.epoch, 1))
+        bar = _progress_bar(run.steps_per_epoch, progress.batch_in_epoch, f"stage {run.number} epoch {progress.epoch + 1}",
+                            self.context)  # fmt: skip
         try:
             for batch in loader:
-                if done >= self.steps_per_epoch:
+                if progress.batch_in_epoch >= run.steps_per_epoch:
                     break
-                terms = self.train_step(batch)
-                done += 1
-                self.batch_in_epoch = done
-                loss_sum += terms["total"]
-                self.partial_loss_sum = loss_sum
-                self._emit_iteration(terms)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{terms['total']:.4f}")
+                terms = self.train_step(run, batch)
+                progress.batch_in_epoch += 1
+                progress.partial_loss_sum += terms["total"]
+                self._emit_iteration(run, terms)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{terms['total']:.4f}")
                 if self._stop_requested():
-                    self._save_last()
+                    self._save_last(run)
                     raise TrainingStopped
-                if self._past_time_limit():  # after the step: every epoch trains at least once
+                if self._past_time_limit(run):  # after the step: every epoch trains at least once
                     break
         finally:
-            if progress is not None:
-                progress.close()
+            if bar is not None:
+                bar.close()
         self._sync_buffers()
-        mean = loss_sum / max(done, 1)
+        mean = progress.partial_loss_sum / max(progress.batch_in_epoch, 1)
         return self._all_reduce_mean(mean)
 
     def _sync_buffers(self) -> None:
@@ -270,43 +307,38 @@ class Trainer:
             for buffer in self.model.buffers():
                 dist.broadcast(buffer.data, src=0)
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def train_step(self, run: StageRun, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimiser step on one batch; returns the loss terms as floats."""
         image, label = self._to_device(batch)
-        generator = torch.Generator(device=self.device).manual_seed(stage_seed(self.options.seed, self.stage, self.step))
-        for opt in self.optimizers.values():
+        step = run.progress.step
+        generator = torch.Generator(device=self.device).manual_seed(stage_seed(self.options.seed, run.number, step))
+        for opt in run.optimizers.values():
             opt.zero_grad(set_to_none=True)
         with self._autocast():
-            terms = self.step_module(image, label, generator)
+            terms = run.step_module(image, label, generator)
         total = terms["total"]
         if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"Stage {self.stage} loss became {total.item()} at step {self.step}; lower the learning rate."
-            )
+            raise FloatingPointError(f"Stage {run.number} loss became {total.item()} at step {step}; lower the learning rate.")
         total.backward()
-        for opt in self.optimizers.values():
+        for opt in run.optimizers.values():
             opt.step()
-        for sched in self.schedulers.values():
+        for sched in run.schedulers.values():
             sched.step()
-        self.step += 1
+        run.progress.step += 1
         return {k: float(v.detach()) for k, v in terms.items()}
 
-    def validation_epoch(self) -> dict[str, float]:
-        """Mean loss terms (and Dice for stage 3) over the validation crops, in inference mode."""
+    def validation_epoch(self, run: StageRun) -> dict[str, float]:
+        """Mean loss terms (and the stage's own metrics, e.g. Dice in stage 3) over the validation crops."""
         self.model.eval()
-        sampler = ResumableDistributedSampler(
-            self.valid_set, self.context.world_size, self.context.rank, shuffle=False, seed=0
-        )
+        sampler = ResumableDistributedSampler(run.valid_set, self.context.world_size, self.context.rank, shuffle=False, seed=0)
         sums: dict[str, float] = {}
         count = 0
-        step_module = self.step_module.module if isinstance(self.step_module, DistributedDataParallel) else self.step_module
+        step_module = run.plain_step()
         with torch.inference_mode(), self._autocast():
-            for batch in self._loader(self.valid_set, sampler, 0):
+            for batch in self._loader(run.valid_set, sampler, 0):
                 image, label = self._to_device(batch)
                 terms = step_module(image, label, torch.Generator(device=self.device).manual_seed(count))
-                values = {k: float(v) for k, v in terms.items()}
-                if self.stage == 3:
-                    values |= region_dice(step_module.last_logits, label)
+                values = {k: float(v) for k, v in terms.items()} | run.stage.validation_metrics(step_module, label)
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
@@ -314,47 +346,43 @@ class Trainer:
         self.model.train()
         return metrics
 
-    def on_epoch_end(self, train_loss: float, val: dict[str, float]) -> bool:
-        """Book-keeping after an epoch; returns ``True`` when early stopping ends the stage."""
-        self.epoch += 1
+    def on_epoch_end(self, run: StageRun, train_loss: float, val: dict[str, float]) -> bool:
+        """Book-keeping after an epoch; returns ``True`` when early stopping or the time limit ends the stage."""
+        progress = run.progress
         self._epochs_this_process += 1
-        self.batch_in_epoch = 0
-        self.partial_loss_sum = 0.0
-        self._emit("validation", stage=self.stage, epoch=self.epoch, metrics=val | {"train_loss": train_loss})
-        loss = val.get("loss", train_loss)
-        improved = self.best_metric is None or loss < self.best_metric
+        improved = progress.record_validation(val.get("loss", train_loss))
+        self._emit("validation", stage=run.number, epoch=progress.epoch, metrics=val | {"train_loss": train_loss})
         if improved:
-            self.best_metric, self.best_epoch, self.patience = loss, self.epoch, 0
-            self._save_best()
-        else:
-            self.patience += 1
-        self._save_last()
-        if self._past_time_limit():
+            self._save_best(run)
+        self._save_last(run)
+        if self._past_time_limit(run):
             limit = self.options.time_limit_s
-            self._emit("time_limit", stage=self.stage, epoch=self.epoch, best_epoch=self.best_epoch, limit_s=limit)
+            self._emit("time_limit", stage=run.number, epoch=progress.epoch, best_epoch=progress.best_epoch, limit_s=limit)
             return True
-        if self.patience >= self.options.patience:
-            self._emit("early_stop", stage=self.stage, epoch=self.epoch, best_epoch=self.best_epoch, patience=self.patience)
+        if progress.patience >= self.options.patience:
+            self._emit("early_stop", stage=run.number, epoch=progress.epoch, best_epoch=progress.best_epoch,
+                       patience=progress.patience)  # fmt: skip
             return True
         limit = self.options.stop_after_epochs
-        if limit is not None and self._epochs_this_process >= limit and self.epoch < self.options.epochs:
+        if limit is not None and self._epochs_this_process >= limit and progress.epoch < self.options.epochs:
             raise TrainingStopped
         return False
 
-    def _finish_stage(self) -> None:
+    def _finish_stage(self, run: StageRun) -> None:
         digests = self._replica_digests()  # before loading the best weights: the replicas as trained
-        self._save_last(finished=True)
+        run.progress.finished = True
+        self._save_last(run)
         if self.context.active:
             dist.barrier()  # rank 0 has written the best weights every rank now loads
-        self._load_best_weights(self.stage)
+        self._load_best_weights(run.number)
         if len(set(digests)) > 1:
-            raise RuntimeError(f"Distributed replicas diverged in stage {self.stage}: weight digests {digests}.")
+            raise RuntimeError(f"Distributed replicas diverged in stage {run.number}: weight digests {digests}.")
         self._emit(
             "stage_end",
-            stage=self.stage,
-            epochs_run=self.epoch,
-            best_metric=self.best_metric,
-            best_checkpoint=str(self.checkpoint_path(self.stage, best=True)),
+            stage=run.number,
+            epochs_run=run.progress.epoch,
+            best_metric=run.progress.best_metric,
+            best_checkpoint=str(self.checkpoint_path(run.number, best=True)),
             replica_digests=digests,
         )
 
@@ -372,82 +400,65 @@ class Trainer:
         return gathered
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_best(self) -> None:
+    def _save_best(self, run: StageRun) -> None:
         if not self.context.is_main:
             return
-        path = atomic_torch_save(
-            new_checkpoint(
-                kind="weights",
-                config=self.model.config.to_json(),
-                stage=self.stage,
-                epoch=self.epoch,
-                model=self.model.state_dict(),
-                best_metric=self.best_metric,
-            ),
-            self.checkpoint_path(self.stage, best=True),
-        )
-        self._emit("checkpoint", stage=self.stage, epoch=self.epoch, path=str(path), best=True)
+        progress = run.progress
+        path = save_model(self.model, self.checkpoint_path(run.number, best=True), stage=run.number, epoch=progress.epoch,
+                          best_metric=progress.best_metric)  # fmt: skip
+        self._emit("checkpoint", stage=run.number, epoch=progress.epoch, path=str(path), best=True)
 
-    def _save_last(self, finished: bool = False) -> None:
+    def _save_last(self, run: StageRun) -> None:
         if not self.context.is_main:
             return
         state = new_checkpoint(
             kind="training-state",
             config=self.model.config.to_json(),
             training=self.options.to_json(),
-            stage=self.stage,
-            epoch=self.epoch,
-            step=self.step,
-            batch_in_epoch=self.batch_in_epoch,
-            partial_loss_sum=self.partial_loss_sum,
-            finished=finished,
+            stage=run.number,
+            progress=run.progress.to_dict(),
             model=self.model.state_dict(),
-            optimizers={k: v.state_dict() for k, v in self.optimizers.items()},
-            schedulers={k: v.state_dict() for k, v in self.schedulers.items()},
+            optimizers={k: v.state_dict() for k, v in run.optimizers.items()},
+            schedulers={k: v.state_dict() for k, v in run.schedulers.items()},
             scaler=None,
             rng=capture_rng_state(),
-            best_metric=self.best_metric,
-            best_epoch=self.best_epoch,
-            patience=self.patience,
             split=self.split,
         )
-        path = atomic_torch_save(state, self.checkpoint_path(self.stage))
-        self._emit("checkpoint", stage=self.stage, epoch=self.epoch, path=str(path), best=False)
+        path = atomic_torch_save(state, self.checkpoint_path(run.number))
+        self._emit("checkpoint", stage=run.number, epoch=run.progress.epoch, path=str(path), best=False)
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, run: StageRun, state: dict[str, Any]) -> None:
         if state["config"] != self.model.config.to_json():
             raise ValueError(
-                f"The checkpoint of stage {self.stage} was trained with another network configuration; "
+                f"The checkpoint of stage {run.number} was trained with another network configuration; "
                 "resume with the same --config."
             )
         self.model.load_state_dict(state["model"])
-        for name, opt in self.optimizers.items():
+        for name, opt in run.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-        for name, sched in self.schedulers.items():
+        for name, sched in run.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         restore_rng_state(state["rng"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        self.batch_in_epoch, self.partial_loss_sum = state["batch_in_epoch"], state["partial_loss_sum"]
-        self.best_metric, self.best_epoch, self.patience = state["best_metric"], state["best_epoch"], state["patience"]
+        run.progress = StageProgress.from_checkpoint(state)
 
     # ------------------------------------------------------------------ helpers
-    def _past_time_limit(self) -> bool:
+    def _past_time_limit(self, run: StageRun) -> bool:
         """Whether this stage has trained longer than ``options.time_limit_s`` in this process (same answer on every rank)."""
         limit = self.options.time_limit_s
         if limit is None:
             return False
-        flag = torch.tensor([1.0 if time.perf_counter() - self._stage_clock > limit else 0.0])
-        if self.context.active:
-            flag = flag.to(self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+        return self._any_rank(time.perf_counter() - run.clock > limit)
 
     def _stop_requested(self) -> bool:
-        flag = torch.tensor([1.0 if (self.run_dir / STOP_FILE).exists() else 0.0])
+        return self._any_rank((self.run_dir / STOP_FILE).exists())
+
+    def _any_rank(self, flag: bool) -> bool:
+        """``flag`` or-ed over every process (so all ranks take the same branch)."""
+        value = torch.tensor([1.0 if flag else 0.0])
         if self.context.active:
-            flag = flag.to(self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+            value = value.to(self.device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         image = batch["image"].to(self.device, non_blocking=True)
@@ -470,36 +481,23 @@ class Trainer:
         if self.context.is_main:
             self.events.emit(kind, **fields)
 
-    def _emit_iteration(self, terms: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - self._stage_clock
-        steps_done = self.step - self._stage_start_step
-        total_steps = self.steps_per_epoch * self.options.epochs
-        remaining = total_steps - self.step
+    def _emit_iteration(self, run: StageRun, terms: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - run.clock
+        step = run.progress.step
+        steps_done = step - run.start_step
         per_step = elapsed / max(steps_done, 1)
         samples_per_s = steps_done * self.options.batch_size * self.context.world_size / max(elapsed, 1e-9)
         self._emit(
             "iteration",
-            stage=self.stage,
-            epoch=self.epoch + 1,
-            step=self.step,
+            stage=run.number,
+            epoch=run.progress.epoch + 1,
+            step=step,
             losses=terms,
-            lr=float(self.optimizers["adam"].param_groups[0]["lr"]),
+            lr=float(run.optimizers["adam"].param_groups[0]["lr"]),
             samples_per_s=samples_per_s,
-            eta_s=per_step * remaining,
-            progress=self.step / max(total_steps, 1),
+            eta_s=per_step * (run.total_steps - step),
+            progress=step / max(run.total_steps, 1),
         )
-
-
-def region_dice(logits: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
-    """Dice of ET ({3}), TC ({1, 3}) and WT ({1, 2, 3}) on one batch of crops (both empty -> 1)."""
-    pred = logits.argmax(dim=1)
-    out = {}
-    for name, classes in (("dice_et", (3,)), ("dice_tc", (1, 3)), ("dice_wt", (1, 2, 3))):
-        p = torch.isin(pred, torch.tensor(classes, device=pred.device))
-        t = torch.isin(label, torch.tensor(classes, device=label.device))
-        denominator = p.sum() + t.sum()
-        out[name] = 1.0 if denominator == 0 else float(2 * (p & t).sum() / denominator)
-    return out
 
 
 def _progress_bar(total: int, initial: int, description: str, context: DistributedContext) -> Any:
