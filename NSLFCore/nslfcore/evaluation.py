@@ -44,6 +44,8 @@ def score_case(case: Case, fused: np.ndarray | None, labels: np.ndarray) -> dict
         row |= {k: float(fusion[k]) for k in FUSION_COLUMNS}
     else:
         row |= {k: math.nan for k in FUSION_COLUMNS}
+    if case.label is None:
+        raise ValueError(f"{case.name} has no segmentation to score against; give a labelled case.")
     predicted = to_internal(labels, "brats2021")
     segmentation = segmentation_metrics(
         predicted, case.label, spacing=case.geometry.spacing, brain_mask=brain_mask(case.stacked())
@@ -58,6 +60,7 @@ def evaluate_case(files: CaseFiles, model: Network, device: str = "auto") -> dic
     """:func:`score_case` of NSLF's results (or a segmentation-only network's, without fusion columns)."""
     case = load_case(files, require_label=True)
     result = infer(case, model, fuse=model.fuses, device=device, label_convention="brats2021")
+    assert result.labels is not None  # run() segments by default
     return score_case(case, result.fused, result.labels)
 
 

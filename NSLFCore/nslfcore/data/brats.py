@@ -109,5 +109,8 @@ def select_cases(cases: Sequence[CaseFiles], names: Sequence[str]) -> list[CaseF
     by_name = {c.name: c for c in cases}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise ValueError(f"case {missing[0]} of the split ({len(missing)} missing in all) is not in the data folder; fix the list or the folder.")
+        raise ValueError(
+            f"case {missing[0]} of the split ({len(missing)} missing in all) is not in the data folder;"
+            " fix the list or the folder."
+        )
     return [by_name[n] for n in names]

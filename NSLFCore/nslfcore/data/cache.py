@@ -38,7 +38,11 @@ class CaseCache:
     """
 
     def __init__(
-        self, normalization: str = DEFAULT_NORMALIZATION, margin: int = 0, cache_dir: str | Path | None = None, in_memory: bool = True
+        self,
+        normalization: str = DEFAULT_NORMALIZATION,
+        margin: int = 0,
+        cache_dir: str | Path | None = None,
+        in_memory: bool = True,
     ) -> None:
         self.normalization = normalization
         self.margin = int(margin)

@@ -42,7 +42,8 @@ def _incomplete(path: Path, why: str) -> OSError:
 
 
 def verify_written(path: str | Path) -> None:
-    """Raise ``OSError`` unless ``path`` is a complete file: non-empty, a whole gzip stream for ``.gz``, a readable image header."""
+    """Raise ``OSError`` unless ``path`` is a complete file: non-empty, a whole gzip stream for ``.gz``,
+    a readable image header."""
     path = Path(path)
     try:
         size = path.stat().st_size

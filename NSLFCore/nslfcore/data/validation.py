@@ -156,15 +156,17 @@ def looks_like_labels(array: np.ndarray) -> bool:
 
 def plausibility_problems(case: str, arrays: dict[str, np.ndarray], paths: dict[str, Path] | None = None) -> list[str]:
     """A label map given as a modality, or two modalities that are the same image (``arrays`` by modality, ``(z, y, x)``)."""
+    known: dict[str, Path] = paths or {}
+
     def name(m: str) -> str:
-        return str(paths[m]) if paths and m in paths else f"the {m} volume"
+        return str(known[m]) if m in known else f"the {m} volume"
 
     present = [m for m in MODALITIES if m in arrays]
     problems = [f"{case}: {name(m)} looks like a label map (only the values {sorted(np.unique(arrays[m]).tolist())}), "
                 f"not a {m} MR volume; give the {m} image." for m in present if looks_like_labels(arrays[m])]  # fmt: skip
     for i, a in enumerate(present):
         for b in present[i + 1 :]:
-            same_file = bool(paths) and a in paths and b in paths and paths[a].resolve() == paths[b].resolve()
+            same_file = a in known and b in known and known[a].resolve() == known[b].resolve()
             if same_file or (arrays[a].shape == arrays[b].shape and np.array_equal(arrays[a], arrays[b])):
                 problems.append(f"{case}: {a} and {b} are the same image ({name(a)}{'' if same_file else ' and ' + name(b)}); "
                                 "give four different modalities.")  # fmt: skip
@@ -231,7 +233,8 @@ def inspect_case(files: CaseFiles, require_label: bool = True) -> CaseInspection
             for attribute in geometry_differences(reference, geometry):
                 problems.append(
                     f"{files.name}: {files.paths()[role]} has {attribute} {_fmt(getattr(geometry, attribute))}"
-                    f" but {reference_role} has {_fmt(getattr(reference, attribute))}; resample it onto the {reference_role} grid."
+                    f" but {reference_role} has {_fmt(getattr(reference, attribute))};"
+                    f" resample it onto the {reference_role} grid."
                 )
     return CaseInspection(problems=problems, arrays=arrays, geometry=reference, missing=missing)
 

@@ -122,7 +122,7 @@ def run(
     report(0.1, f"brain box {prepared.image.shape[1:]} voxels (z, y, x)")
 
     start = time.perf_counter()
-    fused_t, probs_t, mode, torch_device = infer_with_fallback(
+    fused_t, probs_t, used_mode, torch_device = infer_with_fallback(
         model.eval(), prepared.image, torch_device, mode, roi, overlaps, segment or probabilities, report
     )
     timings["inference"] = time.perf_counter() - start
@@ -144,7 +144,7 @@ def run(
     timings["postprocess"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - clock
     report(1.0, "done")
-    return InferenceResult(fused, labels, probs, case.geometry, timings, mode, str(torch_device))
+    return InferenceResult(fused, labels, probs, case.geometry, timings, used_mode, str(torch_device))
 
 
 def fuse(source: Source, model: Network | str | Path | None, **options) -> InferenceResult:

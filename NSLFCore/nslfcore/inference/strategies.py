@@ -14,7 +14,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -98,7 +98,8 @@ def _infer(
         else:
             window = tuple(min(r, s) for r, s in zip(roi, x.shape[2:]))
             predictor = _Predictor(model, segment, progress, _count_windows(x.shape[2:], window, overlap), 0.1, 0.8)
-            out = sliding_window_inference(x, window, 1, predictor, overlap=overlap, mode="gaussian")
+            windows = sliding_window_inference(x, window, 1, predictor, overlap=overlap, mode="gaussian")
+            out = cast(dict[str, torch.Tensor], windows)  # the predictor's dict, stitched
     fused, probs = out.get("fused"), out.get("probs")
     return (None if fused is None else fused[0, 0].float().cpu()), (None if probs is None else probs[0].float().cpu())
 

@@ -86,6 +86,8 @@ class SourceSSIMLoss(nn.Module):
     every spatial size must be at least ``win_size``.
     """
 
+    kernel: torch.Tensor  # the 1-D Gaussian window (a non-persistent buffer)
+
     def __init__(
         self, win_size: int = 11, sigma: float = 1.5, data_range: float = 1.0, reduction: Reduction = "mean"
     ) -> None:

@@ -58,7 +58,8 @@ class CUNet(nn.Module):
 
     def __init__(self, widths: tuple[int, int, int, int, int], num_modalities: int = 4, per_modality: bool = False):
         super().__init__()
-        self.widths = tuple(widths)
+        w0, w1, w2, w3, w4 = widths  # five levels, full resolution first
+        self.widths = (w0, w1, w2, w3, w4)
         self.num_modalities = num_modalities
         self.per_modality = per_modality
         g = num_modalities if per_modality else 1

@@ -68,17 +68,18 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tupl
 
     Returns the padded tensor and the slices (over D, H, W) that crop it back.
     """
-    pads: list[int] = []
+    pads: list[tuple[int, int]] = []  # (before, after) per axis D, H, W
     crop: list[slice] = []
     for size in x.shape[2:]:
         total = -size % multiple
         before = total // 2
         pads.append((before, total - before))
         crop.append(slice(before, before + size))
-    if not any(sum(p) for p in pads):
-        return x, tuple(crop)  # type: ignore[return-value]
+    slices = (crop[0], crop[1], crop[2])
+    if not any(before + after for before, after in pads):
+        return x, slices
     flat = [v for pair in reversed(pads) for v in pair]  # F.pad wants the last axis first
-    return F.pad(x, flat), tuple(crop)  # type: ignore[return-value]
+    return F.pad(x, flat), slices
 
 
 def _crop(t: torch.Tensor, crop: tuple[slice, slice, slice]) -> torch.Tensor:

@@ -87,7 +87,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def capture_rng_state() -> dict[str, Any]:
     """Every RNG state a training step may touch, as weights-only-loadable values."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # (name, keys, pos, has_gauss, cached_gaussian)
+    assert isinstance(np_state, tuple)
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

@@ -117,7 +117,8 @@ class TrainingOptions:
     def from_json(cls, text: str) -> TrainingOptions:
         data: dict[str, Any] = json.loads(text)
         data["loss_weights"] = tuple(tuple(pair) for pair in data.get("loss_weights", ()))
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}  # JSON lists -> tuples
+        return cls(**fields)
 
     def replace(self, **changes: Any) -> TrainingOptions:
         return dataclasses.replace(self, **changes)

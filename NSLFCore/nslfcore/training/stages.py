@@ -149,8 +149,9 @@ class FeatureExtractionStage(Stage):
     def compute(
         self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
     ) -> dict[str, torch.Tensor]:
-        cunet = step.model.cunet
-        if not step.loss.weights.contrastive:
+        cunet, loss = step.model.cunet, step.loss
+        assert isinstance(loss, Stage1Loss)
+        if not loss.weights.contrastive:
             return step.fp32_loss(x=image, reconstruction=cunet(image).reconstruction)
         # The image and its positive view go through CU-Net in ONE call: BatchNorm then
         # normalises both with the same statistics, so the contrastive term cannot be met by
