@@ -50,8 +50,9 @@ class StageProgress:
     def from_checkpoint(cls, state: dict[str, Any]) -> StageProgress:
         """The progress stored in a training-state checkpoint.
 
-        Format 2 keeps it under ``"progress"``; format 1 (nslfcore 0.x before the stage objects)
-        stored the same fields at the top level, so old run folders still resume.
+        Checkpoints keep it under ``"progress"``; those written before the stage objects stored the
+        same fields at the top level (same ``format_version``: model files did not change), so old
+        run folders still resume.
         """
         stored = state.get("progress", state)
         return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls) if f.name in stored})
