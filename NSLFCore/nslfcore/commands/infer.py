@@ -1,4 +1,4 @@
-"""``nslf fuse | segment | run``: NSLF on one case, outputs with the inputs' exact geometry.
+"""``nslf fuse | segment | run``: NSLF on one case (or a folder of cases), outputs with the inputs' exact geometry.
 
 Everything is checked before any computation (inputs, device, model, output folder, existing
 outputs); outputs are written under temporary names in the output folder and renamed at the end,
@@ -8,6 +8,10 @@ so a failure leaves no partial files. Every refusal is one line on stderr and ex
 Outputs: ``fused.nii.gz`` (float32, fuse and run), ``seg.nii.gz`` (uint8 BraTS labels, segment
 and run) and, with ``--probabilities``, ``probabilities.nii.gz`` (float32, four components per
 voxel: background, NCR, ED, ET; a NIfTI vector image, nibabel shape ``(x, y, z, 1, 4)``).
+
+``--cases DIR``: every case of DIR into ``OUT/<case>/``, reading and writing overlapped with the
+network, finished cases skipped, failed cases reported, shards over ``torchrun`` ranks, and
+``OUT/summary.csv`` (:func:`nslfcore.cohort.run_cohort`); exit code 1 when a case failed.
 """
 
 from __future__ import annotations
@@ -18,12 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from nslfcore import MODALITIES
-from nslfcore.data.output import OutputLock, install, verify_written
-
-_OUTPUTS = {"fuse": ("fused.nii.gz",), "segment": ("seg.nii.gz",), "run": ("fused.nii.gz", "seg.nii.gz")}
+from nslfcore.data.output import OutputLock
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         for modality in MODALITIES:
             parser.add_argument(f"--{modality}", type=Path, metavar="FILE", help=f"{modality.upper()} image")
         parser.add_argument("--case", type=Path, metavar="DIR", help="a BraTS-layout case folder instead of four files")
+        parser.add_argument("--cases", type=Path, metavar="DIR",
+                            help="a folder of cases (as nslf check-data reads it): each into OUT/<case>/, finished cases "
+                            "skipped, OUT/summary.csv; under torchrun the cases are shared among the ranks")  # fmt: skip
         parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
         parser.add_argument(
             "--model",
@@ -80,24 +83,21 @@ def _check_out_is_not_an_input_folder(out: Path, source) -> None:
                              "choose a folder outside it (results there would be read as part of the case).")  # fmt: skip
 
 
-def _one_line(error: BaseException) -> str:
-    """The error as one line (a :class:`DataValidationError` lists one problem per line)."""
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
-
-
 def _print_progress(fraction: float, message: str) -> None:
     if sys.stdout.isatty():
         print(f"\r{fraction:4.0%} {message[:60]:<60}", end="", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    from nslfcore.cohort import one_line, output_names, write_outputs
     from nslfcore.inference import MODE_DESCRIPTIONS, as_case, resolve_device
     from nslfcore.inference import run as infer
     from nslfcore.model_store import REGISTRY_NAME, default_model, load_model, registry_folder
 
-    names = list(_OUTPUTS[args.task]) + (["probabilities.nii.gz"] if args.probabilities else [])
+    if args.cases is not None:
+        return _run_cohort(args)
+    names = output_names(args.task != "segment", args.task != "fuse", args.probabilities)
     outputs = [args.out / n for n in names]
-    temps = [p.with_name(f".partial-{os.getpid()}-{p.name}") for p in outputs]  # hidden, this run's own, still .nii.gz
     created = not args.out.exists()
     lock: OutputLock | None = None
     clock = time.perf_counter()
@@ -127,22 +127,20 @@ def run(args: argparse.Namespace) -> int:
         if sys.stdout.isatty():
             print()
         start = time.perf_counter()
-        for name, temp in zip(names, temps):
-            _write(name, result, temp)
-        install(zip(temps, outputs), verify=False)  # each was read back by _write: all complete before any rename
+        write_outputs(result, args.out, names)  # all complete before any is renamed onto its name
         write_s = time.perf_counter() - start
         lock.release()
     except (ValueError, OSError, MemoryError, RuntimeError) as error:  # DataValidationError, ModelError: ValueErrors
         if lock is not None:
             lock.release()
-        _clean_up(temps, args.out if created else None)
+        _clean_up(args.out if created else None)
         kind = "error" if isinstance(error, (ValueError, OSError)) else f"error ({type(error).__name__})"
-        print(f"nslf {args.task}: {kind}: {_one_line(error)}", file=sys.stderr)
+        print(f"nslf {args.task}: {kind}: {one_line(error)}", file=sys.stderr)
         return 1
     except BaseException:
         if lock is not None:
             lock.release()
-        _clean_up(temps, args.out if created else None)
+        _clean_up(args.out if created else None)
         raise
     t = result.timings
     print(f"nslf {args.task}: {case.name} with model {info.id!r}: {MODE_DESCRIPTIONS.get(result.mode, result.mode)} "
@@ -153,29 +151,65 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(name: str, result, temp: Path) -> None:
-    """Write one output on the input grid (compressed NIfTI) to ``temp``, a temporary name, and read it back."""
-    import SimpleITK as sitk
-
-    from nslfcore.data.io import write_image
-
-    if name == "fused.nii.gz":
-        write_image(result.fused, result.geometry, temp, np.float32)
-    elif name == "seg.nii.gz":
-        write_image(result.labels, result.geometry, temp, np.uint8)
-    else:  # (class, z, y, x) -> a vector image with the four classes as components
-        array = np.ascontiguousarray(np.moveaxis(result.probabilities, 0, -1))
-        image = result.geometry.apply_to(sitk.GetImageFromArray(array, isVector=True))
-        sitk.WriteImage(image, str(temp), True, imageIO="NiftiImageIO")
-        verify_written(temp)  # write_image verifies its own files
-
-
-def _clean_up(temps: list[Path], created: Path | None) -> None:
-    """Remove temporary outputs, and the output folder if this command created it and it is empty."""
-    for temp in temps:
-        try:
-            temp.unlink(missing_ok=True)
-        except OSError:  # e.g. --out is a file: there is nothing to clean, and the first error is the one to report
-            pass
+def _clean_up(created: Path | None) -> None:
+    """Remove the output folder if this command created it and it is empty (outputs clean up after themselves)."""
     if created is not None and created.is_dir() and not any(created.iterdir()):
         created.rmdir()
+
+
+def _run_cohort(args: argparse.Namespace) -> int:
+    """``--cases DIR``: :func:`nslfcore.cohort.run_cohort` with a progress bar (one line per case off a terminal)."""
+    from nslfcore.cohort import CohortError, run_cohort
+
+    if args.case is not None or any(getattr(args, m) is not None for m in MODALITIES):
+        print(f"nslf {args.task}: error: give either --cases or one case (--case or four files), not both.", file=sys.stderr)
+        return 1
+    reporter = _CaseReporter(args.task)
+    try:
+        summary = run_cohort(
+            args.cases, args.out, args.model, fuse=args.task != "segment", segment=args.task != "fuse",
+            device=args.device, mode=args.mode, label_convention=args.label_convention,
+            probabilities=args.probabilities, overwrite=args.overwrite, download=args.download, progress=reporter,
+        )  # fmt: skip
+    except CohortError as error:
+        print(f"nslf {args.task}: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        reporter.close()
+    if summary.rank != 0:  # rank 0 reports for all
+        return 1 if summary.failed else 0
+    counts = summary.counts()
+    ranks = f" on {summary.world_size} ranks" if summary.world_size > 1 else ""
+    rate = f", {summary.seconds_per_case:.1f} s per case, {summary.cases_per_hour:.0f} cases per hour" if counts["done"] else ""
+    print(f"nslf {args.task}: {len(summary.outcomes)} cases with model {summary.model!r}{ranks}: {counts['done']} done, "
+          f"{counts['skipped']} skipped (outputs already complete), {counts['failed']} failed; "
+          f"{summary.wall_s:.1f} s{rate}; summary in {summary.out_dir / 'summary.csv'}")  # fmt: skip
+    for outcome in summary.failed:
+        print(f"nslf {args.task}: {outcome.case} failed: {outcome.error}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+class _CaseReporter:
+    """A tqdm bar on an interactive terminal (one process), else one line per case on stdout."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.bar = None
+
+    def __call__(self, outcome, finished: int, total: int) -> None:
+        if self.bar is None and sys.stderr.isatty() and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=f"nslf {self.task}", unit="case", dynamic_ncols=True)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{outcome.case} {outcome.status}", refresh=False)
+            self.bar.update(1)
+            return
+        rank = f"[rank {outcome.rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        detail = {"done": f"in {outcome.seconds:.1f} s ({outcome.mode} on {outcome.device})",
+                  "skipped": "(outputs already complete)", "failed": f": {outcome.error}"}[outcome.status]  # fmt: skip
+        print(f"nslf {self.task}: {rank}[{finished}/{total}] {outcome.case} {outcome.status} {detail}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
