@@ -22,7 +22,7 @@ BraTS 2021, BraTS 2023+ and plain folders; labels are not read) and runs
 Arrays are numpy ``(z, y, x)`` on the input grid (ITK ``(x, y, z)`` mm, LPS), as in :mod:`nslfcore.inference`.
 
 Example:
-    >>> summary = run_cohort("BraTS2021_TestingData", "results", "nslf-compact")  # doctest: +SKIP
+    >>> summary = run_cohort("BraTS2021_TestingData", "results", model=None)  # the default model  # doctest: +SKIP
     >>> summary.counts()  # doctest: +SKIP
     {'done': 10, 'skipped': 0, 'failed': 0}
 """
