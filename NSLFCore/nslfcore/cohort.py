@@ -49,7 +49,7 @@ from nslfcore.data.brats import find_cases, load_case
 from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text, install, verify_written
 from nslfcore.errors import NSLFError
-from nslfcore.inference import InferenceResult, LabelConvention, Mode
+from nslfcore.inference import InferenceResult, LabelConvention, Mode, Precision
 from nslfcore.inference import run as infer
 from nslfcore.models import Network
 
@@ -195,6 +195,7 @@ def run_cohort(
     overwrite: bool = False,
     download: bool = False,
     progress: CaseProgress | None = None,
+    precision: Precision = "auto",
 ) -> CohortSummary:
     """Run NSLF on every case in ``cases_dir``, writing ``out_dir/<case>/``; see the module docstring.
 
@@ -205,7 +206,7 @@ def run_cohort(
             :func:`nslfcore.model_store.load_model` (``None``: the registry's default model).
         fuse, segment, probabilities: which outputs to write (see :func:`output_names`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; under ``torchrun`` CUDA ranks use ``cuda:LOCAL_RANK``.
-        mode, label_convention: as for :func:`nslfcore.inference.run`.
+        mode, label_convention, precision: as for :func:`nslfcore.inference.run`.
         overwrite: recompute cases whose outputs are complete (otherwise they are skipped).
         download: download a registry or URL model that is not on this machine.
         progress: called after each case of this rank (see :data:`CaseProgress`).
@@ -222,14 +223,14 @@ def run_cohort(
     context = distributed_context()
     try:
         return _run(context, Path(cases_dir), Path(out_dir), model, fuse, segment, device, mode,
-                    label_convention, probabilities, overwrite, download, progress)  # fmt: skip
+                    label_convention, probabilities, overwrite, download, progress, precision)  # fmt: skip
     finally:
         if started and context.active:
             dist.destroy_process_group()
 
 
 def _run(context, cases_dir, out_dir, model, fuse, segment, device, mode, label_convention, probabilities,
-         overwrite, download, progress) -> CohortSummary:  # fmt: skip
+         overwrite, download, progress, precision) -> CohortSummary:  # fmt: skip
     clock = time.perf_counter()
     names = output_names(fuse, segment, probabilities)
     lock = OutputLock(out_dir, "nslf run --cases")
@@ -249,7 +250,7 @@ def _run(context, cases_dir, out_dir, model, fuse, segment, device, mode, label_
             raise CohortError(error)
         shard = cases[context.rank :: context.world_size]
         options = dict(fuse=fuse, segment=segment, device=torch_device, mode=mode,
-                       label_convention=label_convention, probabilities=probabilities)  # fmt: skip
+                       label_convention=label_convention, probabilities=probabilities, precision=precision)  # fmt: skip
         mine = _process(shard, out_dir, names, network, options, overwrite, context.rank, progress)
         outcomes = _gather(context, mine)
         summary = CohortSummary(sorted(outcomes, key=lambda o: o.case), time.perf_counter() - clock, out_dir,

@@ -85,4 +85,7 @@ def test_every_mode_finishes_with_its_summary(mode, random_model_file, tiny_case
     assert set(typing.get_args(Mode)) - {"auto"} == set(MODE_DESCRIPTIONS)
     out = tmp_path / f"out-{mode}"
     assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(random_model_file), "--mode", mode]) == 0
-    assert f": {MODE_DESCRIPTIONS[mode]} on cpu; wrote" in capsys.readouterr().out
+    from nslfcore.inference import cpu_has_native_bf16
+
+    precision = "bf16" if cpu_has_native_bf16() else "fp32"  # --precision auto
+    assert f": {MODE_DESCRIPTIONS[mode]} on cpu ({precision}); wrote" in capsys.readouterr().out

@@ -183,7 +183,8 @@ def test_one_modality_at_a_time_gives_the_batched_result(weights):
     torch.testing.assert_close(seq_logits, logits, atol=1e-4, rtol=1e-4)
     assert none is None and torch.equal(fused_only.fused, seq_fusion.fused)
     case = generate_tiny_case(seed=4, size=(32, 32, 32))
-    whole, sequential = run(case, net, device="cpu", mode="whole"), run(case, net, device="cpu", mode="sequential")
+    whole = run(case, net, device="cpu", mode="whole", precision="fp32")
+    sequential = run(case, net, device="cpu", mode="sequential", precision="fp32")
     assert sequential.mode == "sequential" and np.array_equal(whole.labels, sequential.labels)
     np.testing.assert_allclose(whole.fused, sequential.fused, atol=1e-5)
 
@@ -312,3 +313,32 @@ def test_cli_reports_several_input_problems_on_one_line(random_model_file, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no t2 file" in err[0] and "no flair file" in err[0], err
     assert not out.exists()
+
+
+def test_precision_choice_and_bf16_agreement(tmp_path):
+    """fp32 and bf16 are asked for or chosen by the hardware; a bf16 pass stays close to the fp32 one."""
+    from nslfcore.inference import cpu_has_native_bf16, resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert resolve_precision("fp32", cuda) == torch.float32 and resolve_precision("bf16", cpu) == torch.bfloat16
+    assert resolve_precision("auto", cuda) == torch.bfloat16
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", cpu)
+    amx, old = tmp_path / "amx", tmp_path / "old"
+    amx.write_text("processor : 0\nflags : fpu sse2 avx512f amx_bf16 amx_tile\n")
+    old.write_text("processor : 0\nflags : fpu sse2 avx2\n")
+    assert cpu_has_native_bf16.__wrapped__(str(amx)) and not cpu_has_native_bf16.__wrapped__(str(old))
+    assert not cpu_has_native_bf16.__wrapped__(str(tmp_path / "missing"))
+
+    torch.manual_seed(3)
+    net = NSLF(PRESETS["compact"]).eval()
+    case = generate_tiny_case(seed=5, size=(32, 32, 32))
+    fp32 = run(case, net, device="cpu", precision="fp32", probabilities=True)
+    bf16 = run(case, net, device="cpu", precision="bf16", probabilities=True)
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert bf16.fused.dtype == bf16.probabilities.dtype == np.float32  # outputs stay float32
+    np.testing.assert_allclose(bf16.fused, fp32.fused, atol=0.02)
+    np.testing.assert_allclose(bf16.probabilities, fp32.probabilities, atol=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        run(case, net, device="cpu", precision="half")

@@ -185,3 +185,30 @@ def test_ablation_switches():
     fused_only = NSLF(COMPACT.replace(segmenter_input="fused_only")).eval()
     assert fused_only.fsd.blocks[0][0].in_channels == 1
     assert fused_only.segment(x).shape == (1, 4, 32, 32, 32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_fast_paths_equal_the_generic_grouped_layers(dtype):
+    """The per-group transposed convolution and the channels-last interleaving change speed, not results."""
+    from nslfcore.models.blocks import GroupedUpsample, UpBlock, _cat_groups_channels_last, cat_groups
+
+    torch.manual_seed(0)
+    cl = torch.channels_last_3d
+    first, second = torch.rand(2, 12, 4, 6, 5, dtype=dtype), torch.rand(2, 8, 4, 6, 5, dtype=dtype)
+    generic = cat_groups(first, second, 4)
+    fast = cat_groups(first.contiguous(memory_format=cl), second.contiguous(memory_format=cl), 4)
+    assert torch.equal(fast, generic) and fast.is_contiguous(memory_format=cl)
+    parts = list(second.chunk(4, dim=1))
+    assert torch.equal(_cat_groups_channels_last(first.contiguous(memory_format=cl), parts, 4), generic)
+
+    up = GroupedUpsample(8, groups=4).to(dtype)
+    reference = torch.nn.ConvTranspose3d(8, 8, kernel_size=2, stride=2, groups=4).to(dtype)
+    reference.load_state_dict(up.state_dict())  # same parameters, same names
+    x = torch.rand(1, 8, 3, 4, 5, dtype=dtype)
+    with torch.inference_mode():
+        torch.testing.assert_close(up(x), reference(x), rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-2)
+        block = UpBlock(2, 3, 4, groups=4).to(dtype).eval()
+        coarse, skip = torch.rand(1, 8, 3, 4, 5, dtype=dtype), torch.rand(1, 12, 6, 8, 10, dtype=dtype)
+        plain = block(coarse, skip)
+        channels_last = block.to(memory_format=cl)(coarse.contiguous(memory_format=cl), skip.contiguous(memory_format=cl))
+    torch.testing.assert_close(channels_last, plain, rtol=0, atol=1e-5 if dtype == torch.float32 else 2e-2)

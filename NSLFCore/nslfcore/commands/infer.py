@@ -51,6 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
         parser.add_argument("--mode", default="auto", choices=("auto", "whole", "sequential", "sliding"),
                             help="whole volume, whole volume one modality at a time (less memory), or sliding windows")
+        parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                            help="the network's number format: auto = bf16 on CUDA and on CPUs with native bf16 "
+                            "(AMX, AVX-512 BF16), else fp32")  # fmt: skip
         parser.add_argument("--label-convention", default="brats2021", choices=("brats2021", "brats2023"))
         parser.add_argument("--probabilities", action="store_true", help="also write probabilities.nii.gz (4 classes)")
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         result = infer(
             case, model, fuse=args.task != "segment", segment=args.task != "fuse", device=device, mode=args.mode,
             label_convention=args.label_convention, probabilities=args.probabilities, progress=_print_progress,
+            precision=args.precision,
         )  # fmt: skip
         if sys.stdout.isatty():
             print()
@@ -144,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     t = result.timings
     print(f"nslf {args.task}: {case.name} with model {info.id!r}: {MODE_DESCRIPTIONS.get(result.mode, result.mode)} "
-          f"on {result.device}; wrote " + ", ".join(str(p) for p in outputs))  # fmt: skip
+          f"on {result.device} ({result.precision}); wrote " + ", ".join(str(p) for p in outputs))  # fmt: skip
     print(f"nslf {args.task}: time {time.perf_counter() - clock:.1f} s (reading and model {prepared_s:.1f} s, "
           f"preprocessing {t['preprocess']:.1f} s, network {t['inference']:.1f} s, pasting back {t['postprocess']:.1f} s, "
           f"writing {write_s:.1f} s)")  # fmt: skip
@@ -170,6 +174,7 @@ def _run_cohort(args: argparse.Namespace) -> int:
             args.cases, args.out, args.model, fuse=args.task != "segment", segment=args.task != "fuse",
             device=args.device, mode=args.mode, label_convention=args.label_convention,
             probabilities=args.probabilities, overwrite=args.overwrite, download=args.download, progress=reporter,
+            precision=args.precision,
         )  # fmt: skip
     except CohortError as error:
         print(f"nslf {args.task}: error: {error}", file=sys.stderr)

@@ -33,11 +33,14 @@ from nslfcore.inference.devices import resolve_device
 from nslfcore.inference.inputs import Source, as_case, check_case
 from nslfcore.inference.memory import available_bytes, estimate_memory_bytes
 from nslfcore.inference.pipeline import InferenceResult, LabelConvention, fuse, run, segment
+from nslfcore.inference.precision import PRECISIONS, Precision, cpu_has_native_bf16, resolve_precision
 from nslfcore.inference.strategies import DEFAULT_ROI, MODE_DESCRIPTIONS, Mode, Progress
 
 __all__ = [
     "DEFAULT_ROI",
     "MODE_DESCRIPTIONS",
+    "PRECISIONS",
+    "Precision",
     "InferenceResult",
     "LabelConvention",
     "Mode",
@@ -46,9 +49,11 @@ __all__ = [
     "as_case",
     "available_bytes",
     "check_case",
+    "cpu_has_native_bf16",
     "estimate_memory_bytes",
     "fuse",
     "resolve_device",
+    "resolve_precision",
     "run",
     "segment",
 ]

@@ -28,6 +28,7 @@ from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference.devices import resolve_device
 from nslfcore.inference.inputs import Source, as_case
+from nslfcore.inference.precision import PRECISIONS, Precision, resolve_precision
 from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
 from nslfcore.models import Network
 
@@ -46,6 +47,7 @@ class InferenceResult:
         geometry: the input's geometry (ITK ``(x, y, z)`` mm, LPS).
         timings: seconds per phase (``preprocess``, ``inference``, ``postprocess``, ``total``).
         mode: ``"whole"``, ``"sequential"`` or ``"sliding"``; device: where the network ran (after any fallback).
+        precision: the network's number format there, ``"fp32"`` or ``"bf16"``.
     """
 
     fused: np.ndarray | None
@@ -55,6 +57,7 @@ class InferenceResult:
     timings: dict[str, float] = field(default_factory=dict)
     mode: str = ""
     device: str = ""
+    precision: str = ""
 
 
 def run(
@@ -70,6 +73,7 @@ def run(
     label_convention: LabelConvention = "brats2021",
     probabilities: bool = False,
     progress: Progress | None = None,
+    precision: Precision = "auto",
 ) -> InferenceResult:
     """Fuse and/or segment one case; results on the input grid (see :class:`InferenceResult`).
 
@@ -90,11 +94,15 @@ def run(
         probabilities: also return the class probabilities ``(4, z, y, x)``.
         progress: ``progress(fraction, message)``: at the input check, per window, before pasting
             back, and at 1.0 when done.
+        precision: the network's number format: ``"fp32"``, ``"bf16"`` (autocast), or ``"auto"``
+            (bf16 on CUDA and on CPUs with native bf16, else fp32; see :mod:`nslfcore.inference.precision`).
     """
     if label_convention not in ("brats2021", "brats2023"):
         raise ValueError(f"label_convention must be 'brats2021' or 'brats2023', got {label_convention!r}.")
     if mode not in ("auto", "whole", "sequential", "sliding"):
         raise ValueError(f"mode must be 'auto', 'whole', 'sequential' or 'sliding', got {mode!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}.")
     if len(roi) != 3 or min(roi) < 1:
         raise ValueError(f"roi must be three positive sizes (z, y, x), got {tuple(roi)}.")
     overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
@@ -123,7 +131,7 @@ def run(
 
     start = time.perf_counter()
     fused_t, probs_t, used_mode, torch_device = infer_with_fallback(
-        model.eval(), prepared.image, torch_device, mode, roi, overlaps, segment or probabilities, report
+        model.eval(), prepared.image, torch_device, mode, roi, overlaps, segment or probabilities, report, precision
     )
     timings["inference"] = time.perf_counter() - start
 
@@ -144,7 +152,8 @@ def run(
     timings["postprocess"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - clock
     report(1.0, "done")
-    return InferenceResult(fused, labels, probs, case.geometry, timings, used_mode, str(torch_device))
+    used_precision = "bf16" if resolve_precision(precision, torch_device) == torch.bfloat16 else "fp32"
+    return InferenceResult(fused, labels, probs, case.geometry, timings, used_mode, str(torch_device), used_precision)
 
 
 def fuse(source: Source, model: Network | str | Path | None, **options) -> InferenceResult:

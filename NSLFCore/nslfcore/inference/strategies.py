@@ -10,7 +10,6 @@ tried, windows shrink, and on CUDA the CPU is used last, each step with a warnin
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from nslfcore.inference.memory import available_bytes, estimate_memory_bytes, out_of_memory
+from nslfcore.inference.precision import autocast, resolve_precision
 from nslfcore.models import Network
 
 #: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
@@ -88,11 +88,14 @@ def _infer(
     overlap: tuple[float, float, float],
     segment: bool,
     progress: Progress | None,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Fused ``(z, y, x)`` and probabilities ``(4, z, y, x)`` (each or ``None``) of a ``(4, z, y, x)`` box, on the CPU."""
+    """Fused ``(z, y, x)`` and probabilities ``(4, z, y, x)`` (each or ``None``) of a ``(4, z, y, x)`` box, on the CPU.
+
+    The network runs in :func:`~nslfcore.inference.precision.resolve_precision`'s number format.
+    """
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
         if mode in ("whole", "sequential"):
             out = _Predictor(model, segment, progress, 1, 0.1, 0.8, sequential=mode == "sequential")(x)
         else:
@@ -119,6 +122,7 @@ def infer_with_fallback(
     overlap: tuple[float, float, float],
     segment: bool,
     progress: Progress,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, str, torch.device]:
     """:func:`_infer`, retried when memory runs out: whole volume -> windows -> smaller windows -> (CUDA) the CPU.
 
@@ -130,7 +134,7 @@ def infer_with_fallback(
     while True:
         try:
             model.to(device, memory_format=torch.channels_last_3d)
-            fused, probs = _infer(model, image, device, mode, window, overlap, segment, progress)  # type: ignore[arg-type]
+            fused, probs = _infer(model, image, device, mode, window, overlap, segment, progress, precision)  # type: ignore[arg-type]
             return fused, probs, mode, device
         except Exception as error:  # noqa: BLE001 - only running out of memory is retried
             if not out_of_memory(error):

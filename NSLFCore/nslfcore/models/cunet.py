@@ -108,15 +108,19 @@ class CUNet(nn.Module):
         parameter and buffer (convolution, transposed convolution, BatchNorm, reconstruction head)
         stores the groups as consecutive blocks along its first axis, so network ``i`` gets block
         ``i`` of each; applied to modality ``i`` alone it gives exactly that modality's features.
-        The copies are on this network's device, with its dtype, in its training mode.
+        The copies are on this network's device, with its dtype, memory format and training mode.
         """
         if not self.per_modality:
             return [self] * self.num_modalities
         state = self.state_dict()
         first = next(self.parameters())
+        weight = next(p for p in self.parameters() if p.dim() == 5)  # a convolution weight: its memory format is the network's
+        channels_last = weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+        memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         nets = []
         for index in range(self.num_modalities):
             net = CUNet(self.widths, num_modalities=1, per_modality=False).to(device=first.device, dtype=first.dtype)
+            net = net.to(memory_format=memory_format)  # type: ignore[call-overload]  # as fast as this network
             net.load_state_dict({k: v if v.ndim == 0 else v.chunk(self.num_modalities, dim=0)[index] for k, v in state.items()})
             nets.append(net.train(self.training))
         return nets
