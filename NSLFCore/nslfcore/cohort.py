@@ -15,7 +15,7 @@ BraTS 2021, BraTS 2023+ and plain folders; labels are not read) and runs
   (:class:`~nslfcore.data.output.OutputLock`) against a second cohort run, and each case folder
   while it is written.
 * **Ranks**: under ``torchrun`` (``WORLD_SIZE > 1``) every rank joins the process group
-  (:func:`nslfcore.training.run.distributed_context`: gloo on CPU, NCCL on CUDA, ``cuda:LOCAL_RANK``
+  (:func:`nslfcore.distributed.distributed_context`: gloo on CPU, NCCL on CUDA, ``cuda:LOCAL_RANK``
   per rank) and takes cases ``rank, rank + W, ...`` of the sorted list; rank 0 locks the folder and
   writes the merged ``OUT/summary.csv`` once every rank has finished.
 
@@ -48,6 +48,7 @@ import torch.distributed as dist
 from nslfcore.data.brats import find_cases, load_case
 from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text, install, verify_written
+from nslfcore.distributed import DistributedContext, distributed_context
 from nslfcore.errors import NSLFError
 from nslfcore.inference import InferenceResult, LabelConvention, Mode, Precision
 from nslfcore.inference import run as infer
@@ -217,8 +218,6 @@ def run_cohort(
     Raises:
         CohortError: before any case is run, when the cohort cannot start (one sentence).
     """
-    from nslfcore.training.run import distributed_context
-
     started = dist.is_available() and not dist.is_initialized()
     context = distributed_context()
     try:
@@ -297,22 +296,14 @@ def _load(model: Network | str | Path | None, download: bool) -> tuple[Network, 
     return network, info.id
 
 
-def _first_error(context, error: str | None) -> str | None:
+def _first_error(context: DistributedContext, error: str | None) -> str | None:
     """The first rank's error (in rank order), on every rank; ``error`` itself without distribution."""
-    if not context.active:
-        return error
-    errors: list[str | None] = [None] * context.world_size
-    dist.all_gather_object(errors, error)
-    return next((e for e in errors if e is not None), None)
+    return next((e for e in context.gather(error) if e is not None), None)
 
 
-def _gather(context, outcomes: list[CaseOutcome]) -> list[CaseOutcome]:
+def _gather(context: DistributedContext, outcomes: list[CaseOutcome]) -> list[CaseOutcome]:
     """Every rank's outcomes, on every rank (after all ranks have finished their cases)."""
-    if not context.active:
-        return outcomes
-    parts: list[list[CaseOutcome] | None] = [None] * context.world_size
-    dist.all_gather_object(parts, outcomes)
-    return [o for part in parts for o in part or []]
+    return [o for part in context.gather(outcomes) for o in part or []]
 
 
 def _complete(folder: Path, names: Sequence[str]) -> bool:

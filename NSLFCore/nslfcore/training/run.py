@@ -24,12 +24,13 @@ from nslfcore.data.case import CaseFiles
 from nslfcore.data.dataset import BratsCropDataset
 from nslfcore.data.output import OutputLock, atomic_write_text
 from nslfcore.data.validation import case_problems
+from nslfcore.distributed import DistributedContext, distributed_context
 from nslfcore.errors import NSLFError
 from nslfcore.models import NSLF
 from nslfcore.training.events import EventWriter
 from nslfcore.training.options import TrainingOptions
 from nslfcore.training.stages import Stage
-from nslfcore.training.trainer import STOP_FILE, DistributedContext, Trainer
+from nslfcore.training.trainer import STOP_FILE, Trainer
 
 
 class TrainingSetupError(NSLFError, ValueError):
@@ -78,17 +79,6 @@ def _select_device(spec: str, context: DistributedContext) -> torch.device:
         if device.index >= torch.cuda.device_count():
             raise TrainingSetupError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are present.")
     return device
-
-
-def distributed_context() -> DistributedContext:
-    """Join the process group when started by ``torchrun`` (``WORLD_SIZE > 1``)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistributedContext()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
 def folder_cases(folder: Path) -> tuple[list[CaseFiles], dict[str, list[str]]]:

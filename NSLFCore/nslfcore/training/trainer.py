@@ -31,6 +31,7 @@ from monai.optimizers.lr_scheduler import WarmupCosineSchedule
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from nslfcore.distributed import DistributedContext
 from nslfcore.model_store import save_model
 from nslfcore.models import NSLF
 from nslfcore.training.checkpoint import (
@@ -51,22 +52,6 @@ STOP_FILE = "STOP"
 
 class TrainingStopped(Exception):
     """Raised inside the stage loop when a graceful stop was asked for (``STOP`` file or ``stop_after_epochs``)."""
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """Rank and world size of this process (``world_size == 1`` without distribution)."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
 def stage_seed(seed: int, *parts: int) -> int:
@@ -297,15 +282,9 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        self._sync_buffers()
+        self.context.broadcast_buffers(self.model)  # every replica gets rank 0's BatchNorm statistics
         mean = progress.partial_loss_sum / max(progress.batch_in_epoch, 1)
-        return self._all_reduce_mean(mean)
-
-    def _sync_buffers(self) -> None:
-        """Give every replica rank 0's BatchNorm statistics (DDP syncs parameters, not the last step's buffers)."""
-        if self.context.active:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer.data, src=0)
+        return self.context.mean(mean, self.device)
 
     def train_step(self, run: StageRun, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimiser step on one batch; returns the loss terms as floats."""
@@ -342,7 +321,7 @@ class Trainer:
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
-        metrics = {("loss" if k == "total" else k): self._all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}
+        metrics = {("loss" if k == "total" else k): self.context.mean(v / max(count, 1), self.device) for k, v in sums.items()}
         self.model.train()
         return metrics
 
@@ -392,12 +371,7 @@ class Trainer:
         for key, value in sorted(self.model.state_dict().items()):
             h.update(key.encode())
             h.update(value.detach().cpu().contiguous().numpy().tobytes())
-        digest = h.hexdigest()[:16]
-        if not self.context.active:
-            return [digest]
-        gathered: list[str] = [""] * self.context.world_size
-        dist.all_gather_object(gathered, digest)
-        return gathered
+        return self.context.gather(h.hexdigest()[:16])
 
     # ------------------------------------------------------------------ checkpoints
     def _save_best(self, run: StageRun) -> None:
@@ -447,18 +421,10 @@ class Trainer:
         limit = self.options.time_limit_s
         if limit is None:
             return False
-        return self._any_rank(time.perf_counter() - run.clock > limit)
+        return self.context.any(time.perf_counter() - run.clock > limit, self.device)
 
     def _stop_requested(self) -> bool:
-        return self._any_rank((self.run_dir / STOP_FILE).exists())
-
-    def _any_rank(self, flag: bool) -> bool:
-        """``flag`` or-ed over every process (so all ranks take the same branch)."""
-        value = torch.tensor([1.0 if flag else 0.0])
-        if self.context.active:
-            value = value.to(self.device)
-            dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item() > 0)
+        return self.context.any((self.run_dir / STOP_FILE).exists(), self.device)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         image = batch["image"].to(self.device, non_blocking=True)
@@ -469,13 +435,6 @@ class Trainer:
         if self.use_amp:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    def _all_reduce_mean(self, value: float) -> float:
-        if not self.context.active:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return float(t.item() / self.context.world_size)
 
     def _emit(self, kind: str, **fields: Any) -> None:
         if self.context.is_main:
