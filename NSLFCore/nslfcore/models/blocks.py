@@ -57,17 +57,12 @@ def _cat_groups_channels_last(first: torch.Tensor, second: torch.Tensor | list[t
     input out of channels-last first: about 4x slower on a CPU, measured).
     """
     b, c1, d, h, w = first.shape
-    parts = second if isinstance(second, list) else None
-    per1 = c1 // groups
-    per2 = parts[0].shape[1] if parts is not None else second.shape[1] // groups  # type: ignore[union-attr]
-    dtype = torch.result_type(first, parts[0] if parts is not None else second)  # type: ignore[arg-type]
-    out = torch.empty((b, d, h, w, groups, per1 + per2), dtype=dtype, device=first.device)
+    parts = second if isinstance(second, list) else list(second.chunk(groups, dim=1))
+    per1, per2 = c1 // groups, parts[0].shape[1]
+    out = torch.empty((b, d, h, w, groups, per1 + per2), dtype=torch.result_type(first, parts[0]), device=first.device)
     out[..., :per1] = first.permute(0, 2, 3, 4, 1).view(b, d, h, w, groups, per1)
-    if parts is None:
-        out[..., per1:] = second.permute(0, 2, 3, 4, 1).view(b, d, h, w, groups, per2)  # type: ignore[union-attr]
-    else:
-        for i, part in enumerate(parts):
-            out[..., i, per1:] = part.permute(0, 2, 3, 4, 1)
+    for i, part in enumerate(parts):
+        out[..., i, per1:] = part.permute(0, 2, 3, 4, 1)
     return out.view(b, d, h, w, groups * (per1 + per2)).permute(0, 4, 1, 2, 3)
 
 
@@ -92,9 +87,9 @@ class GroupedUpsample(nn.ConvTranspose3d):
             for i in range(self.groups)
         ]  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if self.groups == 1:
-            return super().forward(x)
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.groups == 1 or output_size is not None:
+            return super().forward(x, output_size)
         return torch.cat(self.group_outputs(x), dim=1)
 
 
