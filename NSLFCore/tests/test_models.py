@@ -190,7 +190,7 @@ def test_ablation_switches():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_channels_last_fast_paths_equal_the_generic_grouped_layers(dtype):
     """The per-group transposed convolution and the channels-last interleaving change speed, not results."""
-    from nslfcore.models.blocks import GroupedUpsample, UpBlock, _cat_groups_channels_last, cat_groups
+    from nslfcore.models.blocks import GroupedUpsample, UpBlock, _cat_groups_channels_last, cat_channels, cat_groups
 
     torch.manual_seed(0)
     cl = torch.channels_last_3d
@@ -200,6 +200,10 @@ def test_channels_last_fast_paths_equal_the_generic_grouped_layers(dtype):
     assert torch.equal(fast, generic) and fast.is_contiguous(memory_format=cl)
     parts = list(second.chunk(4, dim=1))
     assert torch.equal(_cat_groups_channels_last(first.contiguous(memory_format=cl), parts, 4), generic)
+    view = second.reshape(2, 4, 2, 4, 6, 5)[:, 1]  # a strided per-modality view, another dtype
+    joined = cat_channels([first.contiguous(memory_format=cl), view, torch.rand(2, 1, 4, 6, 5)])
+    assert torch.equal(joined, torch.cat((first, view, joined[:, -1:]), dim=1)) and joined.is_contiguous(memory_format=cl)
+    assert joined.dtype == torch.float32  # promoted as torch.cat does
 
     up = GroupedUpsample(8, groups=4).to(dtype)
     reference = torch.nn.ConvTranspose3d(8, 8, kernel_size=2, stride=2, groups=4).to(dtype)

@@ -8,6 +8,8 @@ axes ``(z, y, x)``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +48,26 @@ def cat_groups(first: torch.Tensor, second: torch.Tensor, groups: int) -> torch.
     a = first.reshape(b, groups, -1, *spatial)
     c = second.reshape(b, groups, -1, *spatial)
     return torch.cat((a, c), dim=2).reshape(b, -1, *spatial)
+
+
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)`` of ``(B, C_i, D, H, W)`` tensors; channels-last-3d when the first one is.
+
+    Then the result is written once into channels-last memory, whatever the other inputs' layout
+    (e.g. a per-modality view of a grouped feature): ``torch.cat`` would give a contiguous result
+    the next convolution converts again (together about 2x slower on a CPU, measured). Same values.
+    """
+    first = tensors[0]
+    if first.dim() != 5 or first.is_contiguous() or not first.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.cat(tensors, dim=1)
+    b, _, d, h, w = first.shape
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    out = torch.empty((b, d, h, w, sum(t.shape[1] for t in tensors)), dtype=dtype, device=first.device)
+    start = 0
+    for t in tensors:
+        out[..., start : start + t.shape[1]] = t.permute(0, 2, 3, 4, 1)
+        start += t.shape[1]
+    return out.permute(0, 4, 1, 2, 3)
 
 
 def _cat_groups_channels_last(first: torch.Tensor, second: torch.Tensor | list[torch.Tensor], groups: int) -> torch.Tensor:

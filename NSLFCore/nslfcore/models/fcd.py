@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from nslfcore.models.blocks import cat_channels
+
 
 class FusionOutput(NamedTuple):
     """Attributes:
@@ -57,7 +59,7 @@ class FusionDecoder(nn.Module):
     def raw_weight(self, global_features: torch.Tensor, local_features: torch.Tensor) -> torch.Tensor:
         """Unnormalised weight maps ``(N, 1, D, H, W)`` of ``N`` images: ``(N, w4, D/16, ...)`` and ``(N, w0, D, H, W)`` in."""
         up = self.upsample(global_features)
-        return self.weight_head(torch.cat((up, local_features), dim=1))
+        return self.weight_head(cat_channels([up, local_features]))
 
     def combine(self, raw: torch.Tensor, sources: torch.Tensor) -> FusionOutput:
         """Normalise ``raw`` ``(B, M, D, H, W)`` across modalities and fuse ``sources`` ``(B, M, D, H, W)``."""

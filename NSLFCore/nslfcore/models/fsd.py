@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nslfcore.models.blocks import DoubleConv
+from nslfcore.models.blocks import DoubleConv, cat_channels
 
 
 class SegmentationDecoder(nn.Module):
@@ -46,4 +46,4 @@ class SegmentationDecoder(nn.Module):
 
     def forward(self, local_features: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
         x = fused if self.fused_only else local_features.flatten(1, 2)
-        return self.classifier(torch.cat((self.blocks(x), fused), dim=1))
+        return self.classifier(cat_channels([self.blocks(x), fused]))
