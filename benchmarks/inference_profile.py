@@ -73,7 +73,8 @@ def timed_parts(model: NSLF, x: torch.Tensor, dtype: torch.dtype, reps: int) -> 
             current[part] = time.perf_counter()
 
         def post(mod: nn.Module, inputs: tuple, output: object, part: str = part) -> None:
-            seconds[part][-1] += time.perf_counter() - current[part]
+            if seconds[part]:  # not during the warm-up
+                seconds[part][-1] += time.perf_counter() - current[part]
 
         hooks += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     device = x.device

@@ -48,7 +48,7 @@ import torch.distributed as dist
 from nslfcore.data.brats import find_cases, load_case
 from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text, install, verify_written
-from nslfcore.distributed import DistributedContext, distributed_context
+from nslfcore.distributed import DistributedContext, device_for_rank, distributed_context
 from nslfcore.errors import NSLFError
 from nslfcore.inference import InferenceResult, LabelConvention, Mode, Precision
 from nslfcore.inference import run as infer
@@ -275,10 +275,8 @@ def _find(cases_dir: Path, out_dir: Path) -> list[CaseFiles]:
     return cases
 
 
-def _device(spec: str, context) -> torch.device:
-    from nslfcore.training.run import _select_device
-
-    device = _select_device(spec, context)  # cuda:LOCAL_RANK under torchrun
+def _device(spec: str, context: DistributedContext) -> torch.device:
+    device = device_for_rank(spec, context)  # cuda:LOCAL_RANK under torchrun
     if device.type == "cuda":
         torch.cuda.set_device(device)  # the device of this rank's NCCL collectives
     return device

@@ -69,3 +69,19 @@ def distributed_context() -> DistributedContext:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def device_for_rank(spec: str, context: DistributedContext) -> torch.device:
+    """This process's device: ``resolve_device(spec)``, or ``cuda:LOCAL_RANK`` on CUDA under ``torchrun``.
+
+    Raises ``ValueError`` (one sentence) for an unknown or missing device.
+    """
+    from nslfcore.inference.devices import resolve_device
+
+    device = resolve_device(spec)
+    if device.type == "cuda":
+        if context.world_size > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", context.rank)))
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"{device}: only {torch.cuda.device_count()} CUDA device(s) are present.")
+    return device

@@ -24,7 +24,7 @@ from nslfcore.data.case import CaseFiles
 from nslfcore.data.dataset import BratsCropDataset
 from nslfcore.data.output import OutputLock, atomic_write_text
 from nslfcore.data.validation import case_problems
-from nslfcore.distributed import DistributedContext, distributed_context
+from nslfcore.distributed import DistributedContext, device_for_rank, distributed_context
 from nslfcore.errors import NSLFError
 from nslfcore.models import NSLF
 from nslfcore.training.events import EventWriter
@@ -66,19 +66,11 @@ class DataSpec:
 
 
 def _select_device(spec: str, context: DistributedContext) -> torch.device:
-    """The device of this process: :func:`nslfcore.inference.resolve_device`, or ``cuda:LOCAL_RANK`` under torchrun."""
-    from nslfcore.inference.devices import resolve_device
-
+    """:func:`nslfcore.distributed.device_for_rank`, its errors as :class:`TrainingSetupError`."""
     try:
-        device = resolve_device(spec)
+        return device_for_rank(spec, context)
     except ValueError as error:
         raise TrainingSetupError(f"--device {spec}: {error}") from error
-    if device.type == "cuda":
-        if context.world_size > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", context.rank)))
-        if device.index >= torch.cuda.device_count():
-            raise TrainingSetupError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are present.")
-    return device
 
 
 def folder_cases(folder: Path) -> tuple[list[CaseFiles], dict[str, list[str]]]:
