@@ -81,3 +81,16 @@ def test_stage_progress_round_trips_and_reads_the_older_flat_checkpoints():
     assert StageProgress.from_checkpoint({"progress": progress.to_dict()}) == progress
     flat = {"stage": 1, "model": {}, **progress.to_dict()}  # how checkpoints stored it before
     assert StageProgress.from_checkpoint(flat) == progress
+
+
+def test_stage_1_selects_on_reconstruction_the_others_on_the_total():
+    """Stage 1's best epoch follows the validation reconstruction, not the total with its rising contrastive term."""
+    epochs = [{"loss": 0.50, "reconstruction": 0.30, "contrastive": 0.20},
+              {"loss": 0.55, "reconstruction": 0.20, "contrastive": 0.35}]  # fmt: skip
+    model = NSLF(PRESETS["compact"])
+    for number, best_epoch in ((1, 2), (2, 1), (3, 1)):
+        stage, progress = stage_for(number, TrainingOptions(), model), StageProgress()
+        for metrics in epochs:
+            progress.record_validation(stage.selection_metric(metrics))
+        assert progress.best_epoch == best_epoch, number
+    assert stage_for(1, TrainingOptions(), model).selection_metric({"loss": 0.4}) == 0.4  # reconstruction weighted 0

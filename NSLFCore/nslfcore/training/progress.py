@@ -16,7 +16,8 @@ class StageProgress:
         step: optimiser steps taken in this stage.
         batch_in_epoch: batches of the current (unfinished) epoch already run; a resume continues there.
         partial_loss_sum: sum of the total training loss over those batches (for the epoch's mean).
-        best_metric: lowest validation loss so far (``None`` before the first validation).
+        best_metric: lowest selection metric so far (``Stage.selection_metric``: the validation loss;
+            in stage 1 its reconstruction term), ``None`` before the first validation.
         best_epoch: the epoch that reached it (1-based; 0 before the first validation).
         patience: epochs since the last improvement (early stopping counts these).
         finished: the stage ran to its end (epochs done, early stop or time limit).

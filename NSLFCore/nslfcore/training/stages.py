@@ -104,6 +104,13 @@ class Stage:
         """Whether the stage cannot start from freshly initialised networks (stage 3 needs a fusion network)."""
         return False
 
+    def selection_metric(self, metrics: dict[str, float]) -> float:
+        """The validation number (lower is better) that picks the stage's best epoch and drives early stopping.
+
+        ``metrics`` are the validation means (``loss`` is the weighted total). Default: ``loss``.
+        """
+        return metrics["loss"]
+
     # ------------------------------------------------------------------ shared by every stage
     def configure_trainable(self, model: NSLF) -> None:
         """Set ``requires_grad``: the parts of :meth:`trained_parts` on, everything else off."""
@@ -165,6 +172,18 @@ class FeatureExtractionStage(Stage):
             features=both.global_features[:b],
             positive_features=both.global_features[b:],
         )
+
+
+    def selection_metric(self, metrics: dict[str, float]) -> float:
+        """The validation reconstruction loss, not the total.
+
+        Stage 1 is there to give the later stages features that describe each image; how well the
+        features reconstruct unseen crops measures that. The contrastive term on validation crops
+        does not: it compares each crop with a noisy view of itself, its value rises while the
+        features keep improving (the issue's runs chose epoch 1 on the total for that reason), and
+        it would end the stage early. Falls back to the total when reconstruction is weighted 0.
+        """
+        return metrics.get("reconstruction", metrics["loss"])
 
 
 class FeatureExtractionWithoutContrastive(FeatureExtractionStage):

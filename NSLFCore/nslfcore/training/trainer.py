@@ -329,8 +329,10 @@ class Trainer:
         """Book-keeping after an epoch; returns ``True`` when early stopping or the time limit ends the stage."""
         progress = run.progress
         self._epochs_this_process += 1
-        improved = progress.record_validation(val.get("loss", train_loss))
-        self._emit("validation", stage=run.number, epoch=progress.epoch, metrics=val | {"train_loss": train_loss})
+        selection = run.stage.selection_metric(val) if val else train_loss  # no validation crops: the training loss
+        improved = progress.record_validation(selection)
+        self._emit("validation", stage=run.number, epoch=progress.epoch,
+                   metrics=val | {"train_loss": train_loss, "selection": selection})  # fmt: skip
         if improved:
             self._save_best(run)
         self._save_last(run)
