@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -218,20 +218,23 @@ def run_cohort(
     Raises:
         CohortError: before any case is run, when the cohort cannot start (one sentence).
     """
+    names = output_names(fuse, segment, probabilities)
+    options: dict[str, Any] = dict(fuse=fuse, segment=segment, mode=mode, label_convention=label_convention,
+                                   probabilities=probabilities, precision=precision)  # run()'s, but the device
     started = dist.is_available() and not dist.is_initialized()
     context = distributed_context()
     try:
-        return _run(context, Path(cases_dir), Path(out_dir), model, fuse, segment, device, mode,
-                    label_convention, probabilities, overwrite, download, progress, precision)  # fmt: skip
+        return _run(context, Path(cases_dir), Path(out_dir), model, device, names, options, overwrite, download, progress)
     finally:
         if started and context.active:
             dist.destroy_process_group()
 
 
-def _run(context, cases_dir, out_dir, model, fuse, segment, device, mode, label_convention, probabilities,
-         overwrite, download, progress, precision) -> CohortSummary:  # fmt: skip
+def _run(context: DistributedContext, cases_dir: Path, out_dir: Path, model: Network | str | Path | None, device: str,
+         names: Sequence[str], options: dict[str, Any], overwrite: bool, download: bool,
+         progress: CaseProgress | None) -> CohortSummary:  # fmt: skip
+    """:func:`run_cohort` once the process group is joined; ``options`` are :func:`nslfcore.inference.run`'s."""
     clock = time.perf_counter()
-    names = output_names(fuse, segment, probabilities)
     lock = OutputLock(out_dir, "nslf run --cases")
     error = None
     try:
@@ -248,9 +251,8 @@ def _run(context, cases_dir, out_dir, model, fuse, segment, device, mode, label_
         if error is not None:
             raise CohortError(error)
         shard = cases[context.rank :: context.world_size]
-        options = dict(fuse=fuse, segment=segment, device=torch_device, mode=mode,
-                       label_convention=label_convention, probabilities=probabilities, precision=precision)  # fmt: skip
-        mine = _process(shard, out_dir, names, network, options, overwrite, context.rank, progress)
+        mine = _process(shard, out_dir, names, network, options | {"device": torch_device}, overwrite, context.rank,
+                        progress)  # fmt: skip
         outcomes = _gather(context, mine)
         summary = CohortSummary(sorted(outcomes, key=lambda o: o.case), time.perf_counter() - clock, out_dir,
                                 model_id, context.rank, context.world_size)  # fmt: skip
