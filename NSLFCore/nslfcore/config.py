@@ -8,7 +8,12 @@ Two presets:
     Parameter counts with shared CU-Net weights equal the authors' public code for the parts
     its forward pass uses (CU-Net 10,739,873; FCD 1,888,161; FSD 415,432).
 ``compact``
-    A CPU-friendly width 8-16-32-64-64 used by the shipped default model and by the tests.
+    A CPU-friendly width 8-16-32-64-64 at full resolution (the default models up to v2, and the tests).
+``fast``
+    The compact widths on a 2x coarser grid (``feature_stride=2``): CU-Net, FCD and FSD work on the
+    average-pooled volume, the fusion weights and the segmentation features are up-sampled, and a
+    full-resolution refinement block sees the sources again. About 1/8 of the operations and
+    memory of ``compact`` (issue 14); the default model from v3 on.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from nslfcore import MODALITIES
 
@@ -44,6 +49,12 @@ class NSLFConfig:
         use_gmn: ablation switch: ``False`` drops the GMN (no registration term in stage 2).
         segmenter_input: ablation switch: ``"fused_only"`` feeds the FSD only the fused volume.
         fusion_eps: the epsilon of the weight normalisation ``w_i / (sum_j w_j + eps)``.
+        feature_stride: voxel stride of the grid CU-Net, the FCD and the FSD work on, relative to
+            the input: ``1`` (the paper) is the input grid; ``2`` is the 2x average-pooled grid, with
+            the fusion weight maps and the GMN's displacements up-sampled trilinearly to the input
+            grid (the fused volume stays a voxel-wise convex combination of the full-resolution
+            sources), and an FSD refinement block (one 3x3x3 convolution on the up-sampled
+            features, the fused volume and the sources) before the classifier.
     """
 
     name: str = "paper"
@@ -57,6 +68,7 @@ class NSLFConfig:
     use_gmn: bool = True
     segmenter_input: SegmenterInput = "features_and_fused"
     fusion_eps: float = 1e-7
+    feature_stride: int = 1
 
     def __post_init__(self) -> None:
         if len(self.cunet_widths) != 5 or any(w <= 0 for w in self.cunet_widths):
@@ -73,11 +85,15 @@ class NSLFConfig:
             raise ValueError(f"segmenter_input must be 'features_and_fused' or 'fused_only', got {self.segmenter_input!r}.")
         if len(self.modalities) != 4:
             raise ValueError(f"NSLF fuses exactly four modalities, got {self.modalities}.")
+        if self.feature_stride not in (1, 2):
+            raise ValueError(f"feature_stride must be 1 (the paper's full resolution) or 2, got {self.feature_stride!r}.")
         if self.cunet_widths[4] % 8:
             raise ValueError("cunet_widths[4] (the global width) must be a multiple of 8 for the GMN's GroupNorm.")
 
-    #: Spatial sizes must be multiples of this (four 2x down-samplings); inputs are padded to it.
-    size_multiple: ClassVar[int] = 16
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes must be multiples of this (the feature stride, then four 2x down-samplings); inputs are padded to it."""
+        return 16 * self.feature_stride
 
     @property
     def local_width(self) -> int:
@@ -122,6 +138,9 @@ def _jsonable(value: Any) -> Any:
 PRESETS: dict[str, NSLFConfig] = {
     "paper": NSLFConfig(name="paper"),
     "compact": NSLFConfig(name="compact", cunet_widths=(8, 16, 32, 64, 64), fsd_widths=(16, 8), gmn_flow_width=8),
+    "fast": NSLFConfig(
+        name="fast", cunet_widths=(8, 16, 32, 64, 64), fsd_widths=(16, 8), gmn_flow_width=8, feature_stride=2
+    ),
 }
 
 

@@ -191,7 +191,8 @@ class GeometricMatchingNetwork(nn.Module):
 
         Args:
             source_global: ``(B, M, Cg, D/16, H/16, W/16)``.
-            source_local: ``(B, M, Cl, D, H, W)``.
+            source_local: ``(B, M, Cl, D, H, W)``, or on a grid ``s`` times coarser (``feature_stride``):
+                the displacements are then found there and up-sampled (times ``s``) to ``fused``'s grid.
             fused_global: ``(B, 1, Cg, D/16, H/16, W/16)`` CU-Net global feature of ``fused``.
             fused_local: ``(B, 1, Cl, D, H, W)`` CU-Net local feature of ``fused``.
             fused: ``(B, 1, D, H, W)``.
@@ -201,5 +202,9 @@ class GeometricMatchingNetwork(nn.Module):
         theta = affine_theta(params, (d, h, w))
         moved_local = warp_affine(fused_local[:, 0], theta)
         dvf = self.predict_dvf(moved_local, source_local)
+        if dvf.shape[2:] != fused.shape[2:]:  # features on a coarser grid (feature_stride > 1)
+            factors = [full / coarse for full, coarse in zip(fused.shape[2:], dvf.shape[2:])]
+            dvf = F.interpolate(dvf, size=fused.shape[2:], mode="trilinear", align_corners=False)
+            dvf = dvf * dvf.new_tensor(factors).reshape(1, 3, 1, 1, 1)  # voxels of the coarse grid -> input voxels
         warped = self.warp(warp_affine(fused, theta), dvf)
         return GMNOutput(warped=warped, theta=theta, dvf=dvf, affine=params)

@@ -5,6 +5,11 @@ Input ``x`` is ``(B, 4, D, H, W)``: batch, the four modalities in the configurat
 array (``D`` = slices). Intensities are expected normalised to ``[0, 1]`` (see
 :mod:`nslfcore.data.transforms`). Spatial sizes that are not multiples of 16 are zero-padded
 symmetrically inside the model and every voxel-wise output is cropped back to the input size.
+
+With ``config.feature_stride == 2`` CU-Net sees the 2x average-pooled volume: its local features
+(and the FSD's first blocks) live on that coarser grid, while the fusion weights, the
+reconstruction, the GMN's displacements and the logits are brought back to the input grid (see
+:class:`~nslfcore.config.NSLFConfig`). Local features are then returned on the padded coarse grid.
 """
 
 from __future__ import annotations
@@ -120,15 +125,53 @@ class NSLF(nn.Module):
             widths=config.fsd_widths,
             num_classes=config.num_classes,
             fused_only=config.segmenter_input == "fused_only",
+            stride=config.feature_stride,
         )
 
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, slice, slice]]:
         check_input(x, len(self.config.modalities))
         return _pad_to_multiple(x, self.config.size_multiple)
 
-    def _encode_and_fuse(self, padded: torch.Tensor) -> tuple[CUNetOutput, FusionOutput]:
-        sources = self.cunet(padded)
-        return sources, self.fcd(sources.global_features, sources.local_features, padded)
+    def _to_feature_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, D, H, W)`` on the (padded) input grid to CU-Net's grid (average pooling by the feature stride)."""
+        stride = self.config.feature_stride
+        return F.avg_pool3d(x, stride) if stride > 1 else x
+
+    @staticmethod
+    def _to_input_grid(t: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """``(B, C, d, h, w)`` on CU-Net's grid to the input grid ``size`` (trilinear; the identity at stride 1)."""
+        return t if t.shape[2:] == size else F.interpolate(t, size=size, mode="trilinear", align_corners=False)
+
+    def _features(self, padded: torch.Tensor, reconstruct: bool = True) -> CUNetOutput:
+        """CU-Net outputs of ``padded`` ``(B, M, D, H, W)``: local features on CU-Net's grid.
+
+        The reconstruction is brought to the input grid only when ``reconstruct`` (training needs
+        it, inference does not read it).
+        """
+        out = self.cunet(self._to_feature_grid(padded))
+        if not reconstruct:
+            return out
+        return out._replace(reconstruction=self._to_input_grid(out.reconstruction, padded.shape[2:]))
+
+    def _crop_features(self, out: CUNetOutput, crop: tuple[slice, slice, slice]) -> CUNetOutput:
+        """Crop the voxel-wise outputs back to the input size (local features only on the input grid)."""
+        local = _crop(out.local_features, crop) if self.config.feature_stride == 1 else out.local_features
+        return CUNetOutput(out.global_features, local, _crop(out.reconstruction, crop))
+
+    def extract_features(self, x: torch.Tensor) -> CUNetOutput:
+        """CU-Net outputs of ``x`` ``(B, M, D, H, W)`` (stage 1): padded, on CU-Net's grid, reconstruction cropped back."""
+        padded, crop = _pad_to_multiple(x, self.config.size_multiple)
+        return self._crop_features(self._features(padded), crop)
+
+    def _encode_and_fuse(self, padded: torch.Tensor, reconstruct: bool = False) -> tuple[CUNetOutput, FusionOutput]:
+        sources = self._features(padded, reconstruct)
+        b, m = padded.shape[:2]
+        raw = self.fcd.raw_weight(sources.global_features.flatten(0, 1), sources.local_features.flatten(0, 1))
+        raw = self._to_input_grid(raw.reshape(b, m, *raw.shape[2:]), padded.shape[2:])
+        return sources, self.fcd.combine(raw, padded)
+
+    def _segment(self, sources: CUNetOutput, fusion: FusionOutput, padded: torch.Tensor) -> torch.Tensor:
+        return self.fsd(sources.local_features, fusion.fused, padded)
 
     def fuse(self, x: torch.Tensor) -> FusionOutput:
         """Fused volume ``(B, 1, D, H, W)`` and normalised weights ``(B, 4, D, H, W)`` for ``x`` ``(B, 4, D, H, W)``."""
@@ -140,13 +183,13 @@ class NSLF(nn.Module):
         """Class logits ``(B, num_classes, D, H, W)`` (background, NCR, ED, ET) for ``x`` ``(B, 4, D, H, W)``."""
         padded, crop = self._prepare(x)
         sources, fusion = self._encode_and_fuse(padded)
-        return _crop(self.fsd(sources.local_features, fusion.fused), crop)
+        return _crop(self._segment(sources, fusion, padded), crop)
 
     def fuse_and_segment(self, x: torch.Tensor) -> tuple[FusionOutput, torch.Tensor]:
         """Both :meth:`fuse` and :meth:`segment` from one pass through CU-Net and FCD."""
         padded, crop = self._prepare(x)
         sources, fusion = self._encode_and_fuse(padded)
-        logits = self.fsd(sources.local_features, fusion.fused)
+        logits = self._segment(sources, fusion, padded)
         return FusionOutput(*(_crop(t, crop) for t in fusion)), _crop(logits, crop)
 
     def fuse_and_segment_sequential(
@@ -163,16 +206,17 @@ class NSLF(nn.Module):
         """
         padded, crop = self._prepare(x)
         unets = unets if unets is not None else self.cunet.split_modalities()
-        b, m = padded.shape[:2]
-        local = padded.new_empty((b, m, self.config.local_width, *padded.shape[2:]))
-        raw = padded.new_empty(padded.shape)
+        low = self._to_feature_grid(padded)
+        b, m = low.shape[:2]
+        local = low.new_empty((b, m, self.config.local_width, *low.shape[2:]))
+        raw = low.new_empty(low.shape)
         for index, unet in enumerate(unets):
-            out = unet(padded[:, index : index + 1])
+            out = unet(low[:, index : index + 1])
             local[:, index] = out.local_features[:, 0]
             raw[:, index] = self.fcd.raw_weight(out.global_features[:, 0], out.local_features[:, 0])[:, 0]
             del out
-        fusion = self.fcd.combine(raw, padded)
-        logits = _crop(self.fsd(local, fusion.fused), crop) if segment else None
+        fusion = self.fcd.combine(self._to_input_grid(raw, padded.shape[2:]), padded)
+        logits = _crop(self.fsd(local, fusion.fused, padded), crop) if segment else None
         return FusionOutput(*(_crop(t, crop) for t in fusion)), logits
 
     def predict(
@@ -202,9 +246,17 @@ class NSLF(nn.Module):
         2930). ``sequential`` (:meth:`fuse_and_segment_sequential`): the four stored local
         features, one modality's decoder and the FSD's two first-width tensors,
         ``4 bytes x (10 w0 + 2 fsd0 + 16)``: 512 B/voxel for ``compact``, 1856 for ``paper``.
+        With ``feature_stride`` 2 that part shrinks 8x and the input-grid tensors are added.
         """
         w0, fsd0 = self.config.local_width, self.config.fsd_widths[0]
-        return 4 * (10 * w0 + 2 * fsd0 + 16) if sequential else 4 * (6 * 4 * w0 + 4 * w0 + fsd0 + 16)
+        coarse = 4 * (10 * w0 + 2 * fsd0 + 16) if sequential else 4 * (6 * 4 * w0 + 4 * w0 + fsd0 + 16)
+        if self.config.feature_stride == 1:
+            return coarse
+        # The same on the coarse grid (1/8 of the voxels at stride 2), plus what lives on the input
+        # grid: sources, raw and normalised weights, fused (13), the up-sampled FSD features, the
+        # refinement's input and output (3 fsd1 + 5), the classifier's input and the logits (fsd1 + 5).
+        fsd1 = self.config.fsd_widths[1]
+        return coarse // self.config.feature_stride**3 + 4 * (4 * fsd1 + 24)
 
     def checkpoint_fields(self) -> dict[str, Any]:
         """``kind`` ``"weights"`` and the configuration as JSON: what a model file stores besides the weights."""
@@ -219,10 +271,13 @@ class NSLF(nn.Module):
             with_fsd: run the FSD (stage 3).
         """
         padded, crop = self._prepare(x)
-        sources, fusion = self._encode_and_fuse(padded)
+        sources, fusion = self._encode_and_fuse(padded, reconstruct=True)
         fused_features = registration = logits = None
         if with_gmn and self.gmn is not None:
-            fused_features = self.cunet.extract_single(fusion.fused)
+            fused_features = self.cunet.extract_single(self._to_feature_grid(fusion.fused))
+            fused_features = fused_features._replace(
+                reconstruction=self._to_input_grid(fused_features.reconstruction, padded.shape[2:])
+            )
             registration = self.gmn(
                 sources.global_features,
                 sources.local_features,
@@ -230,20 +285,14 @@ class NSLF(nn.Module):
                 fused_features.local_features,
                 fusion.fused,
             )
-            fused_features = CUNetOutput(
-                fused_features.global_features,
-                _crop(fused_features.local_features, crop),
-                _crop(fused_features.reconstruction, crop),
-            )
+            fused_features = self._crop_features(fused_features, crop)
             registration = GMNOutput(
                 _crop(registration.warped, crop), registration.theta, _crop(registration.dvf, crop), registration.affine
             )
         if with_fsd:
-            logits = _crop(self.fsd(sources.local_features, fusion.fused), crop)
+            logits = _crop(self._segment(sources, fusion, padded), crop)
         return NSLFOutput(
-            sources=CUNetOutput(
-                sources.global_features, _crop(sources.local_features, crop), _crop(sources.reconstruction, crop)
-            ),
+            sources=self._crop_features(sources, crop),
             fusion=FusionOutput(*(_crop(t, crop) for t in fusion)),
             fused_features=fused_features,
             registration=registration,

@@ -156,15 +156,15 @@ class FeatureExtractionStage(Stage):
     def compute(
         self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
     ) -> dict[str, torch.Tensor]:
-        cunet, loss = step.model.cunet, step.loss
+        features, loss = step.model.extract_features, step.loss
         assert isinstance(loss, Stage1Loss)
         if not loss.weights.contrastive:
-            return step.fp32_loss(x=image, reconstruction=cunet(image).reconstruction)
+            return step.fp32_loss(x=image, reconstruction=features(image).reconstruction)
         # The image and its positive view go through CU-Net in ONE call: BatchNorm then
         # normalises both with the same statistics, so the contrastive term cannot be met by
         # per-call normalisation (which eval mode, with running statistics, does not have).
         positive = intensity_noise_augment(image, generator=generator)
-        both = cunet(torch.cat((image, positive)))
+        both = features(torch.cat((image, positive)))
         b = image.shape[0]
         return step.fp32_loss(
             x=image,
