@@ -35,6 +35,7 @@ from monai.networks.nets import BasicUNet
 from monai.optimizers.lr_scheduler import WarmupCosineSchedule
 from torch.utils.data import DataLoader
 
+from nslfcore.config import SegmentationOutput
 from nslfcore.data.brats import select_cases
 from nslfcore.data.cache import CaseCache
 from nslfcore.data.dataset import BratsCropDataset
@@ -61,6 +62,7 @@ class BaselineUNet(BasicUNet):
     fuses = False
     segments = True
     sequential = False
+    segmentation_output: SegmentationOutput = "classes"
 
     def __init__(self, features: tuple[int, ...] = BASELINE_FEATURES) -> None:
         super().__init__(

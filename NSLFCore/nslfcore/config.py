@@ -27,6 +27,7 @@ from nslfcore import MODALITIES
 
 CUNetWeights = Literal["shared", "per_modality"]
 SegmenterInput = Literal["features_and_fused", "fused_only"]
+SegmentationOutput = Literal["classes", "regions"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class NSLFConfig:
             grid (the fused volume stays a voxel-wise convex combination of the full-resolution
             sources), and an FSD refinement block (one 3x3x3 convolution on the up-sampled
             features, the fused volume and the sources) before the classifier.
+        segmentation_output: what the FSD's channels are: ``"classes"`` (the paper) ``num_classes``
+            softmax logits (background, NCR, ED, ET); ``"regions"`` (as nnU-Net trains BraTS) three
+            sigmoid logits of the nested regions WT, TC, ET (:data:`nslfcore.data.labels.REGION_CHANNELS`),
+            turned into labels by :mod:`nslfcore.models.outputs`. Configurations stored without it
+            (every model file before it) are ``"classes"``.
     """
 
     name: str = "paper"
@@ -69,6 +75,7 @@ class NSLFConfig:
     segmenter_input: SegmenterInput = "features_and_fused"
     fusion_eps: float = 1e-7
     feature_stride: int = 1
+    segmentation_output: SegmentationOutput = "classes"
 
     def __post_init__(self) -> None:
         if len(self.cunet_widths) != 5 or any(w <= 0 for w in self.cunet_widths):
@@ -87,6 +94,8 @@ class NSLFConfig:
             raise ValueError(f"NSLF fuses exactly four modalities, got {self.modalities}.")
         if self.feature_stride not in (1, 2):
             raise ValueError(f"feature_stride must be 1 (the paper's full resolution) or 2, got {self.feature_stride!r}.")
+        if self.segmentation_output not in ("classes", "regions"):
+            raise ValueError(f"segmentation_output must be 'classes' or 'regions', got {self.segmentation_output!r}.")
         if self.cunet_widths[4] % 8:
             raise ValueError("cunet_widths[4] (the global width) must be a multiple of 8 for the GMN's GroupNorm.")
 
@@ -94,6 +103,11 @@ class NSLFConfig:
     def size_multiple(self) -> int:
         """Spatial sizes must be multiples of this (the feature stride, then four 2x down-samplings); inputs are padded to it."""
         return 16 * self.feature_stride
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the FSD's output: ``num_classes`` for ``"classes"``, 3 (WT, TC, ET) for ``"regions"``."""
+        return self.num_classes if self.segmentation_output == "classes" else 3
 
     @property
     def local_width(self) -> int:

@@ -93,7 +93,7 @@ def validate_model_file(path: str | Path) -> ModelInfo:
     x = torch.rand(1, 4, 16, 16, 16)
     with torch.inference_mode():
         fusion, logits = model.fuse_and_segment(x)
-    if fusion.fused.shape != (1, 1, 16, 16, 16) or logits.shape != (1, model.config.num_classes, 16, 16, 16):
+    if fusion.fused.shape != (1, 1, 16, 16, 16) or logits.shape != (1, model.config.output_channels, 16, 16, 16):
         raise ModelError(f"Model file {path} gives outputs of unexpected shapes; it is not a usable NSLF model.")
     if not (torch.isfinite(fusion.fused).all() and torch.isfinite(logits).all()):
         raise ModelError(f"Model file {path} gives NaN or infinite outputs; its weights are broken.")

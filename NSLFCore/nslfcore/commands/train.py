@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-contrastive", action="store_true", help="ablation: stage 1 without the contrastive term")
     parser.add_argument("--no-gmn", action="store_true", help="ablation: no geometric matching network")
     parser.add_argument("--fused-only", action="store_true", help="ablation: the segmenter sees only the fused volume")
+    parser.add_argument("--segmentation-output", choices=("classes", "regions"), default=None,
+                        help="FSD outputs: 4 softmax classes (the paper) or 3 sigmoid regions WT, TC, ET "
+                             "(as nnU-Net trains BraTS); default: the configuration's")  # fmt: skip
     parser.add_argument(
         "--loss-weight", action="append", default=[], metavar="STAGEN.TERM=W",
         help="override a loss-term weight, e.g. stage2.ssim=2 (repeatable; terms as in nslfcore.losses)",
@@ -115,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             config = config.replace(use_gmn=False)
         if args.fused_only:
             config = config.replace(segmenter_input="fused_only")
+        if args.segmentation_output is not None:
+            config = config.replace(segmentation_output=args.segmentation_output)
         status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume, args.init,
                        args.cache_dir)
     except (TrainingSetupError, DataValidationError, FileNotFoundError, ValueError) as error:

@@ -13,6 +13,9 @@ index  meaning                                     BraTS 2021    BraTS 2023+
 
 So BraTS 2021 files map ``4 -> 3`` (and back ``3 -> 4``); BraTS 2023+ files already use the
 internal indices. Evaluated regions (internal indices): ET = {3}, TC = {1, 3}, WT = {1, 2, 3}.
+They are nested (ET inside TC inside WT), so a label map and its three region masks determine each
+other (:func:`regions_from_labels`, :func:`labels_from_regions`; the channels of a region-based FSD,
+:data:`REGION_CHANNELS`).
 Label arrays are voxel arrays of any axis order; these functions act voxel-wise.
 """
 
@@ -39,6 +42,13 @@ FILE_LABELS: dict[str, frozenset[int]] = {
 
 #: Evaluated regions as sets of internal class indices.
 REGIONS: dict[str, tuple[int, ...]] = {"ET": (ET,), "TC": (NCR, ET), "WT": (NCR, ED, ET)}
+
+#: The regions in the channel order of region masks and of a region-based FSD: outermost first.
+REGION_CHANNELS: tuple[str, str, str] = ("WT", "TC", "ET")
+
+#: The class of a voxel whose innermost region is the key (nnU-Net's BraTS ``regions_class_order``):
+#: painting these in :data:`REGION_CHANNELS` order makes ET imply TC and TC imply WT.
+REGION_LABELS: dict[str, int] = {"WT": ED, "TC": NCR, "ET": ET}
 
 
 def brats2021_to_internal(label: np.ndarray) -> np.ndarray:
@@ -80,3 +90,22 @@ def from_internal(label: np.ndarray, convention: Literal["brats2021", "brats2023
 def region_mask(label: np.ndarray, region: str) -> np.ndarray:
     """Boolean mask of region ``"ET"``, ``"TC"`` or ``"WT"`` of an internal label array."""
     return np.isin(label, REGIONS[region])
+
+
+def regions_from_labels(label: np.ndarray) -> np.ndarray:
+    """Boolean masks ``(3, *label.shape)`` of the regions WT, TC, ET (:data:`REGION_CHANNELS`) of internal labels."""
+    return np.stack([region_mask(label, region) for region in REGION_CHANNELS])
+
+
+def labels_from_regions(regions: np.ndarray) -> np.ndarray:
+    """Internal labels (uint8, ``regions.shape[1:]``) of region masks ``(3, ...)`` in :data:`REGION_CHANNELS` order.
+
+    nnU-Net's BraTS rule: ED where WT, NCR where TC, ET where ET, each painted over the previous,
+    so ET wins even where TC or WT is off (ET implies TC implies WT); background elsewhere. The
+    inverse of :func:`regions_from_labels`.
+    """
+    regions = np.asarray(regions)
+    labels = np.zeros(regions.shape[1:], dtype=np.uint8)
+    for region, mask in zip(REGION_CHANNELS, regions):
+        labels[mask.astype(bool)] = REGION_LABELS[region]
+    return labels

@@ -31,6 +31,7 @@ from nslfcore.inference.inputs import Source, as_case
 from nslfcore.inference.precision import PRECISIONS, Precision, resolve_precision
 from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
 from nslfcore.models import Network
+from nslfcore.models.outputs import labels_from_probabilities
 
 LabelConvention = Literal["brats2021", "brats2023"]
 
@@ -43,7 +44,8 @@ class InferenceResult:
         fused: float32 fused volume (normalised intensities in [0, 1], 0 outside the brain), or ``None``.
         labels: uint8 label map in ``label_convention`` (0 outside the brain), or ``None``.
         probabilities: float32 ``(4, z, y, x)`` class probabilities (background, NCR, ED, ET), summing
-            to 1 per voxel (background 1 outside the brain), or ``None``.
+            to 1 per voxel (background 1 outside the brain), or ``None``. A region-output network's
+            nested WT, TC, ET probabilities are given as these classes (:mod:`nslfcore.models.outputs`).
         geometry: the input's geometry (ITK ``(x, y, z)`` mm, LPS).
         timings: seconds per phase (``preprocess``, ``inference``, ``postprocess``, ``total``).
         mode: ``"whole"``, ``"sequential"`` or ``"sliding"``; device: where the network ran (after any fallback).
@@ -145,8 +147,8 @@ def run(
         probs_box[:, ~brain] = 0.0
         probs_box[0][~brain] = 1.0  # background outside the brain
         if segment:
-            internal = record.uncrop(probs_box.argmax(axis=0).astype(np.uint8))
-            labels = from_internal(internal, label_convention)
+            internal = labels_from_probabilities(torch.from_numpy(probs_box), model.segmentation_output, channel_dim=0)
+            labels = from_internal(record.uncrop(internal.numpy().astype(np.uint8)), label_convention)
         if probabilities:  # background 1 outside the box too
             probs = np.concatenate([record.uncrop(probs_box[:1], fill=1.0), record.uncrop(probs_box[1:])])
     timings["postprocess"] = time.perf_counter() - start

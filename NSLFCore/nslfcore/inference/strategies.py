@@ -22,6 +22,7 @@ from monai.inferers import sliding_window_inference
 from nslfcore.inference.memory import available_bytes, estimate_memory_bytes, out_of_memory
 from nslfcore.inference.precision import autocast, resolve_precision
 from nslfcore.models import Network
+from nslfcore.models.outputs import class_probabilities
 
 #: ``progress(fraction in [0, 1], message)``; an exception raised by it stops the inference.
 Progress = Callable[[float, str], None]
@@ -51,8 +52,9 @@ def _count_windows(shape: Sequence[int], roi: Sequence[int], overlap: Sequence[f
 class _Predictor:
     """One network pass: ``(B, 4, z, y, x)`` -> ``{"fused": (B, 1, ...), "probs": (B, 4, ...)}``.
 
-    ``fused`` is there when the network fuses, ``probs`` when it returns logits (NSLF: when
-    segmentation is asked for; the U-Net baseline: always). Counts the windows it has seen to
+    ``fused`` is there when the network fuses, ``probs`` (the four class probabilities of
+    :func:`~nslfcore.models.outputs.class_probabilities`, either output mode) when it returns logits
+    (NSLF: when segmentation is asked for; the U-Net baseline: always). Counts the windows it has seen to
     report progress between ``start`` and ``start + span``.
     """
 
@@ -71,7 +73,7 @@ class _Predictor:
         if fused is not None:
             out["fused"] = fused.float()
         if logits is not None:
-            out["probs"] = torch.softmax(logits.float(), dim=1)
+            out["probs"] = class_probabilities(logits.float(), self.model.segmentation_output)
         self.calls += x.shape[0]
         if self.progress is not None:
             done = min(self.calls, self.total)

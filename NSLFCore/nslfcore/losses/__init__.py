@@ -9,7 +9,7 @@ Low-level terms (each a small ``nn.Module`` callable on plain tensors), one fami
 * stage 2 (fusion): :class:`FidelityLoss`, :class:`BrightnessLoss` ("light"), :class:`SourceSSIMLoss`
   (FCD, ``fusion.py``); :class:`SourceLNCCLoss`, :class:`DVFSmoothnessLoss` (GMN, ``registration.py``);
 * stage 3 (segmentation, FSD): :class:`WeightedCrossEntropyLoss`, :class:`ForegroundDiceLoss`
-  (``segmentation.py``).
+  (class outputs), :class:`RegionBCELoss`, :class:`RegionDiceLoss` (region outputs; ``segmentation.py``).
 
 Composites :class:`Stage1Loss`, :class:`Stage2Loss` and :class:`Stage3Loss` (``stages.py``) weight the
 terms with a small dataclass (:class:`Stage1LossWeights`, ..., ``weights.py``) and return
@@ -37,7 +37,13 @@ from nslfcore.losses.contrastive import InfoNCEContrastiveLoss, MarginContrastiv
 from nslfcore.losses.fusion import BrightnessLoss, FidelityLoss, SourceSSIMLoss
 from nslfcore.losses.reconstruction import ReconstructionLoss
 from nslfcore.losses.registration import DVFSmoothnessLoss, SourceLNCCLoss
-from nslfcore.losses.segmentation import CLASS_WEIGHTS, ForegroundDiceLoss, WeightedCrossEntropyLoss
+from nslfcore.losses.segmentation import (
+    CLASS_WEIGHTS,
+    ForegroundDiceLoss,
+    RegionBCELoss,
+    RegionDiceLoss,
+    WeightedCrossEntropyLoss,
+)
 from nslfcore.losses.stages import Stage1Loss, Stage2Loss, Stage3Loss
 from nslfcore.losses.utils import Reduction
 from nslfcore.losses.weights import Stage1LossWeights, Stage2LossWeights, Stage3LossWeights
@@ -56,6 +62,8 @@ __all__ = [
     "DVFSmoothnessLoss",
     "WeightedCrossEntropyLoss",
     "ForegroundDiceLoss",
+    "RegionBCELoss",
+    "RegionDiceLoss",
     "Stage1LossWeights",
     "Stage2LossWeights",
     "Stage3LossWeights",

@@ -1,4 +1,8 @@
-"""Segmentation losses of stage 3 (FSD): :class:`WeightedCrossEntropyLoss`, :class:`ForegroundDiceLoss`.
+"""Segmentation losses of stage 3 (FSD).
+
+Class outputs (the paper): :class:`WeightedCrossEntropyLoss`, :class:`ForegroundDiceLoss`. Region
+outputs (WT, TC, ET sigmoids, as nnU-Net trains BraTS): :class:`RegionBCELoss`, :class:`RegionDiceLoss`,
+whose targets are the region masks of the labels (:func:`nslfcore.models.outputs.region_targets`).
 
 ``forward(logits, labels)``: logits ``(B, C, D, H, W)`` float and labels int64 ``(B, D, H, W)``,
 spatial ``(z, y, x)``, classes 0 background, 1 NCR, 2 edema, 3 ET.
@@ -15,6 +19,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from nslfcore.losses.utils import Reduction, _check_reduction
+from nslfcore.models.outputs import region_targets
 
 #: Class weights of the stage-3 cross-entropy (background, NCR, edema, ET), as in the public code.
 CLASS_WEIGHTS: tuple[float, float, float, float] = (0.2, 0.3, 0.25, 0.25)
@@ -93,3 +98,47 @@ class ForegroundDiceLoss(nn.Module):
         if self.average == "pooled":
             return self.dice(probabilities.reshape(1, 1, -1), one_hot.reshape(1, 1, -1))
         return self.dice(probabilities, one_hot)
+
+
+def _region_logits_targets(logits: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+    _check_logits_labels(logits, labels, name)
+    if logits.shape[1] != 3:
+        raise ValueError(f"{name} expects three region logits (WT, TC, ET), got {logits.shape[1]} channels.")
+    return region_targets(labels).to(logits.dtype)
+
+
+class RegionBCELoss(nn.Module):
+    """Binary cross-entropy of the three region logits (WT, TC, ET) against the labels' region masks.
+
+    ``torch.nn.functional.binary_cross_entropy_with_logits`` averaged over regions, batch items and
+    voxels for ``reduction="mean"``; ``"sum"`` sums; ``"none"`` returns ``(B, 3, D, H, W)``.
+
+    ``forward(logits, labels)``: ``(B, 3, D, H, W)`` float and ``(B, D, H, W)`` int64 in ``[0, 4)``.
+    Returns nats.
+    """
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        targets = _region_logits_targets(logits, labels, "RegionBCELoss")
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction=self.reduction)
+
+
+class RegionDiceLoss(nn.Module):
+    """``1 - soft Dice`` of each region's sigmoid (WT, TC, ET), averaged over the three regions.
+
+    ``L = mean_r [1 - (2 * sum(p_r * g_r) + smooth) / (sum(p_r) + sum(g_r) + smooth)]`` with
+    ``p_r = sigmoid(logits_r)`` and ``g_r`` the region mask, sums over batch items and voxels:
+    ``monai.losses.DiceLoss(sigmoid=True, batch=True)``. A scalar, dimensionless in ``[0, 1]``.
+
+    ``forward(logits, labels)``: ``(B, 3, D, H, W)`` float and ``(B, D, H, W)`` int64 in ``[0, 4)``.
+    """
+
+    def __init__(self, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.dice(logits, _region_logits_targets(logits, labels, "RegionDiceLoss"))

@@ -18,11 +18,18 @@ from typing import Literal
 import torch
 from torch import nn
 
+from nslfcore.config import SegmentationOutput
 from nslfcore.losses.contrastive import InfoNCEContrastiveLoss, MarginContrastiveLoss
 from nslfcore.losses.fusion import BrightnessLoss, FidelityLoss, SourceSSIMLoss
 from nslfcore.losses.reconstruction import ReconstructionLoss
 from nslfcore.losses.registration import DVFSmoothnessLoss, SourceLNCCLoss
-from nslfcore.losses.segmentation import CLASS_WEIGHTS, ForegroundDiceLoss, WeightedCrossEntropyLoss
+from nslfcore.losses.segmentation import (
+    CLASS_WEIGHTS,
+    ForegroundDiceLoss,
+    RegionBCELoss,
+    RegionDiceLoss,
+    WeightedCrossEntropyLoss,
+)
 from nslfcore.losses.weights import Stage1LossWeights, Stage2LossWeights, Stage3LossWeights
 
 
@@ -164,15 +171,19 @@ class Stage2Loss(nn.Module):
 class Stage3Loss(nn.Module):
     """Stage 3 (segmentation): ``0.5 * ce + 0.5 * dice`` (default weights).
 
-    Terms: ``ce`` :class:`WeightedCrossEntropyLoss`, ``dice`` :class:`ForegroundDiceLoss`
-    (``1 - soft Dice`` over the foreground classes).
+    Terms for class outputs: ``ce`` :class:`WeightedCrossEntropyLoss`, ``dice``
+    :class:`ForegroundDiceLoss` (``1 - soft Dice`` over the foreground classes). For region outputs
+    (WT, TC, ET sigmoids): ``ce`` :class:`RegionBCELoss`, ``dice`` :class:`RegionDiceLoss` (per
+    region, averaged).
 
     Args:
         weights: :class:`Stage3LossWeights`.
-        class_weights: cross-entropy class weights (background, NCR, edema, ET).
-        dice_average: ``"pooled"`` (public code) or ``"class"`` (see :class:`ForegroundDiceLoss`).
+        class_weights: cross-entropy class weights (background, NCR, edema, ET); class outputs only.
+        dice_average: ``"pooled"`` (public code) or ``"class"`` (see :class:`ForegroundDiceLoss`);
+            class outputs only.
+        output: ``"classes"`` or ``"regions"`` (:attr:`nslfcore.config.NSLFConfig.segmentation_output`).
 
-    ``forward(logits, labels)``: ``(B, 4, D, H, W)`` and int64 ``(B, D, H, W)``.
+    ``forward(logits, labels)``: ``(B, 4, D, H, W)`` (``(B, 3, D, H, W)`` for regions) and int64 ``(B, D, H, W)``.
     Returns ``{"ce", "dice", "total"}`` (scalars), without the terms whose weight is 0.
     """
 
@@ -181,11 +192,13 @@ class Stage3Loss(nn.Module):
         weights: Stage3LossWeights = Stage3LossWeights(),
         class_weights: Sequence[float] = CLASS_WEIGHTS,
         dice_average: Literal["pooled", "class"] = "pooled",
+        output: SegmentationOutput = "classes",
     ) -> None:
         super().__init__()
         self.weights = weights
-        self.ce = WeightedCrossEntropyLoss(class_weights)
-        self.dice = ForegroundDiceLoss(average=dice_average)
+        regions = output == "regions"
+        self.ce = RegionBCELoss() if regions else WeightedCrossEntropyLoss(class_weights)
+        self.dice = RegionDiceLoss() if regions else ForegroundDiceLoss(average=dice_average)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}

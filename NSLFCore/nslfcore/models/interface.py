@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from nslfcore.config import SegmentationOutput
+
 
 @runtime_checkable
 class Network(Protocol):
@@ -22,7 +24,9 @@ class Network(Protocol):
 
     Attributes:
         fuses: :meth:`predict` returns a fused volume.
-        segments: :meth:`predict` returns class logits (background, NCR, ED, ET).
+        segments: :meth:`predict` returns segmentation logits.
+        segmentation_output: what those logits are: ``"classes"`` (background, NCR, ED, ET) or
+            ``"regions"`` (WT, TC, ET); :mod:`nslfcore.models.outputs` turns them into probabilities and labels.
         sequential: :meth:`predict` has a ``sequential=True`` pass (one modality at a time: the
             same result with less memory); without it ``sequential`` is ignored.
 
@@ -41,10 +45,13 @@ class Network(Protocol):
     segments: bool
     sequential: bool
 
+    @property
+    def segmentation_output(self) -> SegmentationOutput: ...
+
     def predict(
         self, x: torch.Tensor, segment: bool = True, sequential: bool = False
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``(fused (B, 1, D, H, W) or None, logits (B, num_classes, D, H, W) or None)`` for ``x`` ``(B, 4, D, H, W)``.
+        """``(fused (B, 1, D, H, W) or None, logits (B, C, D, H, W) or None)`` for ``x`` ``(B, 4, D, H, W)``.
 
         ``fused`` is ``None`` unless the network fuses; ``logits`` may be ``None`` when ``segment``
         is false (a network may return them anyway when they cost nothing extra).

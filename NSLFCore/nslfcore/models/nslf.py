@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nslfcore.config import NSLFConfig
+from nslfcore.config import NSLFConfig, SegmentationOutput
 from nslfcore.models.cunet import CUNet, CUNetOutput
 from nslfcore.models.fcd import FusionDecoder, FusionOutput
 from nslfcore.models.fsd import SegmentationDecoder
@@ -36,7 +36,7 @@ class NSLFOutput(NamedTuple):
         fusion: fused volume ``(B, 1, D, H, W)`` and weights ``(B, 4, D, H, W)``.
         fused_features: CU-Net outputs of the fused volume (``M = 1``), or ``None`` without GMN.
         registration: GMN outputs (warped fused volume, affine, DVF), or ``None`` without GMN.
-        logits: FSD class logits ``(B, num_classes, D, H, W)``, or ``None`` when not requested.
+        logits: FSD logits ``(B, config.output_channels, D, H, W)`` (classes or regions), or ``None`` when not requested.
     """
 
     sources: CUNetOutput
@@ -106,6 +106,11 @@ class NSLF(nn.Module):
     segments = True
     sequential = True
 
+    @property
+    def segmentation_output(self) -> SegmentationOutput:
+        """What the FSD's channels are (``config.segmentation_output``; see :mod:`nslfcore.models.outputs`)."""
+        return self.config.segmentation_output
+
     def __init__(self, config: NSLFConfig) -> None:
         super().__init__()
         self.config = config
@@ -123,7 +128,7 @@ class NSLF(nn.Module):
             config.local_width,
             m,
             widths=config.fsd_widths,
-            num_classes=config.num_classes,
+            num_classes=config.output_channels,
             fused_only=config.segmenter_input == "fused_only",
             stride=config.feature_stride,
         )
@@ -180,7 +185,7 @@ class NSLF(nn.Module):
         return FusionOutput(*(_crop(t, crop) for t in fusion))
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(B, num_classes, D, H, W)`` (background, NCR, ED, ET) for ``x`` ``(B, 4, D, H, W)``."""
+        """FSD logits ``(B, config.output_channels, D, H, W)`` for ``x`` ``(B, 4, D, H, W)``."""
         padded, crop = self._prepare(x)
         sources, fusion = self._encode_and_fuse(padded)
         return _crop(self._segment(sources, fusion, padded), crop)
@@ -222,7 +227,7 @@ class NSLF(nn.Module):
     def predict(
         self, x: torch.Tensor, segment: bool = True, sequential: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Fused volume ``(B, 1, D, H, W)`` and logits ``(B, num_classes, D, H, W)`` (``None`` unless ``segment``).
+        """Fused volume ``(B, 1, D, H, W)`` and logits ``(B, config.output_channels, D, H, W)`` (``None`` unless ``segment``).
 
         One pass: :meth:`fuse` alone (the FSD is skipped) without ``segment``, else
         :meth:`fuse_and_segment`; ``sequential``: :meth:`fuse_and_segment_sequential`.

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from nslfcore.config import SegmentationOutput
 from nslfcore.losses import (
     Stage1Loss,
     Stage1LossWeights,
@@ -41,6 +42,7 @@ from nslfcore.losses import (
     intensity_noise_augment,
 )
 from nslfcore.models import NSLF
+from nslfcore.models.outputs import labels_from_logits
 from nslfcore.training.options import TrainingOptions
 
 Optimizers = dict[str, torch.optim.Optimizer]
@@ -244,7 +246,7 @@ class SegmentationStage(Stage):
         return {"adam": _two_rate_adam(_params(model.fsd), _cunet_body(model) + _params(model.fcd), options)}
 
     def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
-        return Stage3Loss(self.loss_weights(options), dice_average=options.dice_average)
+        return Stage3Loss(self.loss_weights(options), dice_average=options.dice_average, output=model.segmentation_output)
 
     def compute(
         self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
@@ -258,7 +260,7 @@ class SegmentationStage(Stage):
 
     def validation_metrics(self, step: StageStep, label: torch.Tensor) -> dict[str, float]:
         assert step.last_logits is not None, "validation_metrics runs after the step"
-        return region_dice(step.last_logits, label)
+        return region_dice(step.last_logits, label, step.model.segmentation_output)
 
     def needs_previous_weights(self) -> bool:
         return True
@@ -320,12 +322,13 @@ class StageStep(nn.Module):
         return self.stage.compute(self, image, label, generator)
 
 
-def region_dice(logits: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+def region_dice(logits: torch.Tensor, label: torch.Tensor, output: SegmentationOutput = "classes") -> dict[str, float]:
     """Dice of ET ({3}), TC ({1, 3}) and WT ({1, 2, 3}) on one batch of crops (both empty -> 1).
 
-    ``logits`` ``(B, 4, D, H, W)``, ``label`` int64 ``(B, D, H, W)``, spatial ``(z, y, x)``.
+    ``logits`` ``(B, 4, D, H, W)`` (``(B, 3, D, H, W)`` for ``output="regions"``), ``label`` int64
+    ``(B, D, H, W)``, spatial ``(z, y, x)``; predicted labels by :func:`~nslfcore.models.outputs.labels_from_logits`.
     """
-    pred = logits.argmax(dim=1)
+    pred = labels_from_logits(logits, output)
     out = {}
     for name, classes in (("dice_et", (3,)), ("dice_tc", (1, 3)), ("dice_wt", (1, 2, 3))):
         p = torch.isin(pred, torch.tensor(classes, device=pred.device))
