@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="wall-clock seconds per stage; past it the epoch ends early, "
                              "is validated and the stage finishes")  # fmt: skip
+    parser.add_argument("--case-validation-every", type=int, default=None, metavar="N",
+                        help="stage 3: every N epochs and at the last, segment whole validation cases as "
+                             "nslf run does and select the best epoch on their mean Dice (ET, TC, WT)")  # fmt: skip
+    parser.add_argument("--case-validation-max-cases", type=int, default=defaults.case_validation_max_cases,
+                        metavar="N", help="score at most the first N validation cases whole")  # fmt: skip
     parser.add_argument("--workers", type=int, default=defaults.num_workers, help="data-loading worker processes")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume on CPU)")
@@ -101,6 +106,8 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         max_steps_per_epoch=args.steps_per_epoch,
         stop_after_epochs=args.stop_after_epochs,
         time_limit_s=args.time_limit,
+        case_validation_every=args.case_validation_every,
+        case_validation_max_cases=args.case_validation_max_cases,
         num_workers=args.workers,
         seed=args.seed,
         deterministic=args.deterministic,

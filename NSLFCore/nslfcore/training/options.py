@@ -41,6 +41,11 @@ class TrainingOptions:
             limit). Once past it, the epoch in progress ends early, is validated, and the stage
             finishes as if its epochs were done (best weights kept, the next stage starts); the
             learning-rate schedule is cut short, so set ``epochs`` to what the time allows.
+        case_validation_every: stage 3 also runs whole-case validation every this many epochs and
+            at its last one (:mod:`nslfcore.training.case_validation`: the inference engine on whole
+            validation cases, Dice ET / TC / WT) and selects its best epoch on the mean of the three
+            (higher is better); ``None``: neither, stage 3 selects on the validation loss.
+        case_validation_max_cases: the first this many validation cases are scored whole.
         loss_weights: ``(("stage2.ssim", 2.0), ...)`` overrides of the loss-term weights
             (names ``stageN.term`` as in :mod:`nslfcore.losses`' ``StageNLossWeights``).
         dice_average: stage-3 soft Dice over the foreground classes: ``"pooled"`` (public code: one
@@ -71,6 +76,8 @@ class TrainingOptions:
     max_steps_per_epoch: int | None = None
     stop_after_epochs: int | None = None
     time_limit_s: float | None = None
+    case_validation_every: int | None = None
+    case_validation_max_cases: int = 8
     loss_weights: tuple[tuple[str, float], ...] = ()
     dice_average: Literal["pooled", "class"] = "pooled"
 
@@ -90,6 +97,10 @@ class TrainingOptions:
             raise ValueError(f"Loss weights must be finite and >= 0; got {', '.join(f'{n}={w}' for n, w in bad)}.")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s}.")
+        if self.case_validation_every is not None and not self.case_validation_every >= 1:
+            raise ValueError(f"case_validation_every must be at least 1 epoch, got {self.case_validation_every}.")
+        if not self.case_validation_max_cases >= 1:
+            raise ValueError(f"case_validation_max_cases must be at least 1, got {self.case_validation_max_cases}.")
         if not 0.0 <= self.tumour_fraction <= 1.0:
             raise ValueError(f"tumour_fraction must lie in [0, 1], got {self.tumour_fraction}.")
         from nslfcore.losses import Stage1LossWeights, Stage2LossWeights, Stage3LossWeights

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -16,10 +16,11 @@ class StageProgress:
         step: optimiser steps taken in this stage.
         batch_in_epoch: batches of the current (unfinished) epoch already run; a resume continues there.
         partial_loss_sum: sum of the total training loss over those batches (for the epoch's mean).
-        best_metric: lowest selection metric so far (``Stage.selection_metric``: the validation loss;
-            in stage 1 its reconstruction term), ``None`` before the first validation.
+        best_metric: best selection metric so far (``Stage.selection_metric``: the validation loss,
+            lowest best; in stage 1 its reconstruction term; in stage 3 with whole-case validation
+            the mean whole-case Dice, highest best), ``None`` before the first validation.
         best_epoch: the epoch that reached it (1-based; 0 before the first validation).
-        patience: epochs since the last improvement (early stopping counts these).
+        patience: epochs since the best one, as of the last epoch that selected (early stopping counts these).
         finished: the stage ran to its end (epochs done, early stop or time limit).
     """
 
@@ -32,15 +33,27 @@ class StageProgress:
     patience: int = 0
     finished: bool = False
 
-    def record_validation(self, loss: float) -> bool:
-        """Close an epoch with its validation ``loss``; returns whether it is the best so far."""
+    def record_validation(self, metric: float | None, mode: Literal["min", "max"] = "min") -> bool:
+        """Close an epoch with its selection ``metric``; returns whether it is the best so far.
+
+        ``mode``: ``"min"`` when lower is better (a loss), ``"max"`` when higher is (a Dice); see
+        ``Stage.selection_mode``. ``None``: the epoch does not take part in selection (stage 3
+        between whole-case validations): the best and the patience stay as they are, so only
+        epochs of one metric are compared and early stopping is decided on epochs that select.
+        Otherwise ``patience`` becomes the epochs since the best one.
+        """
+        if mode not in ("min", "max"):
+            raise ValueError(f'selection mode must be "min" or "max", got {mode!r}.')
         self.epoch += 1
         self.batch_in_epoch = 0
         self.partial_loss_sum = 0.0
-        if self.best_metric is None or loss < self.best_metric:
-            self.best_metric, self.best_epoch, self.patience = loss, self.epoch, 0
+        if metric is None:
+            return False
+        best = self.best_metric
+        if best is None or (metric < best if mode == "min" else metric > best):
+            self.best_metric, self.best_epoch, self.patience = metric, self.epoch, 0
             return True
-        self.patience += 1
+        self.patience = self.epoch - self.best_epoch
         return False
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ variants), chosen by :func:`stages_for`:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ from nslfcore.losses import (
 )
 from nslfcore.models import NSLF
 from nslfcore.models.outputs import labels_from_logits
+from nslfcore.training.case_validation import CASE_DICE_KEYS
 from nslfcore.training.options import TrainingOptions
 
 Optimizers = dict[str, torch.optim.Optimizer]
@@ -70,11 +71,18 @@ class Stage:
     Class attributes: ``number`` (1, 2 or 3, as the paper and the file names count), ``title``
     (for progress displays), ``weights_type`` (the loss-weights dataclass of the stage, whose
     fields are the ``stageN.term`` names ``--loss-weight`` accepts).
+
+    Attributes: ``selection_mode``, which way :meth:`selection_metric` improves (``"min"``: a
+    loss, lower is better; ``"max"``: a Dice, higher is better), for the best checkpoint and early
+    stopping; ``case_validation_every``, the epochs between whole-case validations
+    (:mod:`~nslfcore.training.case_validation`; ``None``: none, the stages without segmentation).
     """
 
     number: ClassVar[int]
     title: ClassVar[str]
     weights_type: ClassVar[type]
+    selection_mode: Literal["min", "max"] = "min"
+    case_validation_every: int | None = None
 
     def trained_parts(self, model: NSLF) -> list[nn.Module | None]:
         """The networks whose parameters train (or fine-tune) in this stage; the rest is frozen."""
@@ -106,8 +114,9 @@ class Stage:
         """Whether the stage cannot start from freshly initialised networks (stage 3 needs a fusion network)."""
         return False
 
-    def selection_metric(self, metrics: dict[str, float]) -> float:
-        """The validation number (lower is better) that picks the stage's best epoch and drives early stopping.
+    def selection_metric(self, metrics: dict[str, float]) -> float | None:
+        """The validation number that picks the stage's best epoch and drives early stopping
+        (better as :attr:`selection_mode` says), or ``None`` for an epoch that does not select.
 
         ``metrics`` are the validation means (``loss`` is the weighted total). Default: ``loss``.
         """
@@ -239,6 +248,10 @@ class SegmentationStage(Stage):
     title = "segmentation (FSD)"
     weights_type = Stage3LossWeights
 
+    def __init__(self, case_validation_every: int | None = None) -> None:
+        self.case_validation_every = case_validation_every
+        self.selection_mode = "min" if case_validation_every is None else "max"
+
     def trained_parts(self, model: NSLF) -> list[nn.Module | None]:
         return [model.cunet, model.fcd, model.fsd]
 
@@ -265,6 +278,19 @@ class SegmentationStage(Stage):
     def needs_previous_weights(self) -> bool:
         return True
 
+    def selection_metric(self, metrics: dict[str, float]) -> float | None:
+        """The validation loss; with whole-case validation (``case_validation_every``) the mean
+        whole-case Dice of ET, TC and WT (higher is better), and ``None`` on the epochs between.
+
+        The whole-case Dice is what users get; the crop loss and crop Dice score one centre crop
+        per case and are on another scale, so they never compete with it for the best epoch.
+        """
+        if self.case_validation_every is None:
+            return metrics["loss"]
+        if not all(key in metrics for key in CASE_DICE_KEYS.values()):
+            return None
+        return sum(metrics[key] for key in CASE_DICE_KEYS.values()) / len(CASE_DICE_KEYS)
+
 
 #: The paper's stages by number (without ablations; :func:`stages_for` picks the variants).
 STAGES: dict[int, type[Stage]] = {1: FeatureExtractionStage, 2: FusionStage, 3: SegmentationStage}
@@ -277,6 +303,8 @@ def stage_for(number: int, options: TrainingOptions, model: NSLF) -> Stage:
         return FeatureExtractionWithoutContrastive()
     if number == 2 and model.gmn is None:
         return FusionWithoutRegistration()
+    if number == 3:
+        return SegmentationStage(options.case_validation_every)
     try:
         return STAGES[number]()
     except KeyError:

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from nslfcore.distributed import DistributedContext
 from nslfcore.model_store import save_model
 from nslfcore.models import NSLF
+from nslfcore.training.case_validation import case_validation
 from nslfcore.training.checkpoint import (
     atomic_torch_save,
     capture_rng_state,
@@ -325,18 +326,39 @@ class Trainer:
         self.model.train()
         return metrics
 
+    def case_validation_epoch(self, run: StageRun) -> dict[str, float]:
+        """Whole-case Dice (``case_dice_et``, ``case_dice_tc``, ``case_dice_wt``) of the model as users run it,
+        on the first ``case_validation_max_cases`` validation cases (see :mod:`~nslfcore.training.case_validation`)."""
+        precision = "bf16" if self.use_amp else "fp32"
+        return case_validation(self.model, run.valid_set, self.device, precision,  # type: ignore[arg-type]
+                               self.options.case_validation_max_cases, self.context)  # fmt: skip
+
+    def _case_validation_due(self, run: StageRun, last: bool) -> bool:
+        """Whether this epoch validates whole cases: every ``stage.case_validation_every`` epochs and at the stage's ``last``."""
+        every = run.stage.case_validation_every
+        epoch = run.progress.epoch + 1  # 1-based number of the epoch ending now
+        return every is not None and (epoch % every == 0 or epoch >= self.options.epochs or last)
+
     def on_epoch_end(self, run: StageRun, train_loss: float, val: dict[str, float]) -> bool:
-        """Book-keeping after an epoch; returns ``True`` when early stopping or the time limit ends the stage."""
+        """Book-keeping after an epoch; returns ``True`` when early stopping or the time limit ends the stage.
+
+        Whole-case validation, when due, runs here: the time limit is read first, so the epoch
+        that ends the stage is always one that validates whole cases (early stopping can only
+        follow such an epoch: the others leave the patience as it is).
+        """
         progress = run.progress
         self._epochs_this_process += 1
+        time_up = self._past_time_limit(run)
+        if self._case_validation_due(run, last=time_up):
+            val = val | self.case_validation_epoch(run)
         selection = run.stage.selection_metric(val) if val else train_loss  # no validation crops: the training loss
-        improved = progress.record_validation(selection)
+        improved = progress.record_validation(selection, run.stage.selection_mode)
         self._emit("validation", stage=run.number, epoch=progress.epoch,
                    metrics=val | {"train_loss": train_loss, "selection": selection})  # fmt: skip
         if improved:
             self._save_best(run)
         self._save_last(run)
-        if self._past_time_limit(run):
+        if time_up:
             limit = self.options.time_limit_s
             self._emit("time_limit", stage=run.number, epoch=progress.epoch, best_epoch=progress.best_epoch, limit_s=limit)
             return True
