@@ -61,12 +61,12 @@ RSS_WINDOWS = 4
 
 
 def build_model(config: str) -> tuple[NSLF, str]:
-    """The shipped default model (``compact``) or a seeded random ``paper`` model, and a description of the weights."""
+    """The shipped default model (``compact``: whatever the default is) or a seeded random model of preset ``config``, and a description of the weights."""
     if config == "compact":
         model, info = load_model(None)
         return model, f"shipped model {info.id}"
     torch.manual_seed(0)
-    return NSLF(PRESETS["paper"]).eval(), "seeded random weights (paper, per-modality CU-Net)"
+    return NSLF(PRESETS[config]).eval(), f"seeded random weights ({config}, per-modality CU-Net)"
 
 
 def public_input(case) -> np.ndarray:

@@ -7,6 +7,9 @@ Networks (``--networks``; all by default):
 - ``nslf-compact-run``: the same model through :func:`nslfcore.inference.run` end to end on the
   whole 240 x 240 x 155 case in memory (brain mask, crop, normalisation, the pass it chooses, paste
   back, labels); its own memory format (channels-last-3d) and mode (``auto``).
+- ``nslf-fast``, ``nslf-fast-run``: the same for ``PRESETS["fast"]`` (the compact widths with
+  ``feature_stride=2``: CU-Net, FCD and FSD on the 2x coarser grid; issue 14's redesign) with
+  seeded random weights (the speed does not depend on them).
 - ``nslf-paper``, ``nslf-paper-run``: the same for ``PRESETS["paper"]`` with seeded random weights.
 - ``segresnet16``: MONAI's BraTS bundle network, :class:`monai.networks.nets.SegResNet` (init
   filters 16, blocks down 1-2-2-4, up 1-1-1, 4 in, 3 out; 4.70 M parameters).
@@ -141,6 +144,8 @@ def _multiple(strides: tuple[tuple[int, int, int], ...]) -> tuple[int, int, int]
 ENTRIES: dict[str, Entry] = {
     "nslf-compact": Entry("NSLF compact (shipped), network: fuse + segment", _nslf("compact")),
     "nslf-compact-run": Entry("NSLF compact (shipped), `run()` end to end", _nslf("compact"), end_to_end=True),
+    "nslf-fast": Entry("NSLF fast (feature stride 2; random weights), network: fuse + segment", _nslf("fast")),
+    "nslf-fast-run": Entry("NSLF fast (random weights), `run()` end to end", _nslf("fast"), end_to_end=True),
     "nslf-paper": Entry("NSLF paper (random weights), network: fuse + segment", _nslf("paper")),
     "nslf-paper-run": Entry("NSLF paper (random weights), `run()` end to end", _nslf("paper"), end_to_end=True),
     "segresnet16": Entry("SegResNet-16 (MONAI BraTS bundle: init 16, blocks 1-2-2-4)", _segresnet(16, (1, 2, 2, 4)), (8, 8, 8)),

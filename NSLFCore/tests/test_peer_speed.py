@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peer_speed.py"
-NETWORKS = {"nslf-compact", "nslf-compact-run", "nslf-paper", "nslf-paper-run", "segresnet16", "segresnet32", "nnunet"}
+NETWORKS = {"nslf-compact", "nslf-compact-run", "nslf-fast", "nslf-fast-run", "nslf-paper", "nslf-paper-run", "segresnet16", "segresnet32", "nnunet"}
 
 
 @pytest.mark.slow
