@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion-crop", type=int, nargs=3, default=defaults.fusion_crop, metavar=("Z", "Y", "X"))
     parser.add_argument("--segmentation-crop", type=int, nargs=3, default=defaults.segmentation_crop, metavar=("Z", "Y", "X"))
     parser.add_argument("--tumour-fraction", type=float, default=defaults.tumour_fraction)
+    parser.add_argument("--et-fraction", type=float, default=defaults.et_fraction,
+                        help="share of training crops centred on enhancing tumour (default 0)")  # fmt: skip
+    parser.add_argument("--augmentation", choices=("none", "light", "strong"), default=defaults.augmentation,
+                        help="training augmentation level (default light; strong for robustness to unseen scanners)")  # fmt: skip
     parser.add_argument("--samples-per-case", type=int, default=defaults.samples_per_case,
                         help="random training crops of each case per epoch")  # fmt: skip
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch")
@@ -102,6 +106,8 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         fusion_crop=tuple(args.fusion_crop),
         segmentation_crop=tuple(args.segmentation_crop),
         tumour_fraction=args.tumour_fraction,
+        et_fraction=args.et_fraction,
+        augmentation=args.augmentation,
         samples_per_case=args.samples_per_case,
         max_steps_per_epoch=args.steps_per_epoch,
         stop_after_epochs=args.stop_after_epochs,

@@ -36,7 +36,9 @@ class BratsCropDataset(Dataset):
             Volumes smaller than the crop are zero-padded (symmetrically).
         train: random tumour-biased crops with augmentation (``True``) or centre crops (``False``).
         tumour_fraction: share of training crops centred on a tumour voxel (the rest on other brain voxels).
-        augment: apply the augmentations of :func:`~nslfcore.data.transforms.train_transforms`.
+        augment: augmentation level of :func:`~nslfcore.data.transforms.train_transforms`
+            (``"none"``, ``"light"``, ``"strong"``; ``True`` is ``"light"``).
+        et_fraction: share of training crops centred on an enhancing-tumour voxel.
         samples_per_case: items per case per epoch.
         cache: the :class:`~nslfcore.data.cache.CaseCache` (default: in memory, ``"robust"`` normalisation).
         seed: base seed; item ``i`` of epoch seed ``e`` (see :meth:`set_epoch`) is a pure function of
@@ -52,10 +54,11 @@ class BratsCropDataset(Dataset):
         crop_size: Sequence[int] = FUSION_CROP,
         train: bool = True,
         tumour_fraction: float = 0.5,
-        augment: bool = True,
+        augment: bool | str = True,
         samples_per_case: int = 1,
         cache: CaseCache | None = None,
         seed: int = 0,
+        et_fraction: float = 0.0,
     ) -> None:
         if not cases:
             raise ValueError("BratsCropDataset got no cases; check the data folder and the split lists.")
@@ -68,7 +71,7 @@ class BratsCropDataset(Dataset):
         self.epoch_seed = 0
         clip = self.cache.normalization in ("paper", "robust")  # [0, 1] intensities
         self.transform = (
-            train_transforms(self.crop_size, tumour_fraction, augment, clip_to_unit=clip)
+            train_transforms(self.crop_size, tumour_fraction, augment, clip_to_unit=clip, et_fraction=et_fraction)
             if train
             else valid_transforms(self.crop_size)
         )

@@ -31,19 +31,14 @@ from monai.transforms import (
     CenterSpatialCropd,
     Compose,
     MapTransform,
-    RandAdjustContrastd,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
     Randomizable,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     SpatialCrop,
     SpatialPadd,
     ThresholdIntensityd,
 )
 
 from nslfcore.data.case import Case, Geometry
+from nslfcore.data.labels import ET
 
 #: Crop sizes (z, y, x) of the paper: fusion stages 1-2 and segmentation stage 3.
 FUSION_CROP: tuple[int, int, int] = (64, 80, 80)
@@ -209,7 +204,11 @@ def preprocess_case(case: Case, normalization: str = DEFAULT_NORMALIZATION, marg
 class RandTumourCropd(Randomizable, MapTransform):
     """Random crop of ``roi_size`` (z, y, x) centred on a tumour voxel with probability ``tumour_fraction``.
 
-    Otherwise the centre is a random brain voxel (``image`` > 0 in any channel) outside the
+    With probability ``et_fraction`` (a share of all crops, counted within ``tumour_fraction``
+    when that is larger) the centre is an enhancing-tumour voxel (label 3), so that the smallest
+    class is seen in a guaranteed share of crops; a case without ET falls back to any tumour voxel.
+    ``et_fraction=0`` draws the same random numbers as before it existed. Otherwise the centre
+    is a random brain voxel (``image`` > 0 in any channel) outside the
     tumour. Centres are shifted inwards as needed so the crop lies inside the volume (pad first,
     e.g. with :class:`monai.transforms.SpatialPadd`). Writes the centre used, ``(z, y, x)``, to
     ``data["crop_center"]`` and whether it was a tumour-centred crop to ``data["tumour_crop"]``.
@@ -222,10 +221,14 @@ class RandTumourCropd(Randomizable, MapTransform):
         tumour_fraction: float = 0.5,
         label_key: str = "label",
         image_key: str = "image",
+        et_fraction: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, keys)
         if not 0.0 <= tumour_fraction <= 1.0:
             raise ValueError(f"tumour_fraction {tumour_fraction} must lie in [0, 1].")
+        if not 0.0 <= et_fraction <= 1.0:
+            raise ValueError(f"et_fraction {et_fraction} must lie in [0, 1].")
+        self.et_fraction = float(et_fraction)
         self.roi_size = tuple(int(s) for s in roi_size)
         self.tumour_fraction = float(tumour_fraction)
         self.label_key, self.image_key = label_key, image_key
@@ -240,8 +243,13 @@ class RandTumourCropd(Randomizable, MapTransform):
         label = np.asarray(data[self.label_key])[0] if self.label_key in data else None
         image = np.asarray(data[self.image_key])
         shape = image.shape[1:]
-        want_tumour = self.R.rand() < self.tumour_fraction
-        tumour = np.flatnonzero(label) if label is not None and want_tumour else np.empty(0, dtype=np.int64)
+        draw = self.R.rand()
+        want_tumour = draw < max(self.tumour_fraction, self.et_fraction)
+        tumour = np.empty(0, dtype=np.int64)
+        if label is not None and draw < self.et_fraction:
+            tumour = np.flatnonzero(label == ET)  # empty without ET: any tumour voxel below
+        if label is not None and want_tumour and not len(tumour):
+            tumour = np.flatnonzero(label)
         self._tumour = bool(len(tumour))
         center: tuple[int, ...] | None = None
         if self._tumour:
@@ -289,36 +297,26 @@ def valid_transforms(crop_size: Sequence[int] = FUSION_CROP) -> Compose:
 def train_transforms(
     crop_size: Sequence[int] = FUSION_CROP,
     tumour_fraction: float = 0.5,
-    augment: bool = True,
+    augment: bool | str = True,
     clip_to_unit: bool = True,
+    et_fraction: float = 0.0,
 ) -> Compose:
     """Random training crop of ``crop_size`` (z, y, x) and augmentations (MONAI dictionary transforms).
 
-    Steps: pad to ``crop_size``; :class:`RandTumourCropd`; if ``augment``: flips along each
-    axis (p 0.5 each), small affine (p 0.2: rotation +-10 deg, scale +-10 %), per-modality
-    intensity scale (+-10 %, p 0.5) and shift (+-0.05, p 0.5), gamma 0.7-1.5 (p 0.3),
-    Gaussian noise (sd 0.02, p 0.2); if ``clip_to_unit`` (for ``"paper"`` normalisation):
-    clip the image to [0, 1].
+    Steps: pad to ``crop_size``; :class:`RandTumourCropd` (``tumour_fraction``, ``et_fraction``);
+    the augmentation level ``augment`` (``"none"``, ``"light"``, ``"strong"``; ``True`` is
+    ``"light"``, ``False`` ``"none"``; see :mod:`nslfcore.data.augmentation`); if ``clip_to_unit``
+    (for ``"paper"``/``"robust"`` normalisation): clip the image to [0, 1].
     """
+    from nslfcore.data.augmentation import augmentation_transforms
+
     keys = ["image", "label"]
+    level = ("light" if augment else "none") if isinstance(augment, bool) else augment
     steps: list[Any] = [
         SpatialPadd(keys, spatial_size=crop_size, allow_missing_keys=True),
-        RandTumourCropd(keys, roi_size=crop_size, tumour_fraction=tumour_fraction),
+        RandTumourCropd(keys, roi_size=crop_size, tumour_fraction=tumour_fraction, et_fraction=et_fraction),
+        *augmentation_transforms(level, keys),
     ]
-    if augment:
-        steps += [
-            RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
-            RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
-            RandFlipd(keys, prob=0.5, spatial_axis=2, allow_missing_keys=True),
-            RandAffined(
-                keys, prob=0.2, rotate_range=(np.pi / 18,) * 3, scale_range=(0.1,) * 3,
-                mode=("bilinear", "nearest"), padding_mode="zeros", allow_missing_keys=True,
-            ),  # fmt: skip
-            RandScaleIntensityd("image", factors=0.1, prob=0.5, channel_wise=True),
-            RandShiftIntensityd("image", offsets=0.05, prob=0.5, channel_wise=True),
-            RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3, retain_stats=True),
-            RandGaussianNoised("image", prob=0.2, std=0.02),
-        ]
     if clip_to_unit:
         steps += [
             ThresholdIntensityd("image", threshold=0.0, above=True, cval=0.0),

@@ -26,6 +26,11 @@ class TrainingOptions:
         fusion_crop: crop size ``(z, y, x)`` for stages 1 and 2 (paper: 80 x 80 x 64 in-plane x slices).
         segmentation_crop: crop size ``(z, y, x)`` for stage 3 (paper: 160 x 160 x 64).
         tumour_fraction: fraction of training crops centred on a tumour voxel.
+        et_fraction: fraction of all training crops centred on an enhancing-tumour voxel (within
+            ``tumour_fraction``; a case without ET gives a tumour-centred crop instead).
+        augmentation: training augmentation level, ``"none"``, ``"light"`` (the default, what
+            training always used) or ``"strong"`` (per-modality bias field, gamma, blur, noise,
+            lower resolution, larger rotations and scaling; see :mod:`nslfcore.data.augmentation`).
         samples_per_case: random crops of each training case per epoch (more makes epochs longer
             without more cases: fewer validations and data-loader start-ups per sample).
         contrastive: stage-1 contrastive term on (``False`` is the ablation without it).
@@ -76,6 +81,8 @@ class TrainingOptions:
     max_steps_per_epoch: int | None = None
     stop_after_epochs: int | None = None
     time_limit_s: float | None = None
+    et_fraction: float = 0.0
+    augmentation: Literal["none", "light", "strong"] = "light"
     case_validation_every: int | None = None
     case_validation_max_cases: int = 8
     loss_weights: tuple[tuple[str, float], ...] = ()
@@ -97,6 +104,10 @@ class TrainingOptions:
             raise ValueError(f"Loss weights must be finite and >= 0; got {', '.join(f'{n}={w}' for n, w in bad)}.")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s}.")
+        if not 0.0 <= self.et_fraction <= 1.0:
+            raise ValueError(f"et_fraction must lie in [0, 1], got {self.et_fraction}.")
+        if self.augmentation not in ("none", "light", "strong"):
+            raise ValueError(f"augmentation must be 'none', 'light' or 'strong', got {self.augmentation!r}.")
         if self.case_validation_every is not None and not self.case_validation_every >= 1:
             raise ValueError(f"case_validation_every must be at least 1 epoch, got {self.case_validation_every}.")
         if not self.case_validation_max_cases >= 1:

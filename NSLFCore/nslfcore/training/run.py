@@ -201,7 +201,7 @@ def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, op
         crop = stage.crop(options)
         train_set = BratsCropDataset(
             train_cases, crop, train=True, tumour_fraction=options.tumour_fraction, cache=cache, seed=options.seed,
-            samples_per_case=options.samples_per_case,
+            samples_per_case=options.samples_per_case, augment=options.augmentation, et_fraction=options.et_fraction,
         )
         valid_set = BratsCropDataset(valid_cases, crop, train=False, cache=cache, seed=options.seed)
         if options.num_workers:
