@@ -54,11 +54,14 @@ def test_dry_run_fills_every_section_and_returns_a_usable_model(tmp_path):
     assert sum(spec["time_limit_s"] for spec in training["recipe"].values()) <= 30  # --train-seconds
     assert all(training["stages"][stage]["steps"] >= 1 for stage in training["recipe"])
     model, info = load_model(out / "model.pt")
-    assert info.stage == 3 and info.config["name"] == "compact"
+    assert info.stage == 3 and info.config["name"] == "fast" and training["config"] == "fast"
+    assert training["recipe"]["3"]["augmentation"] == "strong" and training["recipe"]["3"]["et_fraction"] > 0
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     for event in events:
         validate_event(event)
     assert sorted({e["stage"] for e in events if e["event"] == "stage_end"}) == [1, 2, 3]
+    stage3 = [e for e in events if e["event"] == "validation" and e["stage"] == 3]
+    assert stage3 and all({"case_dice_et", "case_dice_tc", "case_dice_wt"} <= set(e["metrics"]) for e in stage3)
     # Evaluation: the new and the shipped model on the same held-out cases.
     evaluation = results["evaluation"]
     assert evaluation["cases"] == 2 and set(evaluation["mean_dice"]) == {"new", "shipped"}
