@@ -19,9 +19,14 @@ Levels (:data:`AUGMENTATION_LEVELS`):
     simulated lower resolution (p 0.15, zoom 0.5-1, all modalities together, as an acquisition);
     then **per modality, each with its own draw**: bias field (p 0.3, degree 3, coefficients up
     to 0.3), gamma 0.65-1.6 (p 0.35), intensity scale +-15 % (p 0.5) and shift +-0.08 (p 0.5),
-    Gaussian blur sigma 0.4-1.0 voxel (p 0.2), Gaussian noise sd up to 0.04 (p 0.25). Measured
-    on this project's 2-core CPU: about 0.3 s per 4 x 64 x 160 x 160 crop
-    (``benchmarks/cpu_training_speed.py``), which data-loading workers hide.
+    Gaussian blur sigma 0.4-1.0 voxel (p 0.2), Gaussian noise sd up to 0.04 (p 0.25).
+
+Cost on this project's 2-core CPU, one thread, one 4 x 64 x 160 x 160 crop (what a data-loading
+worker does; ``benchmarks/cpu_training_speed.py --augmentation`` times it with
+:func:`training_augmentation`): ``strong`` about 0.3 s on average over seeds (mean 343 ms, median
+314 ms over 25 seeds; 0.9 s when every transform fires, two thirds of it the per-modality blur and
+noise), ``light`` about 0.2 s. An elastic deformation (``Rand3DElasticd``, sigma 9-13, magnitude
+up to 300) alone took 2.4 s, eight times the whole ``strong`` level, so no level uses it.
 
 Every random draw comes from the transforms' own generators, which the dataset seeds per item
 (:class:`~nslfcore.data.dataset.BratsCropDataset`), so an augmented crop is a pure function of the
@@ -35,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 from monai.transforms import (
+    Compose,
     RandAdjustContrast,
     RandAdjustContrastd,
     RandAffined,
@@ -131,3 +137,12 @@ def augmentation_transforms(level: str, keys: Sequence[str] = ("image", "label")
             ],
         ),
     ]
+
+
+def training_augmentation(level: str) -> Compose:
+    """Augmentation ``level`` alone, as one :class:`~monai.transforms.Compose` over ``{"image", "label"}`` crops.
+
+    Training applies the same transforms inside :func:`~nslfcore.data.transforms.train_transforms`,
+    after the crop; this is for applying (or timing) them on a crop cut elsewhere.
+    """
+    return Compose(augmentation_transforms(level))
