@@ -4,6 +4,11 @@ For each case: :func:`nslfcore.inference.run` (fused volume + labels on the inpu
 fusion metrics of the fused volume against the four normalised sources inside the brain's box
 (:func:`nslfcore.metrics.fusion_metrics`) and the segmentation metrics per region ET/TC/WT on the
 whole grid, with the brain-mask variants (:func:`nslfcore.metrics.segmentation_metrics`).
+
+HD95 is either ``"max"`` (MONAI's, column ``<region>_hd95``, the default) or ``"pooled"`` (medpy's,
+the authors' scripts, column ``<region>_hd95_pooled``); the column name and the summary say which.
+A fusion-only network (a classical baseline of :mod:`nslfcore.fusion_baselines`) gets fusion
+columns only.
 """
 
 from __future__ import annotations
@@ -21,21 +26,27 @@ from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.labels import to_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference import run as infer
-from nslfcore.metrics import fusion_metrics, segmentation_metrics
+from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, fusion_metrics, hd95_key, segmentation_metrics
 from nslfcore.models import Network
 
 FUSION_COLUMNS = ("ssim", "psnr", "nmi", "sfr")
 SEGMENTATION_COLUMNS = ("dice", "sensitivity", "specificity", "accuracy", "jaccard", "hd95")
+#: The columns of the table with the pooled HD95 (see :func:`nslfcore.metrics.hd95`).
+SEGMENTATION_COLUMNS_POOLED = (*SEGMENTATION_COLUMNS[:-1], "hd95_pooled")
 REGION_NAMES = ("ET", "TC", "WT")
 
 
-def score_case(case: Case, fused: np.ndarray | None, labels: np.ndarray) -> dict[str, float | str]:
+def score_case(
+    case: Case, fused: np.ndarray | None, labels: np.ndarray | None, hd95_definition: HD95Definition = "max"
+) -> dict[str, float | str]:
     """One row for a labelled case and its results on the case grid (``(z, y, x)`` arrays).
 
     ``fused`` is the fused volume (normalised, [0, 1]) or ``None`` for a model that does not fuse
-    (fusion columns are then NaN); ``labels`` is the predicted label map in BraTS 2021 labels.
-    Fusion metrics compare the fused volume with the four normalised sources inside the brain's
-    box; segmentation metrics are per region over the whole grid, plus the ``*_brain`` variants.
+    (fusion columns are then NaN); ``labels`` is the predicted label map in BraTS 2021 labels, or
+    ``None`` for a model that does not segment (no segmentation columns). Fusion metrics compare
+    the fused volume with the four normalised sources inside the brain's box; segmentation metrics
+    are per region over the whole grid, plus the ``*_brain`` variants; ``hd95_definition`` picks
+    the HD95 column (``hd95`` or ``hd95_pooled``, :func:`nslfcore.metrics.hd95`).
     """
     row: dict[str, float | str] = {"case": case.name}
     if fused is not None:
@@ -44,11 +55,17 @@ def score_case(case: Case, fused: np.ndarray | None, labels: np.ndarray) -> dict
         row |= {k: float(fusion[k]) for k in FUSION_COLUMNS}
     else:
         row |= {k: math.nan for k in FUSION_COLUMNS}
+    if labels is None:
+        return row
     if case.label is None:
         raise ValueError(f"{case.name} has no segmentation to score against; give a labelled case.")
     predicted = to_internal(labels, "brats2021")
     segmentation = segmentation_metrics(
-        predicted, case.label, spacing=case.geometry.spacing, brain_mask=brain_mask(case.stacked())
+        predicted,
+        case.label,
+        spacing=case.geometry.spacing,
+        brain_mask=brain_mask(case.stacked()),
+        hd95_definition=hd95_definition,
     )
     for region in REGION_NAMES:
         for metric, value in segmentation[region].items():
@@ -56,12 +73,14 @@ def score_case(case: Case, fused: np.ndarray | None, labels: np.ndarray) -> dict
     return row
 
 
-def evaluate_case(files: CaseFiles, model: Network, device: str = "auto") -> dict[str, float | str]:
-    """:func:`score_case` of NSLF's results (or a segmentation-only network's, without fusion columns)."""
-    case = load_case(files, require_label=True)
-    result = infer(case, model, fuse=model.fuses, device=device, label_convention="brats2021")
-    assert result.labels is not None  # run() segments by default
-    return score_case(case, result.fused, result.labels)
+def evaluate_case(
+    files: CaseFiles, model: Network, device: str = "auto", hd95_definition: HD95Definition = "max"
+) -> dict[str, float | str]:
+    """:func:`score_case` of a network's results: NSLF's, a segmentation-only network's (NaN fusion
+    columns) or a fusion-only network's (no segmentation columns; the case needs no label then)."""
+    case = load_case(files, require_label=model.segments)
+    result = infer(case, model, fuse=model.fuses, segment=model.segments, device=device, label_convention="brats2021")
+    return score_case(case, result.fused, result.labels, hd95_definition)
 
 
 def evaluate(
@@ -69,11 +88,13 @@ def evaluate(
     model: Network,
     device: str = "auto",
     progress: Callable[[int, int, str], None] | None = None,
+    hd95_definition: HD95Definition = "max",
 ) -> list[dict[str, float | str]]:
     """Rows of :func:`evaluate_case` for every case."""
+    hd95_key(hd95_definition)  # a wrong definition fails before the first case
     rows = []
     for index, files in enumerate(cases):
-        rows.append(evaluate_case(files, model, device))
+        rows.append(evaluate_case(files, model, device, hd95_definition))
         if progress is not None:
             progress(index + 1, len(cases), files.name)
     return rows
@@ -105,13 +126,19 @@ def region_means(rows: Sequence[dict[str, float | str]], metric: str) -> list[fl
     return [float(np.mean([float(r[f"{g}_{metric}"]) for g in REGION_NAMES])) for r in rows]
 
 
+def _hd95_definition(rows: Sequence[dict[str, float | str]]) -> HD95Definition:
+    """Which HD95 the rows hold: ``"pooled"`` when they have ``<region>_hd95_pooled`` columns, else ``"max"``."""
+    return "pooled" if f"{REGION_NAMES[0]}_hd95_pooled" in rows[0] else "max"
+
+
 def _segmentation_table(rows: Sequence[dict[str, float | str]], method: str | None) -> list[str]:
     lines = []
     prefix = f"| {method} " if method else ""
+    columns = SEGMENTATION_COLUMNS_POOLED if _hd95_definition(rows) == "pooled" else SEGMENTATION_COLUMNS
     for region in REGION_NAMES:
-        cells = [_mean_sd([float(r[f"{region}_{m}"]) for r in rows]) for m in SEGMENTATION_COLUMNS]
+        cells = [_mean_sd([float(r[f"{region}_{m}"]) for r in rows]) for m in columns]
         lines.append(f"{prefix}| {region} | " + " | ".join(cells) + " |")
-    means = [_mean_sd(region_means(rows, m)) for m in SEGMENTATION_COLUMNS]
+    means = [_mean_sd(region_means(rows, m)) for m in columns]
     lines.append(f"{prefix}| mean | " + " | ".join(means) + " |")
     return lines
 
@@ -126,18 +153,31 @@ def summary_markdown(
     """The paper's layout: fusion (SSIM, PSNR, NMI, SFR) and segmentation (Dice, Sen, Spe, Acc per region and mean).
 
     With ``baseline_rows`` the segmentation table gets a method column and the baseline's rows
-    under NSLF's (the baseline does not fuse, so it has no fusion row).
+    under NSLF's (the baseline does not fuse, so it has no fusion row). A line under the table
+    names the HD95 definition of the rows; rows of a fusion-only network have no segmentation table.
     """
     lines = [f"# {title}", "", f"{len(rows)} cases; mean ± sd.", "", "## Fusion", ""]
     lines += ["| SSIM | PSNR (dB) | NMI | SFR |", "| --- | --- | --- | --- |"]
     lines.append("| " + " | ".join(_mean_sd([float(r[k]) for r in rows]) for k in FUSION_COLUMNS) + " |")
-    header = "| region | Dice | Sensitivity | Specificity | Accuracy | Jaccard | HD95 (mm) |"
-    rule = "| --- | --- | --- | --- | --- | --- | --- |"
     lines += ["", "## Segmentation", ""]
+    tables = [(baseline, baseline_rows)] if baseline_rows else []
+    if f"{REGION_NAMES[0]}_dice" in rows[0]:
+        tables.insert(0, (method, rows))
+    else:
+        lines += [f"{method} does not segment.", ""]
+    if not tables:
+        return "\n".join(lines)
+    definition = _hd95_definition(tables[0][1])
+    if any(_hd95_definition(r) != definition for _, r in tables):
+        raise ValueError("The method's and the baseline's rows use different HD95 definitions; score both with one.")
+    hd95_name = "HD95 pooled" if definition == "pooled" else "HD95"
+    header = f"| region | Dice | Sensitivity | Specificity | Accuracy | Jaccard | {hd95_name} (mm) |"
+    rule = "| --- | --- | --- | --- | --- | --- | --- |"
     if baseline_rows is None:
         lines += [header, rule] + _segmentation_table(rows, None)
     else:
         lines += ["| method " + header, "| --- " + rule]
-        lines += _segmentation_table(rows, method) + _segmentation_table(baseline_rows, baseline)
+        lines += [line for name, r in tables for line in _segmentation_table(r, name)]
     lines += ["", "Specificity and accuracy are over the whole volume; `*_brain` columns of the CSV restrict them to the brain."]
+    lines += ["", f"HD95 ({definition}): {HD95_DEFINITIONS[definition]}."]
     return "\n".join(lines) + "\n"

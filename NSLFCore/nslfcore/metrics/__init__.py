@@ -5,7 +5,8 @@ Plain functions, no training-loop knowledge; single metrics return Python floats
 
 * ``fusion.py`` -- :func:`ssim`, :func:`psnr`, :func:`nmi`, :func:`spatial_frequency`,
   :func:`spatial_frequency_ratio` and :func:`fusion_metrics`;
-* ``segmentation.py`` -- :func:`overlap_metrics`, :func:`hd95` and :func:`segmentation_metrics`;
+* ``segmentation.py`` -- :func:`overlap_metrics`, :func:`hd95` (definitions ``"max"``, MONAI's, and
+  ``"pooled"``, medpy's: :data:`HD95_DEFINITIONS`) and :func:`segmentation_metrics`;
 * ``utils.py`` -- the :data:`Array` type and the shape checks both share.
 
 Arrays: every volume is 3-D ``(z, y, x)`` (the order of a SimpleITK array and of nslfcore tensors
@@ -37,7 +38,15 @@ from nslfcore.metrics.fusion import (
     spatial_frequency_ratio,
     ssim,
 )
-from nslfcore.metrics.segmentation import HD95_EMPTY, hd95, overlap_metrics, segmentation_metrics
+from nslfcore.metrics.segmentation import (
+    HD95_DEFINITIONS,
+    HD95_EMPTY,
+    HD95Definition,
+    hd95,
+    hd95_key,
+    overlap_metrics,
+    segmentation_metrics,
+)
 from nslfcore.metrics.utils import Array
 
 __all__ = [
@@ -51,6 +60,9 @@ __all__ = [
     "spatial_frequency_ratio",
     "fusion_metrics",
     "HD95_EMPTY",
+    "HD95_DEFINITIONS",
+    "HD95Definition",
+    "hd95_key",
     "overlap_metrics",
     "hd95",
     "segmentation_metrics",
