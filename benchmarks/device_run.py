@@ -81,15 +81,17 @@ GPU_RECIPE: dict[int, dict[str, Any]] = {
         "augmentation": "light"},
     2: {"crop": (64, 96, 96), "batch_size": 4, "samples_per_case": 4, "lr": 1e-3, "fine_tune_lr": 1e-4, "share": 0.15,
         "augmentation": "light"},
-    3: {"crop": (96, 160, 160), "batch_size": 2, "samples_per_case": 4, "lr": 1e-3, "fine_tune_lr": 1e-4,
+    3: {"crop": (64, 128, 128), "batch_size": 4, "samples_per_case": 8, "lr": 1e-3, "fine_tune_lr": 1e-4,
         "share": 0.75, "dice_average": "class", "tumour_fraction": 0.9, "et_fraction": 0.4, "augmentation": "strong",
-        "case_validation_every": 2},
+        "case_validation_every": 3},
 }
 #: Samples per second each stage of the recipe is expected to train at on one H100 when the run
-#: does not measure it (a guess from the 2026-11-26 runs of ``compact``, whose stage 3 took 16/s
-#: at 64 x 160 x 160, scaled by ``fast``'s smaller grid; data loading with augmentation bounds it):
-#: it sets the epochs so that the cosine schedule fits the time. Too high only cuts the schedule short.
-EXPECTED_SAMPLES_PER_S: dict[int, float] = {1: 30.0, 2: 15.0, 3: 25.0}
+#: does not measure it: it sets the epochs so that the cosine schedule fits the time (too high only
+#: cuts the schedule short). Stage 3 is bound by its data-loading workers, not the GPU: run 3 (H200,
+#: 14 workers) trained ``fast`` at 7.2 samples/s on 96 x 160 x 160 crops with ``strong``
+#: augmentation, which costs 0.86 s of one core per crop on this project's CPU against 0.31 s at
+#: 64 x 128 x 128 (hence the stage-3 crop); 20/s is that ratio applied to run 3.
+EXPECTED_SAMPLES_PER_S: dict[int, float] = {1: 30.0, 2: 15.0, 3: 20.0}
 #: The same recipe on tiny procedural phantoms for ``--dry-run``.
 DRY_RECIPE: dict[int, dict[str, Any]] = {
     1: {"crop": (32, 64, 64), "batch_size": 2, "lr": 1e-3, "fine_tune_lr": 1e-4, "share": 0.3},
@@ -270,18 +272,23 @@ class Generation:
         return all(p.poll() == 0 for p in mine)
 
 
-def start_generation(run: DeviceRun, n_train: int, n_test: int, workers: int) -> Generation:
-    """Start ``workers`` child processes writing the bench case, ``n_train`` training and ``n_test`` held-out cases."""
+def start_generation(run: DeviceRun, n_train: int, n_test: int, workers: int, bench: bool = True,
+                     train_seeds: tuple[int, ...] = TRAIN_SEEDS) -> Generation:  # fmt: skip
+    """Start child processes writing the bench case (if ``bench``), ``n_train`` training and ``n_test`` held-out cases.
+
+    The training cases are split evenly over the generator seeds ``train_seeds``. ``workers``
+    processes in all (one more than the data-loading workers when the GPU has nothing else to do).
+    """
     folders = {"bench": run.work / "bench", "train": run.work / "train", "test": run.work / "test"}
     for folder in folders.values():
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-    jobs: list[tuple[str, int, int, int]] = [("bench", BENCH_SEED, 0, 1)]  # (what, seed, start, n)
-    chunk = max(1, math.ceil((n_train + n_test) / max(workers - 1, 1)))
-    per_seed = [n_train // len(TRAIN_SEEDS) + (i < n_train % len(TRAIN_SEEDS)) for i in range(len(TRAIN_SEEDS))]
+    jobs: list[tuple[str, int, int, int]] = [("bench", BENCH_SEED, 0, 1)] if bench else []  # (what, seed, start, n)
+    chunk = max(1, math.ceil((n_train + n_test) / max(workers - len(jobs), 1)))
+    per_seed = [n_train // len(train_seeds) + (i < n_train % len(train_seeds)) for i in range(len(train_seeds))]
     # Each seed range writes distinct case names (start offsets), so they share one folder.
-    ranges = [("train", seed, 500 * i, count) for i, (seed, count) in enumerate(zip(TRAIN_SEEDS, per_seed))]
+    ranges = [("train", seed, 500 * i, count) for i, (seed, count) in enumerate(zip(train_seeds, per_seed))]
     for name, seed, start, count in (*ranges, ("test", TEST_SEED, TEST_START, n_test)):
         for first in range(start, start + count, chunk):
             jobs.append((name, seed, first, min(chunk, start + count - first)))
@@ -297,7 +304,8 @@ def start_generation(run: DeviceRun, n_train: int, n_test: int, workers: int) ->
         with log_path.open("w") as handle:
             process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
         processes.append((process, log_path, f"{what} {first}..{first + count - 1}"))
-    log(f"   {len(processes)} phantom processes started ({n_train} training, {n_test} held-out cases and the bench case)")
+    log(f"   {len(processes)} phantom processes started ({n_train} training, {n_test} held-out cases"
+        f"{' and the bench case' if bench else ''})")  # fmt: skip
     return Generation(processes, time.perf_counter(), folders)
 
 
@@ -551,17 +559,18 @@ def _stage_plan(run: DeviceRun, recipe: dict[int, dict[str, Any]], seconds: floa
 
 
 def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str, Any]], workers: int,
-             init: Path | None, train_seconds: float | None = None, config: str = "fast") -> dict[str, Any]:  # fmt: skip
-    """Train preset ``config`` stage by stage within the time left (minus the evaluation reserve), at most ``train_seconds``."""
+             init: Path | None, train_seconds: float | None = None, config: str = "fast",
+             reserve_s: float = EVALUATION_RESERVE_S) -> dict[str, Any]:  # fmt: skip
+    """Train preset ``config`` stage by stage in the time left minus ``reserve_s`` (for evaluation), at most ``train_seconds``."""
     from nslfcore.config import PRESETS
     from nslfcore.training.checkpoint import load_checkpoint
     from nslfcore.training.options import TrainingOptions
     from nslfcore.training.run import train
 
-    data = generation.wait(timeout_s=max(run.remaining() - EVALUATION_RESERVE_S - 30, 5))
+    data = generation.wait(timeout_s=max(run.remaining() - reserve_s - 30, 5))
     run.results["data"] = data
     n_train = data["cases"]["train"]
-    seconds = run.remaining() - EVALUATION_RESERVE_S - 5 * len(recipe)  # set-up and checkpoint writing per stage
+    seconds = run.remaining() - reserve_s - 5 * len(recipe)  # set-up and checkpoint writing per stage
     if train_seconds is not None:
         seconds = min(seconds, train_seconds)
     if seconds < 3 * len(recipe):
@@ -668,6 +677,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="train at most this long (default: all the budget leaves)")  # fmt: skip
     parser.add_argument("--init", type=Path, default=None, help="start training from this model (a previous run's model.pt)")
     parser.add_argument("--train-config", default="fast", help="the preset the training section trains (default: fast)")
+    parser.add_argument("--train-stages", nargs="+", type=int, default=None, choices=(1, 2, 3),
+                        help="train only these stages of the recipe (e.g. 3 with --init; default: all)")
+    parser.add_argument("--train-seeds", nargs="+", type=int, default=list(TRAIN_SEEDS),
+                        help="phantom generator seeds of the training cases, split evenly (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="tiny phantoms and crops on any device, for tests")
     parser.add_argument("--started", type=float, default=None,
                         help="Unix time the budget counts from (default: now; device_run.sh passes its own start)")  # fmt: skip
@@ -694,8 +707,12 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 2
     workers = args.workers or max(1, cores - 2)
     n_train = args.train_cases or (6 if args.dry_run else 56)
-    n_test = args.test_cases or (2 if args.dry_run else 8)
+    n_test = args.test_cases if args.test_cases is not None else (2 if args.dry_run else 8)
     recipe = DRY_RECIPE if args.dry_run else GPU_RECIPE
+    if args.train_stages:
+        recipe = {stage: spec for stage, spec in recipe.items() if stage in args.train_stages}
+    if n_test == 0 and "evaluation" in args.sections:
+        parser.error("the evaluation section needs held-out cases (--test-cases >= 1)")
     public_windows = args.public_windows or (1 if args.dry_run else 12)
     run.results |= {"benchmark": "device_run", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": args.budget,
                     "dry_run": args.dry_run, "workers": workers, "argv": sys.argv[1:] if argv is None else argv}  # fmt: skip
@@ -704,7 +721,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"budget {args.budget:.0f} s, device {device}, {workers} worker processes, out {args.out}, work {work}")
 
     run.section("environment", lambda: environment(device))
-    generation = start_generation(run, n_train, n_test, workers)
+    bench = "inference" in args.sections
+    busy_gpu = bool({"throughput", "profile", "inference"} & set(args.sections))  # else one more generating process
+    generation = start_generation(run, n_train, n_test, workers + (0 if busy_gpu else 2), bench, tuple(args.train_seeds))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     # the benchmarks leave at least this much for training and evaluation
@@ -724,9 +743,10 @@ def main(argv: list[str] | None = None) -> int:
                 run.section(f"inference_{config}", lambda c=config: inference(run, case, c, compile_ok, public_windows),
                             needs_s=training_reserve, store=False)  # fmt: skip
     if "training" in args.sections:
+        reserve = EVALUATION_RESERVE_S if "evaluation" in args.sections else 5.0
         run.section("training", lambda: training(run, generation, recipe, workers, args.init, args.train_seconds,
-                                                 args.train_config),
-                    needs_s=EVALUATION_RESERVE_S + 20)  # fmt: skip
+                                                 args.train_config, reserve),
+                    needs_s=reserve + 20)  # fmt: skip
     if "evaluation" in args.sections:
         run.section("evaluation", lambda: evaluation(run, generation), needs_s=10)
     statuses = {k: v.get("status") for k, v in run.results.get("sections", {}).items()}

@@ -66,3 +66,33 @@ def test_dry_run_fills_every_section_and_returns_a_usable_model(tmp_path):
     evaluation = results["evaluation"]
     assert evaluation["cases"] == 2 and set(evaluation["mean_dice"]) == {"new", "shipped"}
     assert isinstance(evaluation["new_beats_shipped"], bool)
+
+
+@pytest.mark.slow
+def test_dry_run_of_stage_3_alone_from_a_previous_model(tmp_path):
+    """The follow-up run: stage 3 only, from a previous run's model, on new generator seeds, no held-out cases."""
+    from nslfcore.config import PRESETS
+    from nslfcore.model_store import save_model
+    from nslfcore.models import NSLF
+
+    init = save_model(NSLF(PRESETS["fast"]), tmp_path / "previous.pt", stage=3, epoch=1)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--device", "cpu", "--budget", "600", "--train-seconds", "15",
+         "--workers", "2", "--sections", "training", "--train-stages", "3", "--init", str(init),
+         "--test-cases", "0", "--train-cases", "4", "--train-seeds", "7", "8",
+         "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "device_run.json").read_text())
+    assert {name: s["status"] for name, s in results["sections"].items()} == {"environment": "ok", "training": "ok"}
+    assert results["data"]["cases"] == {"bench": 0, "test": 0, "train": 4}
+    training = results["training"]
+    assert list(training["stages"]) == ["3"] and training["init"] == str(init) and training["model_stage"] == 3
+    cases = sorted(p.name for p in (tmp_path / "work" / "train").iterdir())
+    assert cases == ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00500", "BraTS2021_00501"]  # two seed ranges
+    _, info = load_model(out / "model.pt")
+    assert info.stage == 3 and info.config["name"] == "fast"
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert {e["stage"] for e in events if e["event"] == "stage_start"} == {3}
