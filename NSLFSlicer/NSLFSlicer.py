@@ -100,7 +100,7 @@ class NSLFSlicerParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     trainingData: pathlib.Path
     trainingRunFolder: pathlib.Path
-    trainingConfig: Annotated[str, Choice(["compact", "paper"])] = "compact"
+    trainingConfig: Annotated[str, Choice(["fast", "compact", "paper"])] = "fast"
     trainingStage: Annotated[str, Choice(["all", "1", "2", "3"])] = "all"
     trainingEpochs: Annotated[int, WithinRange(1, 1000)] = 30
     trainingLearningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-4

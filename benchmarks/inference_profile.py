@@ -10,7 +10,7 @@ give pre-processing (brain mask, crop, normalisation) and post-processing (paste
 
 Writes ``benchmarks/results/inference_profile_<config>_<device>.json`` and prints a Markdown table.
 
-    python benchmarks/inference_profile.py [--config compact|paper] [--reps N] [--precisions fp32 bf16]
+    python benchmarks/inference_profile.py [--config shipped|compact|fast|paper] [--reps N] [--precisions fp32 bf16]
 """
 
 from __future__ import annotations
@@ -93,18 +93,18 @@ def timed_parts(model: NSLF, x: torch.Tensor, dtype: torch.dtype, reps: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", choices=("compact", "paper"), default="compact")
+    parser.add_argument("--config", choices=("shipped", "compact", "fast", "paper"), default="shipped")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     args = parser.parse_args()
 
     device = torch.device("cpu")
-    if args.config == "compact":
+    if args.config == "shipped":
         model, info = load_model(None)
         weights = info.id
     else:
         torch.manual_seed(0)
-        model, weights = NSLF(PRESETS["paper"]).eval(), "seeded random"
+        model, weights = NSLF(PRESETS[args.config]).eval(), "seeded random"
     assert isinstance(model, NSLF)
     model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     case = generate_case(seed=11)

@@ -21,7 +21,7 @@ take hours (the ``paper`` configuration on a small CPU).
 
 Writes ``benchmarks/results/inference_speed_<config>_<device>.json`` and prints a Markdown row.
 
-    python benchmarks/inference_speed.py [--config compact|paper] [--device cpu|cuda] [--reps N]
+    python benchmarks/inference_speed.py [--config shipped|compact|fast|paper] [--device cpu|cuda] [--reps N]
                                          [--public-windows N] [--no-warmup]
 """
 
@@ -61,10 +61,10 @@ RSS_WINDOWS = 4
 
 
 def build_model(config: str) -> tuple[NSLF, str]:
-    """The shipped default model (``compact``: whatever the default is) or a seeded random model of preset ``config``, and a description of the weights."""
-    if config == "compact":
+    """The shipped default model (``"shipped"``) or a seeded random model of preset ``config``, and a description of the weights."""
+    if config == "shipped":
         model, info = load_model(None)
-        return model, f"shipped model {info.id}"
+        return model, f"shipped model {info.id} ({info.config['name']})"
     torch.manual_seed(0)
     return NSLF(PRESETS[config]).eval(), f"seeded random weights ({config}, per-modality CU-Net)"
 
@@ -149,7 +149,7 @@ def peak_rss(kind: str, config: str, device: str, case_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="compact", choices=("compact", "paper"))
+    parser.add_argument("--config", default="shipped", choices=("shipped", "compact", "fast", "paper"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--public-windows", type=int, default=None, help="time only the first N public windows and extrapolate")

@@ -2,14 +2,16 @@
 
 Networks (``--networks``; all by default):
 
-- ``nslf-compact``: the shipped default model (:func:`nslfcore.model_store.load_model`), the bare
-  network: :meth:`nslfcore.models.NSLF.predict` (fusion and segmentation from one batched pass).
-- ``nslf-compact-run``: the same model through :func:`nslfcore.inference.run` end to end on the
+- ``nslf-shipped``: the shipped default model (:func:`nslfcore.model_store.load_model`; from v3
+  the ``fast`` configuration), the bare network: :meth:`nslfcore.models.NSLF.predict` (fusion and
+  segmentation from one batched pass). The reference of the ratios.
+- ``nslf-shipped-run``: the same model through :func:`nslfcore.inference.run` end to end on the
   whole 240 x 240 x 155 case in memory (brain mask, crop, normalisation, the pass it chooses, paste
   back, labels); its own memory format (channels-last-3d) and mode (``auto``).
+- ``nslf-compact``, ``nslf-compact-run``: the same for ``PRESETS["compact"]`` (full resolution,
+  the default up to v2) with seeded random weights (the speed does not depend on them).
 - ``nslf-fast``, ``nslf-fast-run``: the same for ``PRESETS["fast"]`` (the compact widths with
-  ``feature_stride=2``: CU-Net, FCD and FSD on the 2x coarser grid; issue 14's redesign) with
-  seeded random weights (the speed does not depend on them).
+  ``feature_stride=2``: CU-Net, FCD and FSD on the 2x coarser grid; issue 14's redesign), random weights.
 - ``nslf-paper``, ``nslf-paper-run``: the same for ``PRESETS["paper"]`` with seeded random weights.
 - ``segresnet16``: MONAI's BraTS bundle network, :class:`monai.networks.nets.SegResNet` (init
   filters 16, blocks down 1-2-2-4, up 1-1-1, 4 in, 3 out; 4.70 M parameters).
@@ -37,9 +39,9 @@ Procedure: one process, ``torch.inference_mode``, the default thread count for e
 included). Each network first runs once on a small box (so one-time initialisation is paid before
 anything is timed), then once on the full box in each memory format (contiguous and
 channels-last-3d); the faster one is kept and reported. Then ``--rounds`` interleaved rounds (A,
-B, C, ..., A, B, C, ...); median and min-max per network, and the ratio of each median to NSLF
-compact's bare-network median (> 1: NSLF compact is faster). Peak resident memory (``VmHWM``) of
-each network in a fresh child process (``--child NAME``: one call on the box read from a file, in
+B, C, ..., A, B, C, ...); median and min-max per network, and the ratio of each median to the
+shipped model's bare-network median (> 1: the shipped NSLF is faster). Peak resident memory
+(``VmHWM``) of each network in a fresh child process (``--child NAME``: one call on the box read from a file, in
 the kept format), with what the process held before the call.
 
 Writes ``benchmarks/results/peer_speed_cpu_<precision>.json`` (or ``--out``) and prints a
@@ -83,7 +85,7 @@ QUICK_SIZE = (40, 48, 44)
 #: The small box each network runs on once before anything is timed.
 WARMUP_BOX = (32, 32, 32)
 #: The reference every ratio is taken against.
-REFERENCE = "nslf-compact"
+REFERENCE = "nslf-shipped"
 #: ``run()``'s own precision option where it has one (else it runs fp32 on the CPU), so the outer autocast decides.
 RUN_PRECISION = {p: {"precision": p} for p in ("fp32", "bf16")} if "precision" in inspect.signature(run).parameters else {}
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
@@ -142,8 +144,10 @@ def _multiple(strides: tuple[tuple[int, int, int], ...]) -> tuple[int, int, int]
 
 
 ENTRIES: dict[str, Entry] = {
-    "nslf-compact": Entry("NSLF compact (shipped), network: fuse + segment", _nslf("compact")),
-    "nslf-compact-run": Entry("NSLF compact (shipped), `run()` end to end", _nslf("compact"), end_to_end=True),
+    "nslf-shipped": Entry("NSLF shipped default, network: fuse + segment", _nslf("shipped")),
+    "nslf-shipped-run": Entry("NSLF shipped default, `run()` end to end", _nslf("shipped"), end_to_end=True),
+    "nslf-compact": Entry("NSLF compact (full resolution; random weights), network: fuse + segment", _nslf("compact")),
+    "nslf-compact-run": Entry("NSLF compact (random weights), `run()` end to end", _nslf("compact"), end_to_end=True),
     "nslf-fast": Entry("NSLF fast (feature stride 2; random weights), network: fuse + segment", _nslf("fast")),
     "nslf-fast-run": Entry("NSLF fast (random weights), `run()` end to end", _nslf("fast"), end_to_end=True),
     "nslf-paper": Entry("NSLF paper (random weights), network: fuse + segment", _nslf("paper")),
@@ -312,7 +316,7 @@ def main() -> None:
             "max_s": max(times[name]),
             "peak_rss_mib": rss[name]["peak_rss_mib"],
             "rss_before_call_mib": rss[name]["before_mib"],
-            "ratio_vs_nslf_compact": None if reference is None else medians[name] / reference,
+            "ratio_vs_nslf_shipped": None if reference is None else medians[name] / reference,
             "run": call.run_info or None,
         }
         for name, call in calls.items()
@@ -331,10 +335,10 @@ def main() -> None:
     path = args.out or RESULTS / f"peer_speed_cpu_{args.precision}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
-    print("\n| network | parameters | memory format | median (s) | min - max (s) | peak RSS (GiB) | ratio to NSLF compact |")
+    print("\n| network | parameters | memory format | median (s) | min - max (s) | peak RSS (GiB) | ratio to NSLF shipped |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
     for row in networks.values():
-        ratio = "n/a" if row["ratio_vs_nslf_compact"] is None else f"{row['ratio_vs_nslf_compact']:.2f}"
+        ratio = "n/a" if row["ratio_vs_nslf_shipped"] is None else f"{row['ratio_vs_nslf_shipped']:.2f}"
         print(f"| {row['label']} | {row['parameters'] / 1e6:.2f} M | {row['memory_format']} | {row['median_s']:.2f} | "
               f"{row['min_s']:.2f} - {row['max_s']:.2f} | {row['peak_rss_mib'] / 1024:.2f} | {ratio} |")  # fmt: skip
     print(f"wrote {path}")

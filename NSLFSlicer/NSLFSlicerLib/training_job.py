@@ -80,7 +80,7 @@ def parse_crop(text: str) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The panel's training choices (defaults: the ``compact`` configuration, all stages, the paper's rates).
+    """The panel's training choices (defaults: the ``fast`` configuration of the shipped model, all stages, the paper's rates).
 
     Crops are ``(z, y, x)`` voxels: ``fusion_crop`` for stages 1 and 2, ``segmentation_crop`` for stage 3.
     ``init`` is a model file to start from (fine-tuning; ``nslf train --init``), or ``None``.
@@ -88,7 +88,7 @@ class TrainingSettings:
 
     data: str
     run_dir: str
-    config: str = "compact"
+    config: str = "fast"
     stage: str = "all"
     epochs: int = 30
     lr: float = 1e-4

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainingOptions()
     parser.add_argument("--data", required=True, help="BraTS-layout folder, phantom:N or phantom-tiny:N")
     parser.add_argument("--stage", default="all", choices=sorted(_STAGES), help="stage to train (default: all)")
-    parser.add_argument("--config", default="compact", help=f"network configuration: {sorted(PRESETS)} or a .json file")
+    parser.add_argument("--config", default="fast",
+                        help=f"network configuration: {sorted(PRESETS)} or a .json file (default: fast, the shipped model's)")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, run.json, events)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     parser.add_argument("--init", default=None, metavar="FILE",
