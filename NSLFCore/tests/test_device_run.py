@@ -55,7 +55,7 @@ def test_dry_run_fills_every_section_and_returns_a_usable_model(tmp_path):
     assert all(training["stages"][stage]["steps"] >= 1 for stage in training["recipe"])
     model, info = load_model(out / "model.pt")
     assert info.stage == 3 and info.config["name"] == "fast" and training["config"] == "fast"
-    assert training["recipe"]["3"]["augmentation"] == "strong" and training["recipe"]["3"]["et_fraction"] > 0
+    assert training["recipe"]["3"]["augmentation"] == "strong-bright" and training["recipe"]["3"]["et_fraction"] > 0
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     for event in events:
         validate_event(event)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from nslfcore.config import PRESETS, get_config
+from nslfcore.data.augmentation import AUGMENTATION_LEVELS
 from nslfcore.data.validation import DataValidationError
 from nslfcore.training.options import TrainingOptions
 from nslfcore.training.run import TrainingSetupError, train
@@ -36,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tumour-fraction", type=float, default=defaults.tumour_fraction)
     parser.add_argument("--et-fraction", type=float, default=defaults.et_fraction,
                         help="share of training crops centred on enhancing tumour (default 0)")  # fmt: skip
-    parser.add_argument("--augmentation", choices=("none", "light", "strong"), default=defaults.augmentation,
-                        help="training augmentation level (default light; strong for robustness to unseen scanners)")  # fmt: skip
+    parser.add_argument("--augmentation", choices=AUGMENTATION_LEVELS, default=defaults.augmentation,
+                        help="training augmentation level (default light; strong for robustness to unseen scanners, "
+                             "strong-bright also to structures brighter than the tumour)")  # fmt: skip
     parser.add_argument("--samples-per-case", type=int, default=defaults.samples_per_case,
                         help="random training crops of each case per epoch")  # fmt: skip
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch")

@@ -29,8 +29,9 @@ class TrainingOptions:
         et_fraction: fraction of all training crops centred on an enhancing-tumour voxel (within
             ``tumour_fraction``; a case without ET gives a tumour-centred crop instead).
         augmentation: training augmentation level, ``"none"``, ``"light"`` (the default, what
-            training always used) or ``"strong"`` (per-modality bias field, gamma, blur, noise,
-            lower resolution, larger rotations and scaling; see :mod:`nslfcore.data.augmentation`).
+            training always used), ``"strong"`` (per-modality bias field, gamma, blur, noise,
+            lower resolution, larger rotations and scaling) or ``"strong-bright"`` (``strong`` and
+            structures brighter than the tumour); see :mod:`nslfcore.data.augmentation`.
         samples_per_case: random crops of each training case per epoch (more makes epochs longer
             without more cases: fewer validations and data-loader start-ups per sample).
         contrastive: stage-1 contrastive term on (``False`` is the ablation without it).
@@ -82,7 +83,7 @@ class TrainingOptions:
     stop_after_epochs: int | None = None
     time_limit_s: float | None = None
     et_fraction: float = 0.0
-    augmentation: Literal["none", "light", "strong"] = "light"
+    augmentation: Literal["none", "light", "strong", "strong-bright"] = "light"
     case_validation_every: int | None = None
     case_validation_max_cases: int = 8
     loss_weights: tuple[tuple[str, float], ...] = ()
@@ -106,8 +107,10 @@ class TrainingOptions:
             raise ValueError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s}.")
         if not 0.0 <= self.et_fraction <= 1.0:
             raise ValueError(f"et_fraction must lie in [0, 1], got {self.et_fraction}.")
-        if self.augmentation not in ("none", "light", "strong"):
-            raise ValueError(f"augmentation must be 'none', 'light' or 'strong', got {self.augmentation!r}.")
+        from nslfcore.data.augmentation import AUGMENTATION_LEVELS
+
+        if self.augmentation not in AUGMENTATION_LEVELS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATION_LEVELS)}; got {self.augmentation!r}.")
         if self.case_validation_every is not None and not self.case_validation_every >= 1:
             raise ValueError(f"case_validation_every must be at least 1 epoch, got {self.case_validation_every}.")
         if not self.case_validation_max_cases >= 1:
