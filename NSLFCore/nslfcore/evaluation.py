@@ -9,6 +9,11 @@ HD95 is either ``"max"`` (MONAI's, column ``<region>_hd95``, the default) or ``"
 the authors' scripts, column ``<region>_hd95_pooled``); the column name and the summary say which.
 A fusion-only network (a classical baseline of :mod:`nslfcore.fusion_baselines`) gets fusion
 columns only.
+
+With ``slices_2d`` (``nslf evaluate --metrics-2d N``) the rows also get the paper's 2-D fusion
+metrics (:data:`FUSION_2D_COLUMNS`: FSIM, VIFP, NMI, IFC of :mod:`nslfcore.metrics.fusion_2d`) on
+up to ``N`` axial slices of the case grid chosen by
+:func:`~nslfcore.metrics.fusion_2d.select_axial_slices` from the brain mask.
 """
 
 from __future__ import annotations
@@ -27,17 +32,36 @@ from nslfcore.data.labels import to_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference import run as infer
 from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, fusion_metrics, hd95_key, segmentation_metrics
+from nslfcore.metrics.fusion_2d import METRICS_2D, fusion_metrics_2d, require_metrics_2d, select_axial_slices
 from nslfcore.models import Network
 
 FUSION_COLUMNS = ("ssim", "psnr", "nmi", "sfr")
+#: The 2-D fusion columns (``slices_2d``): FSIM, VIFP, NMI and IFC on axial slice pairs.
+FUSION_2D_COLUMNS = METRICS_2D
 SEGMENTATION_COLUMNS = ("dice", "sensitivity", "specificity", "accuracy", "jaccard", "hd95")
 #: The columns of the table with the pooled HD95 (see :func:`nslfcore.metrics.hd95`).
 SEGMENTATION_COLUMNS_POOLED = (*SEGMENTATION_COLUMNS[:-1], "hd95_pooled")
 REGION_NAMES = ("ET", "TC", "WT")
 
 
+def _fusion_2d_row(case: Case, fused: np.ndarray | None, slices_2d: int) -> dict[str, float | str]:
+    """The 2-D fusion columns: the fused volume's axial slices (case grid) against the normalised sources'."""
+    row: dict[str, float | str] = {k: math.nan for k in FUSION_2D_COLUMNS}
+    if fused is None:
+        return row
+    prepared = preprocess_case(case)
+    sources = prepared.record.uncrop(prepared.image)  # (4, z, y, x) on the case grid, 0 outside the brain box
+    slices = select_axial_slices(brain_mask(case.stacked()), slices_2d)
+    metrics = fusion_metrics_2d(fused, sources, slices)
+    return row | {k: float(metrics[k]) for k in FUSION_2D_COLUMNS} | {"slices_2d": len(slices)}
+
+
 def score_case(
-    case: Case, fused: np.ndarray | None, labels: np.ndarray | None, hd95_definition: HD95Definition = "max"
+    case: Case,
+    fused: np.ndarray | None,
+    labels: np.ndarray | None,
+    hd95_definition: HD95Definition = "max",
+    slices_2d: int | None = None,
 ) -> dict[str, float | str]:
     """One row for a labelled case and its results on the case grid (``(z, y, x)`` arrays).
 
@@ -46,7 +70,9 @@ def score_case(
     ``None`` for a model that does not segment (no segmentation columns). Fusion metrics compare
     the fused volume with the four normalised sources inside the brain's box; segmentation metrics
     are per region over the whole grid, plus the ``*_brain`` variants; ``hd95_definition`` picks
-    the HD95 column (``hd95`` or ``hd95_pooled``, :func:`nslfcore.metrics.hd95`).
+    the HD95 column (``hd95`` or ``hd95_pooled``, :func:`nslfcore.metrics.hd95`). ``slices_2d``
+    (``None``: none) adds :data:`FUSION_2D_COLUMNS` on up to that many axial slices and
+    ``slices_2d``, the number used (NaN columns for a model that does not fuse).
     """
     row: dict[str, float | str] = {"case": case.name}
     if fused is not None:
@@ -55,6 +81,8 @@ def score_case(
         row |= {k: float(fusion[k]) for k in FUSION_COLUMNS}
     else:
         row |= {k: math.nan for k in FUSION_COLUMNS}
+    if slices_2d is not None:
+        row |= _fusion_2d_row(case, fused, slices_2d)
     if labels is None:
         return row
     if case.label is None:
@@ -74,13 +102,17 @@ def score_case(
 
 
 def evaluate_case(
-    files: CaseFiles, model: Network, device: str = "auto", hd95_definition: HD95Definition = "max"
+    files: CaseFiles,
+    model: Network,
+    device: str = "auto",
+    hd95_definition: HD95Definition = "max",
+    slices_2d: int | None = None,
 ) -> dict[str, float | str]:
     """:func:`score_case` of a network's results: NSLF's, a segmentation-only network's (NaN fusion
     columns) or a fusion-only network's (no segmentation columns; the case needs no label then)."""
     case = load_case(files, require_label=model.segments)
     result = infer(case, model, fuse=model.fuses, segment=model.segments, device=device, label_convention="brats2021")
-    return score_case(case, result.fused, result.labels, hd95_definition)
+    return score_case(case, result.fused, result.labels, hd95_definition, slices_2d)
 
 
 def evaluate(
@@ -89,12 +121,17 @@ def evaluate(
     device: str = "auto",
     progress: Callable[[int, int, str], None] | None = None,
     hd95_definition: HD95Definition = "max",
+    slices_2d: int | None = None,
 ) -> list[dict[str, float | str]]:
-    """Rows of :func:`evaluate_case` for every case."""
+    """Rows of :func:`evaluate_case` for every case (``slices_2d``: add the 2-D fusion columns)."""
     hd95_key(hd95_definition)  # a wrong definition fails before the first case
+    if slices_2d is not None and slices_2d < 1:
+        raise ValueError(f"--metrics-2d needs at least 1 slice, got {slices_2d}.")
+    if slices_2d is not None:
+        require_metrics_2d()
     rows = []
     for index, files in enumerate(cases):
-        rows.append(evaluate_case(files, model, device, hd95_definition))
+        rows.append(evaluate_case(files, model, device, hd95_definition, slices_2d))
         if progress is not None:
             progress(index + 1, len(cases), files.name)
     return rows
@@ -159,6 +196,11 @@ def summary_markdown(
     lines = [f"# {title}", "", f"{len(rows)} cases; mean ± sd.", "", "## Fusion", ""]
     lines += ["| SSIM | PSNR (dB) | NMI | SFR |", "| --- | --- | --- | --- |"]
     lines.append("| " + " | ".join(_mean_sd([float(r[k]) for r in rows]) for k in FUSION_COLUMNS) + " |")
+    if FUSION_2D_COLUMNS[0] in rows[0]:
+        pairs = sum(int(float(r.get("slices_2d", 0))) for r in rows)
+        lines += ["", f"2-D, on {pairs} axial slice pairs in all (`nslfcore.metrics.fusion_2d`; IFC on a wavelet GSM, bits):", ""]
+        lines += ["| FSIM | VIFP | NMI | IFC |", "| --- | --- | --- | --- |"]
+        lines.append("| " + " | ".join(_mean_sd([float(r[k]) for r in rows]) for k in FUSION_2D_COLUMNS) + " |")
     lines += ["", "## Segmentation", ""]
     tables = [(baseline, baseline_rows)] if baseline_rows else []
     if f"{REGION_NAMES[0]}_dice" in rows[0]:

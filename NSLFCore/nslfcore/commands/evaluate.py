@@ -2,7 +2,9 @@
 
 ``--model classical:<name>`` scores a classical fusion method (:mod:`nslfcore.fusion_baselines`)
 through the same inference and metrics (fusion columns only); ``--hd95 max|pooled`` picks the HD95
-definition (:func:`nslfcore.metrics.hd95`), which the CSV columns and the summary name.
+definition (:func:`nslfcore.metrics.hd95`), which the CSV columns and the summary name;
+``--metrics-2d [N]`` adds the paper's 2-D fusion metrics (FSIM, VIFP, NMI, IFC) on up to ``N``
+axial slices per case (120, the paper's, when no number is given; needs ``nslfcore[metrics2d]``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hd95", choices=("max", "pooled"), default="max",
                         help="HD95 definition: max of the one-way 95th percentiles (MONAI, default) or pooled (medpy, "
                              "the authors' scripts)")  # fmt: skip
+    parser.add_argument("--metrics-2d", type=int, nargs="?", const=120, default=None, metavar="N",
+                        help="also score FSIM, VIFP, NMI and IFC on N axial slice pairs per case (default N: 120, the "
+                             "paper's; slices with the most brain, evenly spaced; needs nslfcore[metrics2d])")  # fmt: skip
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     parser.set_defaults(func=run)
@@ -56,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
             model, info = load_model(args.model)
             model_id, method = info.id, "NSLF"
         baseline = load_baseline(args.baseline) if args.baseline is not None else None
-        rows = evaluate(cases, model, args.device, progress=progress, hd95_definition=args.hd95)
+        rows = evaluate(cases, model, args.device, progress=progress, hd95_definition=args.hd95, slices_2d=args.metrics_2d)
         baseline_rows = (
             evaluate(cases, baseline, args.device, progress=progress, hd95_definition=args.hd95) if baseline is not None else None
         )
-    except (ValueError, FileNotFoundError, DataValidationError) as error:
+    except (ValueError, FileNotFoundError, DataValidationError, ImportError) as error:
         print(f"nslf evaluate: error: {error}", file=sys.stderr)
         return 1
     from nslfcore.data.output import OutputLock, atomic_write_text

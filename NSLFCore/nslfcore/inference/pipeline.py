@@ -28,7 +28,7 @@ from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference.devices import resolve_device
 from nslfcore.inference.inputs import Source, as_case
-from nslfcore.inference.precision import PRECISIONS, Precision, resolve_precision
+from nslfcore.inference.precision import PRECISIONS, Precision, compute_dtype
 from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
 from nslfcore.models import Network
 from nslfcore.models.outputs import labels_from_probabilities
@@ -49,7 +49,7 @@ class InferenceResult:
         geometry: the input's geometry (ITK ``(x, y, z)`` mm, LPS).
         timings: seconds per phase (``preprocess``, ``inference``, ``postprocess``, ``total``).
         mode: ``"whole"``, ``"sequential"`` or ``"sliding"``; device: where the network ran (after any fallback).
-        precision: the network's number format there, ``"fp32"`` or ``"bf16"``.
+        precision: the network's number format there, ``"fp32"``, ``"bf16"`` or ``"fp64"`` (a float64 network).
     """
 
     fused: np.ndarray | None
@@ -154,7 +154,7 @@ def run(
     timings["postprocess"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - clock
     report(1.0, "done")
-    used_precision = "bf16" if resolve_precision(precision, torch_device) == torch.bfloat16 else "fp32"
+    used_precision = {torch.bfloat16: "bf16", torch.float64: "fp64"}.get(compute_dtype(precision, torch_device, model), "fp32")
     return InferenceResult(fused, labels, probs, case.geometry, timings, used_mode, str(torch_device), used_precision)
 
 

@@ -7,6 +7,10 @@ software would be slower). Inputs, outputs, softmax and pasting back stay float3
 network's layers run in bf16 under ``torch.autocast``. The labels agree with float32 ones to a
 Dice of 0.99 or better per region (measured in ``benchmarks/RESULTS.md``; pinned by a test on the
 demo case).
+
+A float64 network (``model.double()``: exactness checks) runs in float64 whatever the precision:
+its inputs are cast to float64 and autocast, which leaves float64 tensors alone, is not entered
+(:func:`network_dtype`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -49,8 +53,22 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def network_dtype(model: Any) -> torch.dtype:
+    """The dtype of ``model``'s (a ``torch.nn.Module``) first floating-point parameter; ``torch.float32`` when it has none."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32
+
+
+def compute_dtype(precision: str, device: torch.device, model: Any) -> torch.dtype:
+    """The number format of ``model``'s pass: :func:`resolve_precision`'s, or float64 for a float64 network."""
+    resolved = resolve_precision(precision, device)
+    return torch.float64 if network_dtype(model) == torch.float64 else resolved
+
+
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to ``dtype`` on ``device``'s type, or nothing for float32."""
-    if dtype == torch.float32:
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or nothing for float32 and float64."""
+    if dtype in (torch.float32, torch.float64):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

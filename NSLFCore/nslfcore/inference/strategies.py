@@ -20,7 +20,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from nslfcore.inference.memory import available_bytes, estimate_memory_bytes, out_of_memory
-from nslfcore.inference.precision import autocast, resolve_precision
+from nslfcore.inference.precision import autocast, compute_dtype, network_dtype
 from nslfcore.models import Network
 from nslfcore.models.outputs import class_probabilities
 
@@ -94,10 +94,11 @@ def _infer(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Fused ``(z, y, x)`` and probabilities ``(4, z, y, x)`` (each or ``None``) of a ``(4, z, y, x)`` box, on the CPU.
 
-    The network runs in :func:`~nslfcore.inference.precision.resolve_precision`'s number format.
+    The network runs in :func:`~nslfcore.inference.precision.compute_dtype`'s number format; the
+    input has the network's dtype (float64 for a float64 network).
     """
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device, network_dtype(model))
+    with torch.inference_mode(), autocast(device, compute_dtype(precision, device, model)):
         if mode in ("whole", "sequential"):
             out = _Predictor(model, segment, progress, 1, 0.1, 0.8, sequential=mode == "sequential")(x)
         else:

@@ -7,7 +7,10 @@ Plain functions, no training-loop knowledge; single metrics return Python floats
   :func:`spatial_frequency_ratio` and :func:`fusion_metrics`;
 * ``segmentation.py`` -- :func:`overlap_metrics`, :func:`hd95` (definitions ``"max"``, MONAI's, and
   ``"pooled"``, medpy's: :data:`HD95_DEFINITIONS`) and :func:`segmentation_metrics`;
-* ``utils.py`` -- the :data:`Array` type and the shape checks both share.
+* ``fusion_2d.py`` -- the paper's 2-D evaluation: :func:`fusion_metrics_2d` (FSIM, VIFP, NMI, IFC
+  on axial slice pairs) and :func:`select_axial_slices`; needs ``nslfcore[metrics2d]`` when called;
+* ``ifc.py`` -- :func:`ifc`, the information fidelity criterion on a wavelet GSM model;
+* ``utils.py`` -- the :data:`Array` type and the shape checks all share.
 
 Arrays: every volume is 3-D ``(z, y, x)`` (the order of a SimpleITK array and of nslfcore tensors
 without their batch/channel axes), as a numpy array or a torch tensor (any device; SSIM, PSNR and
@@ -38,6 +41,8 @@ from nslfcore.metrics.fusion import (
     spatial_frequency_ratio,
     ssim,
 )
+from nslfcore.metrics.fusion_2d import METRICS_2D, fusion_metrics_2d, select_axial_slices
+from nslfcore.metrics.ifc import ifc
 from nslfcore.metrics.segmentation import (
     HD95_DEFINITIONS,
     HD95_EMPTY,
@@ -59,6 +64,10 @@ __all__ = [
     "spatial_frequency",
     "spatial_frequency_ratio",
     "fusion_metrics",
+    "METRICS_2D",
+    "fusion_metrics_2d",
+    "select_axial_slices",
+    "ifc",
     "HD95_EMPTY",
     "HD95_DEFINITIONS",
     "HD95Definition",
