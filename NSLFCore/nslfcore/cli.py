@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nslfcore.commands.train",
     "nslfcore.commands.infer",
     "nslfcore.commands.evaluate",
+    "nslfcore.commands.compare",
     "nslfcore.commands.score",
     "nslfcore.commands.baseline",
 )

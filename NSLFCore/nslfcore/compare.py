@@ -1,0 +1,188 @@
+"""The paper's comparison tables for any labelled dataset: NSLF and its baselines side by side (issue 16.5).
+
+``nslf compare --data DIR --out DIR`` runs every method over every case through the same inference
+and metrics as ``nslf evaluate`` (:func:`nslfcore.evaluation.evaluate_case`) and writes:
+
+``cases/<method>.csv``
+    one row per case, rewritten atomically after every case; a case already in it is not run again,
+    so an interrupted comparison resumes where it stopped (the settings are in ``settings.json``;
+    a resume with other settings is refused rather than mixing rows).
+``tables.md``
+    the paper's layout, mean +- sd over cases: fusion in 3-D (SSIM, PSNR, NMI, SFR), fusion in 2-D
+    (FSIM, VIFP, NMI, IFC on axial slice pairs, with ``slices_2d``) and segmentation (Dice,
+    sensitivity, specificity and HD95 per region), one row per method; the HD95 definition is
+    named (default ``pooled``: medpy's, as the authors' scripts).
+``fused_slices.png`` and ``dice_boxplot.png``
+    the same axial slice fused by each fusing method beside the four sources
+    (:mod:`nslfcore.comparison_figures`), and the per-case Dice of each segmenting method.
+
+Methods are named as ``nslf evaluate --model`` takes them: a model id or file (NSLF, or a
+segmentation baseline file, whose ``kind`` says which network), or ``classical:<name>``
+(:mod:`nslfcore.fusion_baselines`). Arrays are ``(z, y, x)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nslfcore.data.brats import find_cases
+from nslfcore.data.case import CaseFiles
+from nslfcore.data.output import OutputLock, atomic_write_text
+from nslfcore.evaluation import FUSION_2D_COLUMNS, FUSION_COLUMNS, REGION_NAMES, _mean_sd, evaluate_case, write_csv
+from nslfcore.fusion_baselines import CLASSICAL_PREFIX, FUSION_METHODS, ClassicalFusion
+from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, hd95_key
+from nslfcore.models import Network
+
+#: The default methods: the shipped NSLF model and every classical fusion method.
+DEFAULT_METHODS: tuple[str, ...] = ("shipped", *(f"{CLASSICAL_PREFIX}{name}" for name in FUSION_METHODS))
+Progress = Callable[[str, int, int, str], None]
+
+
+@dataclass
+class Method:
+    """A method of the comparison: its spec (as ``--methods`` names it), a file-safe name and the network."""
+
+    spec: str
+    name: str
+    network: Network
+
+
+def load_method(spec: str) -> Method:
+    """The network of ``spec``: ``shipped`` (the default model), a model id or file, or ``classical:<name>``."""
+    from nslfcore.model_store import load_model
+
+    if spec.startswith(CLASSICAL_PREFIX):
+        return Method(spec, spec.removeprefix(CLASSICAL_PREFIX), ClassicalFusion(spec.removeprefix(CLASSICAL_PREFIX)))
+    model, info = load_model(None if spec == "shipped" else spec)
+    name = info.id if spec == "shipped" or not spec.endswith(".pt") else Path(spec).stem
+    return Method(spec, re.sub(r"[^A-Za-z0-9._-]+", "-", name), model)
+
+
+def read_rows(path: Path) -> list[dict[str, float | str]]:
+    """The rows of a per-method CSV (numbers as floats, ``case`` as text); none when it does not exist."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return [{k: (v if k == "case" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    path = out / "settings.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != settings:
+            raise ValueError(f"{out} holds a comparison with other settings ({before}); use a new --out folder.")
+    else:
+        atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+
+def run_method(method: Method, cases: Sequence[CaseFiles], out: Path, device: str, hd95_definition: HD95Definition,
+               slices_2d: int | None, progress: Progress | None = None) -> list[dict[str, float | str]]:  # fmt: skip
+    """Rows of ``method`` on ``cases``, resuming from ``out/cases/<name>.csv`` (rewritten after every case)."""
+    path = out / "cases" / f"{method.name}.csv"
+    rows = read_rows(path)
+    done = {str(r["case"]) for r in rows}
+    for index, files in enumerate(cases):
+        if files.name not in done:
+            rows.append(evaluate_case(files, method.network, device, hd95_definition, slices_2d))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_csv(rows, path)
+        if progress is not None:
+            progress(method.name, index + 1, len(cases), files.name)
+    order = {files.name: i for i, files in enumerate(cases)}
+    return sorted((r for r in rows if str(r["case"]) in order), key=lambda r: order[str(r["case"])])
+
+
+def _column(rows: Sequence[dict[str, float | str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if key in r]
+
+
+def fuses(rows: Sequence[dict[str, float | str]]) -> bool:
+    """Whether the rows have fusion numbers (a segmentation-only network's are NaN)."""
+    return any(math.isfinite(v) for v in _column(rows, FUSION_COLUMNS[0]))
+
+
+def segments(rows: Sequence[dict[str, float | str]]) -> bool:
+    """Whether the rows have segmentation columns."""
+    return bool(rows) and f"{REGION_NAMES[0]}_dice" in rows[0]
+
+
+def tables_markdown(results: dict[str, list[dict[str, float | str]]], data: str, hd95_definition: HD95Definition) -> str:
+    """The fusion (3-D, 2-D) and segmentation tables, one row per method, mean +- sd over cases."""
+    n = max((len(rows) for rows in results.values()), default=0)
+    lines = [f"# Comparison on {data}", "", f"{n} cases; mean ± sd over cases; every method through the same "
+             "inference and metrics (`nslf compare`).", "", "## Fusion (3-D, inside the brain's box)", ""]  # fmt: skip
+    lines += ["| method | SSIM | PSNR (dB) | NMI | SFR |", "| --- | --- | --- | --- | --- |"]
+    fusing = {name: rows for name, rows in results.items() if fuses(rows)}
+    for name, rows in fusing.items():
+        lines.append(f"| {name} | " + " | ".join(_mean_sd(_column(rows, k)) for k in FUSION_COLUMNS) + " |")
+    if any(FUSION_2D_COLUMNS[0] in rows[0] for rows in fusing.values() if rows):
+        lines += ["", "## Fusion (2-D, axial slice pairs, `nslfcore.metrics.fusion_2d`)", ""]
+        lines += ["| method | FSIM | VIFP | NMI | IFC |", "| --- | --- | --- | --- | --- |"]
+        for name, rows in fusing.items():
+            lines.append(f"| {name} | " + " | ".join(_mean_sd(_column(rows, k)) for k in FUSION_2D_COLUMNS) + " |")
+    segmenting = {name: rows for name, rows in results.items() if segments(rows)}
+    if segmenting:
+        hd95 = hd95_key(hd95_definition)
+        head = " | ".join(f"Dice {r}" for r in REGION_NAMES) + " | " + " | ".join(f"HD95 {r} (mm)" for r in REGION_NAMES)
+        sens = " | ".join(f"Sens {r}" for r in REGION_NAMES) + " | " + " | ".join(f"Spec {r}" for r in REGION_NAMES)
+        lines += ["", "## Segmentation", "", f"| method | {head} | {sens} |", "| --- |" + " --- |" * 12]
+        for name, rows in segmenting.items():
+            cells = [_mean_sd(_column(rows, f"{r}_{m}")) for m in ("dice", hd95, "sensitivity", "specificity")
+                     for r in REGION_NAMES]  # fmt: skip
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"HD95 ({hd95_definition}): {HD95_DEFINITIONS[hd95_definition]}."]
+    return "\n".join(lines) + "\n"
+
+
+def compare(
+    data: str | Path,
+    out: str | Path,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    device: str = "auto",
+    hd95_definition: HD95Definition = "pooled",
+    slices_2d: int | None = None,
+    limit: int | None = None,
+    figures: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Path]:
+    """Run ``methods`` on the labelled cases of ``data`` and write the tables and figures into ``out``.
+
+    Returns the written files by role (``tables``, ``fused_slices``, ``dice_boxplot``, one ``cases/...``
+    per method). Raises :class:`ValueError` for an unknown method, an empty folder or an ``out``
+    that holds a comparison with other settings.
+    """
+    hd95_key(hd95_definition)
+    data, out = Path(data), Path(out)
+    cases = find_cases(data)[:limit]
+    if not cases:
+        raise ValueError(f"{data}: no cases found.")
+    loaded = [load_method(spec) for spec in methods]  # every method loads before the first case runs
+    if len({m.name for m in loaded}) != len(loaded):
+        raise ValueError(f"two methods share a name: {[m.name for m in loaded]}")
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    with OutputLock(out, "nslf compare"):
+        _check_settings(out, {"data": str(data.resolve()), "hd95": hd95_definition, "slices_2d": slices_2d,
+                              "cases": [c.name for c in cases]})  # fmt: skip
+        results = {}
+        for method in loaded:
+            results[method.name] = run_method(method, cases, out, device, hd95_definition, slices_2d, progress)
+            written[f"cases/{method.name}"] = out / "cases" / f"{method.name}.csv"
+        written["tables"] = atomic_write_text(out / "tables.md", tables_markdown(results, str(data), hd95_definition))
+        if figures:
+            from nslfcore.comparison_figures import dice_boxplot, fused_slices_figure
+
+            fusing = [m for m in loaded if m.network.fuses]
+            if fusing:
+                written["fused_slices"] = fused_slices_figure(cases[0], fusing, out / "fused_slices.png", device)
+            segmenting = {name: rows for name, rows in results.items() if segments(rows)}
+            if segmenting:
+                written["dice_boxplot"] = dice_boxplot(segmenting, out / "dice_boxplot.png")
+    return written

@@ -1,0 +1,96 @@
+"""Figures of ``nslf compare`` (:mod:`nslfcore.compare`): fused slices side by side, per-case Dice box plots.
+
+Needs matplotlib (``nslfcore[tables]``; also installed with VTK). An axial slice of a ``(z, y, x)``
+array is drawn with row ``y = 0`` at the top and ``x`` to the right: on an identity-direction LPS
+grid (BraTS, the phantoms) anterior is at the top and the patient's left on the right, the
+radiological convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nslfcore import MODALITIES
+from nslfcore.data.brats import load_case
+from nslfcore.data.case import CaseFiles
+from nslfcore.data.transforms import preprocess_case
+from nslfcore.evaluation import REGION_NAMES
+
+if TYPE_CHECKING:
+    from nslfcore.compare import Method
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError("nslf compare draws its figures with matplotlib: pip install 'nslfcore[tables]' "
+                          "(or run with --no-figures).") from error  # fmt: skip
+    return plt
+
+
+def tumour_slice(label: np.ndarray | None, brain: np.ndarray) -> int:
+    """The axial index ``z`` with the most tumour (the most brain without a label)."""
+    counts = (label > 0).sum(axis=(1, 2)) if label is not None and (label > 0).any() else brain.sum(axis=(1, 2))
+    return int(np.argmax(counts))
+
+
+def fused_slices_figure(files: CaseFiles, methods: Sequence[Method], path: Path, device: str = "auto") -> Path:
+    """One axial slice of case ``files``: its four normalised sources, then the fused volume of each method.
+
+    The slice is the one with the most tumour; every panel has the same [0, 1] grey scale.
+    """
+    from nslfcore.inference import run
+
+    plt = _pyplot()
+    case = load_case(files)
+    prepared = preprocess_case(case)
+    sources = prepared.record.uncrop(prepared.image)  # (4, z, y, x) normalised, case grid
+    z = tumour_slice(case.label, sources.max(axis=0) > 0)
+    panels = [(name, sources[i, z]) for i, name in enumerate(MODALITIES)]
+    for method in methods:
+        fused = run(case, method.network, fuse=True, segment=False, device=device).fused
+        assert fused is not None
+        panels.append((method.name, fused[z]))
+    columns = min(len(panels), 5)
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows + 0.4), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, (title, image) in zip(axes.ravel(), panels):
+        axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, origin="upper")
+        axis.set_title(title, fontsize=9)
+    figure.suptitle(f"{case.name}, axial slice z = {z}: sources (first four) and fused volumes", fontsize=10)
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.95), h_pad=1.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def dice_boxplot(results: dict[str, list[dict[str, float | str]]], path: Path) -> Path:
+    """Box plots of per-case Dice, one panel per region (ET, TC, WT), one box per segmenting method."""
+    plt = _pyplot()
+    names = list(results)
+    figure, axes = plt.subplots(1, len(REGION_NAMES), figsize=(3.2 * len(REGION_NAMES) + 0.4 * len(names), 3.6),
+                                sharey=True, squeeze=False)  # fmt: skip
+    for axis, region in zip(axes[0], REGION_NAMES):
+        values = [[float(r[f"{region}_dice"]) for r in results[name]] for name in names]
+        axis.boxplot(values, showmeans=True)
+        axis.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+        axis.set_title(f"{region} (n = {len(values[0])})", fontsize=10)
+        axis.set_ylim(0.0, 1.02)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("Dice per case")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,89 @@
+"""``nslf compare`` (nslfcore.compare): every method through the same metrics, resumable, tables and figures."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+import nslfcore.compare as compare_module
+from nslfcore.cli import main
+from nslfcore.compare import compare, read_rows, tables_markdown
+from nslfcore.data.phantom import write_phantom_dataset
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare-cases")
+    write_phantom_dataset(folder, 2, seed=3, tiny=True, size=(32, 40, 40))
+    return folder
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the cases each method really runs (the real evaluate_case is called through)."""
+    seen: list[tuple[str, str]] = []
+    real = compare_module.evaluate_case
+
+    def counting(files, network, *args, **kwargs):
+        seen.append((type(network).__name__, files.name))
+        return real(files, network, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "evaluate_case", counting)
+    return seen
+
+
+def test_tables_hold_every_method_with_the_same_metrics(cases, tmp_path, random_model_file, calls):
+    methods = [str(random_model_file), "classical:mean", "classical:max"]
+    written = compare(cases, tmp_path / "out", methods, device="cpu", hd95_definition="pooled")
+    assert len(calls) == 6  # 3 methods x 2 cases
+    rows = {name: read_rows(tmp_path / "out" / "cases" / f"{name}.csv") for name in ("random-model", "mean", "max")}
+    assert all([r["case"] for r in v] == ["BraTS2021_00000", "BraTS2021_00001"] for v in rows.values())
+    assert "ET_hd95_pooled" in rows["random-model"][0] and "ET_dice" not in rows["mean"][0]
+    assert all(math.isfinite(float(r["ssim"])) for v in rows.values() for r in v)
+    tables = written["tables"].read_text()
+    fusion = tables.split("## Fusion (3-D")[1].split("##")[0]
+    assert all(f"| {name} |" in fusion for name in rows)
+    segmentation = tables.split("## Segmentation")[1]
+    assert "| random-model |" in segmentation and "| mean |" not in segmentation and "HD95 (pooled)" in segmentation
+    # the tables are the per-case rows' means
+    ssim = sum(float(r["ssim"]) for r in rows["max"]) / 2
+    assert f"| max | {ssim:.4f} ±" in fusion
+    for key in ("fused_slices", "dice_boxplot"):
+        assert written[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written[key].stat().st_size > 5000
+
+
+def test_an_interrupted_comparison_resumes_with_the_missing_cases_only(cases, tmp_path, calls):
+    out = tmp_path / "out"
+    compare(cases, out, ["classical:mean", "classical:pca"], device="cpu", figures=False)
+    first = (out / "cases" / "pca.csv").read_text()
+    with (out / "cases" / "pca.csv").open() as handle:  # as if stopped after the first case of pca
+        kept = list(csv.reader(handle))[:2]
+    with (out / "cases" / "pca.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+    calls.clear()
+    compare(cases, out, ["classical:mean", "classical:pca"], device="cpu", figures=False)
+    assert calls == [("ClassicalFusion", "BraTS2021_00001")]
+    assert (out / "cases" / "pca.csv").read_text() == first
+    with pytest.raises(ValueError, match="other settings"):
+        compare(cases, out, ["classical:mean"], device="cpu", hd95_definition="max", figures=False)
+
+
+def test_unknown_method_fails_before_any_case_runs(cases, tmp_path, calls):
+    with pytest.raises(ValueError, match="nope"):
+        compare(cases, tmp_path / "out", ["classical:mean", "classical:nope"], device="cpu", figures=False)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_tables_of_a_fusion_only_comparison_have_no_segmentation_section():
+    rows = {"mean": [{"case": "a", "ssim": 0.5, "psnr": 20.0, "nmi": 1.1, "sfr": 0.4}]}
+    text = tables_markdown(rows, "data", "pooled")
+    assert "| mean | 0.5000 ± 0.0000 | 20.0000 ± 0.0000 |" in text and "## Segmentation" not in text
+
+
+def test_command_line(cases, tmp_path, capsys):
+    assert main(["compare", "--data", str(cases), "--out", str(tmp_path / "out"), "--methods", "classical:mean",
+                 "--no-figures", "--device", "cpu"]) == 0  # fmt: skip
+    assert "tables.md" in capsys.readouterr().out
+    assert main(["compare", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 1
