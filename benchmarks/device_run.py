@@ -102,6 +102,13 @@ DRY_RECIPE: dict[int, dict[str, Any]] = {
         "dice_average": "class", "tumour_fraction": 0.9, "et_fraction": 0.4, "augmentation": "strong-bright",
         "case_validation_every": 1},
 }
+#: Ablations of issue 16 (``--ablation``): what each changes in the configuration or the options.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "no-contrastive": {"options": {"contrastive": False}},  # stage 1 with reconstruction only
+    "no-gmn": {"config": {"use_gmn": False}},  # no geometric matching network, no registration term
+    "fused-only": {"config": {"segmenter_input": "fused_only"}},  # the FSD sees only the fused volume
+}
 #: The sections ``--sections`` may choose, in the order they run.
 SECTIONS = ("throughput", "profile", "inference", "training", "evaluation")
 #: Tiny phantom size (z, y, x) for ``--dry-run``.
@@ -562,7 +569,7 @@ def _stage_plan(run: DeviceRun, recipe: dict[int, dict[str, Any]], seconds: floa
 
 def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str, Any]], workers: int,
              init: Path | None, train_seconds: float | None = None, config: str = "fast",
-             reserve_s: float = EVALUATION_RESERVE_S) -> dict[str, Any]:  # fmt: skip
+             reserve_s: float = EVALUATION_RESERVE_S, ablation: str = "none") -> dict[str, Any]:  # fmt: skip
     """Train preset ``config`` stage by stage in the time left minus ``reserve_s`` (for evaluation), at most ``train_seconds``."""
     from nslfcore.config import PRESETS
     from nslfcore.training.checkpoint import load_checkpoint
@@ -578,7 +585,9 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
     if seconds < 3 * len(recipe):
         raise TimeoutError(f"only {seconds:.0f} s left for training")
     plan = _stage_plan(run, recipe, seconds, n_train)
-    result: dict[str, Any] = {"config": config, "recipe": {str(k): v for k, v in plan.items()}, "stages": {}, "init": init}
+    result: dict[str, Any] = {"config": config, "ablation": ablation, "recipe": {str(k): v for k, v in plan.items()},
+                              "stages": {}, "init": init}  # fmt: skip
+    network = PRESETS[config].replace(**ABLATIONS[ablation].get("config", {}))
     run.results["training"] = result
     run.write()
     events = run.out / "events.jsonl"
@@ -592,7 +601,7 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
             samples_per_case=spec.get("samples_per_case", 1), augmentation=spec.get("augmentation", "none"),
             et_fraction=spec.get("et_fraction", 0.0), case_validation_every=spec.get("case_validation_every"),
             num_workers=workers, time_limit_s=spec["time_limit_s"], patience=max(10, spec["epochs"]),
-            warmup_epochs=min(1.0, spec["epochs"] / 10),
+            warmup_epochs=min(1.0, spec["epochs"] / 10), **ABLATIONS[ablation].get("options", {}),
         )  # fmt: skip
         run_dir = run.work / "runs" / f"stage{stage}"
         if run_dir.exists():
@@ -600,7 +609,7 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
         clock = time.perf_counter()
         log(f"   stage {stage}: {spec['epochs']} epochs at most, {spec['time_limit_s']:.0f} s, crop {spec['crop']}, "
             f"batch {spec['batch_size']}")  # fmt: skip
-        status = train(str(generation.folders["train"]), run_dir, PRESETS[config], options, str(run.device),
+        status = train(str(generation.folders["train"]), run_dir, network, options, str(run.device),
                        events, init=previous, cache_dir=run.work / "cache")  # fmt: skip
         best = run_dir / f"stage{stage}_best.pt"
         state = load_checkpoint(run_dir / f"stage{stage}.pt")["progress"]
@@ -679,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train at most this long (default: all the budget leaves)")  # fmt: skip
     parser.add_argument("--init", type=Path, default=None, help="start training from this model (a previous run's model.pt)")
     parser.add_argument("--train-config", default="fast", help="the preset the training section trains (default: fast)")
+    parser.add_argument("--ablation", choices=tuple(ABLATIONS), default="none",
+                        help="train an ablation of issue 16 instead of the method (default: none)")
     parser.add_argument("--train-stages", nargs="+", type=int, default=None, choices=(1, 2, 3),
                         help="train only these stages of the recipe (e.g. 3 with --init; default: all)")
     parser.add_argument("--train-seeds", nargs="+", type=int, default=list(TRAIN_SEEDS),
@@ -747,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     if "training" in args.sections:
         reserve = EVALUATION_RESERVE_S if "evaluation" in args.sections else 5.0
         run.section("training", lambda: training(run, generation, recipe, workers, args.init, args.train_seconds,
-                                                 args.train_config, reserve),
+                                                 args.train_config, reserve, args.ablation),
                     needs_s=reserve + 20)  # fmt: skip
     if "evaluation" in args.sections:
         run.section("evaluation", lambda: evaluation(run, generation), needs_s=10)

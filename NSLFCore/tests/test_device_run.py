@@ -96,3 +96,21 @@ def test_dry_run_of_stage_3_alone_from_a_previous_model(tmp_path):
     assert info.stage == 3 and info.config["name"] == "fast"
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert {e["stage"] for e in events if e["event"] == "stage_start"} == {3}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ablation", ["no-gmn"])
+def test_dry_run_trains_an_ablation(tmp_path, ablation):
+    """``--ablation no-gmn``: the three stages of a network without the GMN, recorded in the model file."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--device", "cpu", "--budget", "600", "--train-seconds", "12",
+         "--workers", "0", "--sections", "training", "--ablation", ablation, "--test-cases", "0", "--train-cases", "4",
+         "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "device_run.json").read_text())
+    assert results["training"]["ablation"] == ablation and sorted(results["training"]["stages"]) == ["1", "2", "3"]
+    model, info = load_model(out / "model.pt")
+    assert info.stage == 3 and info.config["use_gmn"] is False and model.gmn is None
