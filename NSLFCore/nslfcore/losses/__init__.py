@@ -34,6 +34,7 @@ Conventions: tensors are ``(B, C, D, H, W)`` with spatial axes ``(z, y, x)``; th
 """
 
 from nslfcore.losses.contrastive import InfoNCEContrastiveLoss, MarginContrastiveLoss, intensity_noise_augment
+from nslfcore.losses.detail import MaxGradientLoss
 from nslfcore.losses.fusion import BrightnessLoss, FidelityLoss, SourceSSIMLoss
 from nslfcore.losses.reconstruction import ReconstructionLoss
 from nslfcore.losses.registration import DVFSmoothnessLoss, SourceLNCCLoss
@@ -56,6 +57,7 @@ __all__ = [
     "InfoNCEContrastiveLoss",
     "MarginContrastiveLoss",
     "FidelityLoss",
+    "MaxGradientLoss",
     "BrightnessLoss",
     "SourceSSIMLoss",
     "SourceLNCCLoss",

@@ -20,6 +20,7 @@ from torch import nn
 
 from nslfcore.config import SegmentationOutput
 from nslfcore.losses.contrastive import InfoNCEContrastiveLoss, MarginContrastiveLoss
+from nslfcore.losses.detail import MaxGradientLoss
 from nslfcore.losses.fusion import BrightnessLoss, FidelityLoss, SourceSSIMLoss
 from nslfcore.losses.reconstruction import ReconstructionLoss
 from nslfcore.losses.registration import DVFSmoothnessLoss, SourceLNCCLoss
@@ -111,7 +112,8 @@ class Stage2Loss(nn.Module):
     Terms: ``fidelity`` :class:`FidelityLoss`, ``light`` :class:`BrightnessLoss`, ``ssim``
     :class:`SourceSSIMLoss` (``-mean SSIM``, so the total may be negative), ``ncc``
     :class:`SourceLNCCLoss` (negative squared local NCC of the GMN-warped fused volume), ``smooth``
-    :class:`DVFSmoothnessLoss`.
+    :class:`DVFSmoothnessLoss`; beyond the paper and off by default, ``detail``
+    :class:`~nslfcore.losses.detail.MaxGradientLoss`.
 
     Args:
         weights: :class:`Stage2LossWeights`.
@@ -124,8 +126,8 @@ class Stage2Loss(nn.Module):
     ``(B, 3, D, H, W)`` (``NSLFOutput.registration.dvf``). ``warped`` / ``dvf`` are required when
     the ``ncc`` / ``smooth`` weights are not 0.
 
-    Returns ``{"fidelity", "light", "ssim", "ncc", "smooth", "total"}`` (scalars), without the terms
-    whose weight is 0.
+    Returns ``{"fidelity", "light", "ssim", "ncc", "smooth", "detail", "total"}`` (scalars), without
+    the terms whose weight is 0.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class Stage2Loss(nn.Module):
         self.ssim = SourceSSIMLoss(win_size=ssim_window)
         self.ncc = SourceLNCCLoss(kernel_size=ncc_window)
         self.smooth = DVFSmoothnessLoss(difference=smooth_difference)
+        self.detail = MaxGradientLoss()
 
     def forward(
         self,
@@ -152,7 +155,7 @@ class Stage2Loss(nn.Module):
     ) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         active = _active(self.weights)
-        for name in ("fidelity", "light", "ssim"):
+        for name in ("fidelity", "light", "ssim", "detail"):
             if name in active:
                 terms[name] = getattr(self, name)(fused, x)
         if "ncc" in active:

@@ -29,6 +29,8 @@ class Stage2LossWeights:
     ssim: float = 5.0
     ncc: float = 1.0
     smooth: float = 1.0
+    #: Beyond the paper (issue 16 point 7): :class:`~nslfcore.losses.detail.MaxGradientLoss`; 0 = off (the paper).
+    detail: float = 0.0
 
 
 @dataclass(frozen=True)
