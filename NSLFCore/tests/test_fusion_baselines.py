@@ -1,8 +1,10 @@
-"""Classical fusion baselines (mean, max, PCA, Laplacian pyramid, guided filtering) and their scoring path."""
+"""Classical fusion baselines (mean, max, PCA, Laplacian pyramid, guided filtering, DWT) and their scoring path."""
 
 from __future__ import annotations
 
 import csv
+import importlib
+import sys
 
 import numpy as np
 import pytest
@@ -13,11 +15,14 @@ from nslfcore.fusion_baselines import (
     FUSION_METHODS,
     ClassicalFusion,
     box_filter,
+    dwt_fusion,
     fuse_classical,
     guided_filter,
     laplacian_fusion,
     laplacian_pyramid,
+    max_abs,
     max_fusion,
+    mean_fusion,
     pca_weights,
     reconstruct_laplacian,
 )
@@ -86,6 +91,43 @@ def test_laplacian_keeps_the_strongest_detail():
     assert laplacian_fusion(volumes[:, :3, :5, :4]).shape == (3, 5, 4)  # too small for a level: the mean
 
 
+def test_max_abs_keeps_the_signed_entry_of_largest_magnitude():
+    stack = np.array([[0.5, -3.0, 1.0], [-0.7, 2.0, 1.0]])
+    np.testing.assert_array_equal(max_abs(stack), [-0.7, -3.0, 1.0])
+
+
+def test_dwt_reconstructs_identical_sources_perfectly(sources):
+    volume = sources[1, :15, :19, :17]  # odd sizes: symmetric extension, cut back to the shape
+    fused = dwt_fusion(np.repeat(volume[None], 4, axis=0), levels=3)
+    np.testing.assert_allclose(fused, volume, atol=1e-6)
+    assert np.abs(dwt_fusion(sources) - mean_fusion(sources)).max() > 0.05  # the details are not averaged
+
+
+def test_dwt_keeps_the_strongest_detail_of_each_source():
+    # Source 0 has a bright cube, source 2 a dark one elsewhere; all else is flat at 0.5. Each cube's
+    # edges are the largest detail coefficients where it lies, so each keeps most of its own contrast,
+    # where the mean keeps a quarter.
+    volumes = np.full((4, 24, 24, 24), 0.5, np.float32)
+    volumes[0, 4:10, 4:10, 4:10] = 1.0
+    volumes[2, 14:20, 14:20, 14:20] = 0.0
+    fused = dwt_fusion(volumes)
+    bright, dark, flat = fused[5:9, 5:9, 5:9].mean(), fused[15:19, 15:19, 15:19].mean(), fused[:, 12:, :8].mean()
+    assert flat == pytest.approx(0.5, abs=0.02)
+    assert bright - flat > 0.5 * 0.5 and flat - dark > 0.5 * 0.5  # the mean: 0.125 each
+    assert dwt_fusion(volumes[:, :3, :5, :4]).shape == (3, 5, 4)  # too small for a level: the mean
+
+
+def test_nslfcore_imports_without_the_baselines_extra_and_names_it(monkeypatch):
+    for module in ("pywt", "skimage", "skimage.transform"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "nslfcore.fusion_baselines")
+    module = importlib.import_module("nslfcore.fusion_baselines")
+    assert module.fuse_classical(np.ones((4, 2, 2, 2)), "mean").shape == (2, 2, 2)
+    for method, package in (("dwt", "PyWavelets"), ("laplacian", "scikit-image")):
+        with pytest.raises(ImportError, match=rf"{package}.*nslfcore\[baselines\]"):
+            module.ClassicalFusion(method)
+
+
 def test_guided_filter_preserves_edges_where_a_box_filter_blurs():
     step = np.zeros((6, 8, 16))
     step[..., 8:] = 1.0
@@ -105,7 +147,7 @@ def test_classical_fusion_is_a_fusion_only_network(sources):
     assert logits is None and fused is not None and fused.shape == (2, 1, *SHAPE[1:])
     np.testing.assert_allclose(fused[1, 0].numpy(), fuse_classical(sources[::-1], "pca"), atol=1e-6)
     with pytest.raises(ValueError, match="Unknown fusion method"):
-        ClassicalFusion("dwt")
+        ClassicalFusion("wavelet")
     with pytest.raises(ValueError, match="no weights"):
         net.checkpoint_fields()
 
@@ -134,4 +176,4 @@ def test_nslf_evaluate_scores_a_classical_method(tiny_case, tmp_path):
     assert not any(key.endswith("_dice") for key in row)
     summary = (out / "summary.md").read_text()
     assert "classical:laplacian on" in summary and "classical:laplacian does not segment." in summary
-    assert nslf(["evaluate", "--data", str(tiny_case.parent), "--model", "classical:dwt", "--out", str(out)]) == 1
+    assert nslf(["evaluate", "--data", str(tiny_case.parent), "--model", "classical:nope", "--out", str(out)]) == 1
