@@ -1,10 +1,13 @@
-"""Accuracy: the shipped NSLF model versus the plain 3-D U-Net baseline on held-out phantom cases.
+"""Accuracy: the shipped NSLF model versus a segmentation baseline (by default the plain 3-D U-Net) on held-out cases.
 
 Held-out cases: ``nslf phantom --out phantom-test --n 20 --seed 2000 --start 1000`` (the shipped
 model was trained on seed 1000, cases 0-23; no test case was seen in training or validation).
 The baseline is :mod:`nslfcore.baseline` trained with the same segmentation budget as NSLF's
 stage 3 (same training cases, crops 48 x 112 x 112, 20 epochs of 19 steps, lr 1e-3, same loss):
-``nslf baseline --data phantom-train --out runs/unet-baseline --epochs 20 --crop 48 112 112``.
+``nslf baseline --data phantom-train --out runs/unet-baseline --epochs 20 --crop 48 112 112``; the other
+architectures with ``--arch vnet|attention_unet|unetplusplus|segresnet|voxresnet``
+(:mod:`nslfcore.segmentation_baselines`). The JSON keeps the key ``unet_baseline`` for whichever
+baseline was given (``baseline_arch`` names it), so older result files read the same.
 
 Both are evaluated by :func:`nslfcore.evaluation.evaluate` (inference on the original grid, Dice,
 sensitivity, specificity, accuracy, Jaccard and HD95 per region ET/TC/WT; NSLF's fusion metrics
@@ -81,6 +84,7 @@ def main() -> None:
         "cases": len(cases),
         "model": info.id,
         "baseline": None if args.baseline is None else str(args.baseline),
+        "baseline_arch": None if baseline is None else baseline.arch,
         "nslf": means(rows),
         "unet_baseline": means(baseline_rows) if baseline_rows else None,
         "seconds": {"nslf": nslf_s, "unet_baseline": baseline_s},
@@ -88,11 +92,12 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    title = f"NSLF ({info.id}){' vs plain 3-D U-Net' if baseline_rows else ''} on {len(cases)} held-out phantom cases"
-    summary = summary_markdown(rows, title, baseline_rows or None)
+    label = "" if baseline is None else f"{baseline.title} baseline"
+    title = f"NSLF ({info.id}){' vs ' + label if baseline_rows else ''} on {len(cases)} held-out phantom cases"
+    summary = summary_markdown(rows, title, baseline_rows or None, baseline=label or "U-Net baseline")
     (RESULTS / f"{args.name}_summary.md").write_text(summary)
     print(summary)
-    methods = [("NSLF " + info.id, "nslf")] + ([("U-Net baseline", "unet_baseline")] if baseline_rows else [])
+    methods = [("NSLF " + info.id, "nslf")] + ([(label, "unet_baseline")] if baseline_rows else [])
     for name, key in methods:
         m = result[key]
         print(f"| {result['date']} | {name} | {len(cases)} | " + " | ".join(

@@ -1,21 +1,19 @@
-"""The plain 3-D U-Net segmentation baseline (the paper's "U-Net" comparison row).
+"""Training and loading the segmentation baselines (the paper's U-Net, VoxResNet, V-Net, ... comparison rows).
 
-MONAI's :class:`~monai.networks.nets.BasicUNet` (two Conv3d + BatchNorm + ReLU per level, four
-down-samplings, transposed-convolution up-sampling) on the four stacked modalities, predicting
-the same four classes as NSLF's FSD (background, NCR, edema, ET). Its widths
-:data:`BASELINE_FEATURES` (16-32-64-128-128) give about as many parameters and operations per
-voxel as the ``compact`` NSLF's four CU-Nets (8-16-32-64-64 each), so the two are compared at a
-similar size. It is trained on the same crops with the same loss as NSLF's stage 3
-(:class:`nslfcore.losses.Stage3Loss`: 0.5 weighted CE + 0.5 soft Dice) and the same optimiser and
-schedule (Adam, weight decay 5e-4, warm-up + cosine), but without NSLF's self-supervised stages
-and without fusion.
+The networks are in :mod:`nslfcore.segmentation_baselines` (one class per ``--arch``, with a table of
+their sizes); this module trains one and reads its file back. Every baseline is trained on the
+same crops with the same loss as NSLF's stage 3 (:class:`nslfcore.data.dataset.BratsCropDataset`'s
+tumour-biased, augmented crops; :class:`nslfcore.losses.Stage3Loss`: 0.5 weighted CE + 0.5 soft
+Dice) and the same optimiser and schedule (Adam, weight decay 5e-4, one epoch of warm-up + cosine
+to 1e-5), but without NSLF's self-supervised stages and without fusion.
 
 A baseline file is a model file like NSLF's, written by :func:`nslfcore.model_store.save_model` and
 read by :func:`nslfcore.model_store.load_model` (``weights_only=True``): an NSLF-format checkpoint
-(:mod:`nslfcore.training.checkpoint`) with ``kind`` ``"baseline"``, ``architecture``
-``"BasicUNet"`` and ``features``. :class:`BaselineUNet` is a
-:class:`~nslfcore.models.interface.Network` that segments only, so :func:`nslfcore.inference.run`
-accepts it (``fuse=False``).
+(:mod:`nslfcore.training.checkpoint`) with ``kind`` ``"baseline"``, ``arch``, ``architecture`` and
+``features``; files written before ``arch`` existed are U-Nets and still load. The networks are
+:class:`~nslfcore.models.interface.Network` s that segment only, so :func:`nslfcore.inference.run`
+(``fuse=False``), ``nslf evaluate --baseline`` and ``benchmarks/accuracy.py --baseline`` score
+them exactly like NSLF.
 
 Tensors are ``(B, C, D, H, W)`` with spatial axes ``(z, y, x)``; inputs in ``nslfcore.MODALITIES``
 order, intensities in ``[0, 1]``.
@@ -28,67 +26,26 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
-from monai.networks.nets import BasicUNet
 from monai.optimizers.lr_scheduler import WarmupCosineSchedule
 from torch.utils.data import DataLoader
 
-from nslfcore.config import SegmentationOutput
 from nslfcore.data.brats import select_cases
 from nslfcore.data.cache import CaseCache
 from nslfcore.data.dataset import BratsCropDataset
 from nslfcore.losses import Stage3Loss
 from nslfcore.model_store import ModelError, load_model, save_model
+from nslfcore.segmentation_baselines import ARCHITECTURES, KIND, BaselineUNet, SegmentationBaseline, build_baseline
 
-#: BasicUNet features: five encoder widths and the last decoder width.
-BASELINE_FEATURES: tuple[int, int, int, int, int, int] = (16, 32, 64, 128, 128, 16)
-ARCHITECTURE = "BasicUNet"
-#: The ``kind`` of a baseline model file (an NSLF model file has ``"weights"``).
-KIND = "baseline"
+__all__ = ["ARCHITECTURES", "KIND", "BaselineUNet", "SegmentationBaseline", "load_baseline", "train_baseline"]
 
 
-class BaselineUNet(BasicUNet):
-    """BasicUNet with NSLF's inputs and classes: ``(B, 4, D, H, W)`` -> logits ``(B, 4, D, H, W)``.
-
-    A :class:`~nslfcore.models.interface.Network` that segments only (no fusion, no
-    one-modality-at-a-time pass).
-
-    Attributes:
-        features: the BasicUNet widths.
-    """
-
-    fuses = False
-    segments = True
-    sequential = False
-    segmentation_output: SegmentationOutput = "classes"
-
-    def __init__(self, features: tuple[int, ...] = BASELINE_FEATURES) -> None:
-        super().__init__(
-            spatial_dims=3, in_channels=4, out_channels=4, features=tuple(features), act="relu", norm="batch",
-            upsample="deconv",
-        )  # fmt: skip
-        self.features = tuple(int(f) for f in features)
-
-    def predict(self, x: torch.Tensor, segment: bool = True, sequential: bool = False) -> tuple[None, torch.Tensor]:
-        """``(None, logits (B, 4, D, H, W))``: no fused volume; the logits whatever ``segment`` and ``sequential`` say."""
-        return None, self(x)
-
-    def inference_bytes_per_voxel(self, sequential: bool = False) -> int:
-        """A safe upper bound of the float32 activation memory of one whole-volume pass per voxel."""
-        return 4 * (8 * self.features[0] + 16)
-
-    def checkpoint_fields(self) -> dict[str, Any]:
-        """``kind`` ``"baseline"``, ``architecture`` and ``features``: what a model file stores besides the weights."""
-        return {"kind": KIND, "architecture": ARCHITECTURE, "features": list(self.features)}
-
-
-def load_baseline(path: str | Path, device: str | torch.device = "cpu") -> BaselineUNet:
+def load_baseline(path: str | Path, device: str | torch.device = "cpu") -> SegmentationBaseline:
     """A baseline network in eval mode from a file written by :func:`train_baseline` (:func:`load_model`, weights only)."""
     model, _ = load_model(Path(path), device=device)
-    if not isinstance(model, BaselineUNet):
-        raise ModelError(f"{path} is not a U-Net baseline file; train one with nslf baseline.")
+    if not isinstance(model, SegmentationBaseline):
+        raise ModelError(f"{path} is not a segmentation baseline file; train one with nslf baseline.")
     return model
 
 
@@ -101,9 +58,10 @@ def train_baseline(
     seed: int = 0,
     steps_per_epoch: int | None = None,
     device: str = "auto",
+    arch: str = "unet",
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Train the baseline on a BraTS-layout folder; returns the best checkpoint ``<out>/baseline_best.pt``.
+    """Train the baseline ``arch`` (:data:`ARCHITECTURES`) on a BraTS-layout folder; returns ``<out>/baseline_best.pt``.
 
     The split is NSLF's (:func:`nslfcore.training.run.folder_cases`: the folder's split lists, or
     a seeded 80/20 split), so both see the same training and validation cases. One epoch visits
@@ -118,7 +76,7 @@ def train_baseline(
     cases, split = folder_cases(Path(data))
     torch.manual_seed(seed)
     torch_device = resolve_device(device)
-    model = BaselineUNet().to(torch_device)
+    model = build_baseline(arch).to(torch_device)
     cache = CaseCache()
     train_set = BratsCropDataset(select_cases(cases, split["train"]), crop, train=True, cache=cache, seed=seed)
     valid_set = BratsCropDataset(select_cases(cases, split["valid"]), crop, train=False, cache=cache, seed=seed)
@@ -148,7 +106,7 @@ def train_baseline(
             record = {"epoch": epoch + 1, "train_loss": train_loss, **valid, "seconds": time.perf_counter() - clock}
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-            log(f"baseline epoch {epoch + 1}/{epochs}: train {train_loss:.4f}, valid {valid['loss']:.4f}, "
+            log(f"{model.title} baseline epoch {epoch + 1}/{epochs}: train {train_loss:.4f}, valid {valid['loss']:.4f}, "
                 f"WT Dice {valid['dice_wt']:.3f} ({record['seconds']:.0f} s)")  # fmt: skip
             if valid["loss"] < best:
                 best = valid["loss"]
@@ -156,7 +114,9 @@ def train_baseline(
     return out / "baseline_best.pt"
 
 
-def _validate(model: BaselineUNet, dataset: BratsCropDataset, loss_fn: Stage3Loss, device: torch.device) -> dict[str, float]:
+def _validate(
+    model: SegmentationBaseline, dataset: BratsCropDataset, loss_fn: Stage3Loss, device: torch.device
+) -> dict[str, float]:
     """Mean validation loss and region Dice (ET, TC, WT) over the centre crops."""
     from nslfcore.training.stages import region_dice
 

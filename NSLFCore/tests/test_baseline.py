@@ -46,7 +46,7 @@ def test_training_writes_a_weights_only_checkpoint_and_a_log(data, tmp_path, cap
 
 
 def test_an_nslf_file_is_not_a_baseline(random_model_file):
-    with pytest.raises(ValueError, match="not a U-Net baseline"):
+    with pytest.raises(ValueError, match="not a segmentation baseline"):
         load_baseline(random_model_file)
 
 

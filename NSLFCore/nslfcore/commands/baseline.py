@@ -1,4 +1,7 @@
-"""``nslf baseline``: train the plain 3-D U-Net segmentation baseline (see :mod:`nslfcore.baseline`)."""
+"""``nslf baseline --arch NAME``: train a segmentation baseline (:mod:`nslfcore.baseline`).
+
+The networks and their sizes: :mod:`nslfcore.segmentation_baselines`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,11 @@ from nslfcore.data.validation import DataValidationError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "baseline", help="train the plain 3-D U-Net baseline (same crops, loss and schedule as NSLF's stage 3)"
+        "baseline", help="train a segmentation baseline (same crops, loss and schedule as NSLF's stage 3)"
     )
+    from nslfcore.segmentation_baselines import ARCHITECTURES
+
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="unet", help="the network (default: unet, the plain 3-D U-Net)")
     parser.add_argument("--data", type=Path, required=True, help="BraTS-layout folder (same split rules as nslf train)")
     parser.add_argument("--out", type=Path, required=True, help="folder for baseline_best.pt and baseline_log.jsonl")
     parser.add_argument("--epochs", type=int, default=20)
@@ -33,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         path = train_baseline(args.data, args.out, args.epochs, tuple(args.crop), args.lr, args.seed,
-                              args.steps_per_epoch, args.device)  # fmt: skip
+                              args.steps_per_epoch, args.device, args.arch)  # fmt: skip
     except (TrainingSetupError, DataValidationError, FileNotFoundError, ValueError) as error:
         print(f"nslf baseline: error: {error}", file=sys.stderr)
         return 1

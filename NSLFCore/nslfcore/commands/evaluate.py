@@ -1,4 +1,4 @@
-"""``nslf evaluate``: per-case CSV and a Markdown summary in the paper's layout (optionally with the U-Net baseline).
+"""``nslf evaluate``: per-case CSV and a Markdown summary in the paper's layout (optionally with a segmentation baseline).
 
 ``--model classical:<name>`` scores a classical fusion method (:mod:`nslfcore.fusion_baselines`)
 through the same inference and metrics (fusion columns only); ``--hd95 max|pooled`` picks the HD95
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "for a classical fusion method (mean, max, pca, laplacian, guided)")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.csv and summary.md")
     parser.add_argument("--baseline", type=Path, default=None, metavar="FILE",
-                        help="also evaluate a plain U-Net baseline file (nslf baseline) and add its rows")  # fmt: skip
+                        help="also evaluate a segmentation baseline file (nslf baseline) and add its rows")  # fmt: skip
     parser.add_argument("--hd95", choices=("max", "pooled"), default="max",
                         help="HD95 definition: max of the one-way 95th percentiles (MONAI, default) or pooled (medpy, "
                              "the authors' scripts)")  # fmt: skip
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         if baseline_rows is not None:
             written.append(write_csv(baseline_rows, args.out / "metrics_baseline.csv"))
         title = f"NSLF evaluation: {model_id} on {args.data}"
-        summary = summary_markdown(rows, title, baseline_rows, method=method)
+        names = {} if baseline is None else {"baseline": f"{baseline.title} baseline"}
+        summary = summary_markdown(rows, title, baseline_rows, method=method, **names)
         written.append(atomic_write_text(args.out / "summary.md", summary))
     print(f"nslf evaluate: wrote {', '.join(str(p) for p in written)}")
     return 0

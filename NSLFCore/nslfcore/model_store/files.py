@@ -5,7 +5,8 @@ A model file is an NSLF checkpoint (:mod:`nslfcore.training.checkpoint`; see
 **metadata)``, written atomically and read with ``torch.load(weights_only=True)`` only. Its
 ``kind`` says which :class:`~nslfcore.models.interface.Network` to build: ``"weights"`` (what
 ``nslf train`` writes as ``stageN_best.pt``) an :class:`~nslfcore.models.NSLF` from ``config``,
-``"baseline"`` a :class:`~nslfcore.baseline.BaselineUNet` from ``architecture`` and ``features``.
+``"baseline"`` a segmentation baseline (:mod:`nslfcore.segmentation_baselines`) from ``arch``
+(a U-Net when absent), ``architecture`` and ``features``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # the registry, checksums and downloads work without torch; l
 
     from nslfcore.models import Network
 
-#: The ``kind`` of a U-Net baseline file (:attr:`nslfcore.baseline.KIND`; not imported: loading NSLF needs no MONAI nets).
+#: The ``kind`` of a baseline file (:data:`nslfcore.segmentation_baselines.KIND`; not imported: NSLF needs no MONAI nets).
 _BASELINE_KIND = "baseline"
 
 
@@ -63,7 +64,7 @@ def save_model(model: Network, path: str | Path, **metadata: Any) -> Path:
     ``stageN_best.pt``.
 
     Args:
-        model: a :class:`~nslfcore.models.interface.Network` (:class:`~nslfcore.models.NSLF`, the U-Net baseline).
+        model: a :class:`~nslfcore.models.interface.Network` (:class:`~nslfcore.models.NSLF`, a segmentation baseline).
         path: the file to write (its folder is created).
         metadata: more fields, e.g. ``stage`` (1-3; below 3 :func:`load_model` warns that the
             segmentation is untrained), ``epoch``, ``best_metric``.
@@ -81,14 +82,12 @@ def save_model(model: Network, path: str | Path, **metadata: Any) -> Path:
 def _network(data: dict[str, Any], info: ModelInfo) -> tuple[Network, dict[str, Any]]:
     """The untrained network a checkpoint describes, and its configuration for :attr:`ModelInfo.config`."""
     if data.get("kind") == _BASELINE_KIND:
-        from nslfcore.baseline import ARCHITECTURE, BaselineUNet
+        from nslfcore.segmentation_baselines import baseline_from_fields
 
-        if data.get("architecture") != ARCHITECTURE:
-            raise ModelError(
-                f"Model file {info.path} holds a {data.get('architecture')!r} baseline, not {ARCHITECTURE}; "
-                "train one with nslf baseline."
-            )
-        return BaselineUNet(tuple(data["features"])), info.config
+        try:
+            return baseline_from_fields(data), info.config
+        except (ValueError, TypeError) as error:
+            raise ModelError(f"Model file {info.path} cannot be used: {error}; train one with nslf baseline.") from None
     from nslfcore.models import NSLF
 
     try:
@@ -115,7 +114,7 @@ def load_model(
     must match the file's configuration exactly (``strict=True``). Every refusal is a
     :class:`ModelError` with one sentence. A model trained only up to stage 1 or 2 loads with a
     warning (its segmentation head is untrained). The network is an :class:`~nslfcore.models.NSLF`
-    (or, for a baseline file, a :class:`~nslfcore.baseline.BaselineUNet`).
+    (or, for a baseline file, a :class:`~nslfcore.segmentation_baselines.SegmentationBaseline`).
     """
     info = resolve_model(spec, models_dir, cache_dir, download, progress)
     assert info.path is not None

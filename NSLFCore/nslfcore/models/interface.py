@@ -3,7 +3,8 @@
 Inference (:func:`nslfcore.inference.run`), evaluation (:mod:`nslfcore.evaluation`) and model files
 (:func:`nslfcore.model_store.save_model` / :func:`~nslfcore.model_store.load_model`) use only this;
 they never ask which class a network is. Implemented by :class:`nslfcore.models.NSLF` (fuses and
-segments) and :class:`nslfcore.baseline.BaselineUNet` (segments only).
+segments), the networks of :mod:`nslfcore.segmentation_baselines` (segment only) and
+:class:`nslfcore.fusion_baselines.ClassicalFusion` (fuses only).
 
 Tensors are ``(B, C, D, H, W)`` with spatial axes ``(z, y, x)``; inputs are the four modalities in
 ``nslfcore.MODALITIES`` order, normalised to ``[0, 1]``.
