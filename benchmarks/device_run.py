@@ -20,7 +20,10 @@ still returns what it had. In order:
    stages 1, 2, 3 one after the other, each with its share of the remaining time
    (``TrainingOptions.time_limit_s``), every stage's best checkpoint kept, the events in
    ``events.jsonl``;
-6. **evaluation** of the new model and of the shipped one on the held-out cases (whole-case
+6. **baselines** (``--sections baselines``, not in the default run): segmentation baselines
+   (``--baseline-archs``) trained with stage 3 of the recipe, the "same budget" rows of the
+   comparison tables (``baseline_<arch>.pt``);
+7. **evaluation** of the new model and of the shipped one on the held-out cases (whole-case
    inference, Dice ET / TC / WT per case and mean).
 
 Outputs in ``--out`` (``$OUT`` on the device machine; at most 8 files come back from there):
@@ -113,7 +116,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "detail": {"options": {"loss_weights": (("stage2.detail", 50.0),)}},
 }
 #: The sections ``--sections`` may choose, in the order they run.
-SECTIONS = ("throughput", "profile", "inference", "training", "evaluation")
+SECTIONS = ("throughput", "profile", "inference", "training", "baselines", "evaluation")
 #: Tiny phantom size (z, y, x) for ``--dry-run``.
 DRY_SIZE = (48, 64, 64)
 
@@ -635,6 +638,41 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
     return result
 
 
+# ------------------------------------------------------------------------------------- baselines
+def baselines(run: DeviceRun, generation: Generation, spec: dict[str, Any], workers: int, archs: list[str],
+              seconds: float) -> dict[str, Any]:  # fmt: skip
+    """Segmentation baselines (issues 15.6, 16.3) trained with stage 3 of the recipe, ``seconds`` shared among ``archs``.
+
+    Same cases, split, crops, batch, crops per case, ET share, augmentation, per-class Dice, learning
+    rate and schedule as the default model's stage 3 (:func:`nslfcore.baseline.train_baseline` with
+    ``recipe``), each baseline for ``seconds / len(archs)``; files ``baseline_<arch>.pt`` in ``--out``.
+    """
+    from nslfcore.baseline import train_baseline
+    from nslfcore.training.options import TrainingOptions
+
+    data = generation.wait(timeout_s=max(run.remaining() - 30, 5))
+    run.results.setdefault("data", data)
+    share = max(min(seconds, run.remaining() - 10) / len(archs), 1.0)
+    plan = _stage_plan(run, {3: spec | {"share": 1.0}}, share, data["cases"]["train"])[3]
+    out: dict[str, Any] = {"archs": archs, "recipe": plan, "trained": {}}
+    for arch in archs:
+        options = TrainingOptions(
+            stages=(3,), epochs=plan["epochs"], lr=plan["lr"], batch_size=plan["batch_size"],
+            segmentation_crop=plan["crop"], tumour_fraction=plan.get("tumour_fraction", 0.5),
+            et_fraction=plan.get("et_fraction", 0.0), augmentation=plan.get("augmentation", "light"),
+            samples_per_case=plan.get("samples_per_case", 1), dice_average=plan.get("dice_average", "pooled"),
+            num_workers=workers, time_limit_s=plan["time_limit_s"],
+        )  # fmt: skip
+        clock = time.perf_counter()
+        log(f"   baseline {arch}: {plan['epochs']} epochs at most, {plan['time_limit_s']:.0f} s")
+        best = train_baseline(generation.folders["train"], run.work / "baselines" / arch, arch=arch, recipe=options,
+                              device=str(run.device), log=lambda line: log(f"   {line}"))  # fmt: skip
+        shutil.copyfile(best, run.out / f"baseline_{arch}.pt")
+        out["trained"][arch] = {"seconds": round(time.perf_counter() - clock, 1), "file": f"baseline_{arch}.pt"}
+        run.write()
+    return out
+
+
 # ------------------------------------------------------------------------------------ evaluation
 def evaluation(run: DeviceRun, generation: Generation) -> dict[str, Any]:
     """Dice ET / TC / WT of the new model and of the shipped one on the held-out cases (whole-case inference)."""
@@ -685,14 +723,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="CPU processes for phantoms and data loading")
     parser.add_argument("--configs", nargs="+", default=["paper", "compact"], help="configs to benchmark")
     parser.add_argument("--public-windows", type=int, default=None, help="public windows to time (default 12; dry run 1)")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
-                        help="what to run (default: all, in this order)")  # fmt: skip
+    parser.add_argument("--sections", nargs="+", default=[s for s in SECTIONS if s != "baselines"], choices=SECTIONS,
+                        help="what to run, in this order (default: all but baselines)")  # fmt: skip
     parser.add_argument("--train-seconds", type=float, default=None,
                         help="train at most this long (default: all the budget leaves)")  # fmt: skip
     parser.add_argument("--init", type=Path, default=None, help="start training from this model (a previous run's model.pt)")
     parser.add_argument("--train-config", default="fast", help="the preset the training section trains (default: fast)")
     parser.add_argument("--ablation", choices=tuple(ABLATIONS), default="none",
                         help="train an ablation of issue 16 instead of the method (default: none)")
+    parser.add_argument("--baseline-archs", nargs="+", default=["unet", "segresnet"],
+                        help="segmentation baselines the baselines section trains (default: unet segresnet)")
+    parser.add_argument("--baseline-seconds", type=float, default=None,
+                        help="seconds for all baselines together (default: what the budget leaves)")
     parser.add_argument("--train-stages", nargs="+", type=int, default=None, choices=(1, 2, 3),
                         help="train only these stages of the recipe (e.g. 3 with --init; default: all)")
     parser.add_argument("--train-seeds", nargs="+", type=int, default=list(TRAIN_SEEDS),
@@ -763,6 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         run.section("training", lambda: training(run, generation, recipe, workers, args.init, args.train_seconds,
                                                  args.train_config, reserve, args.ablation),
                     needs_s=reserve + 20)  # fmt: skip
+    if "baselines" in args.sections:
+        recipe3 = (DRY_RECIPE if args.dry_run else GPU_RECIPE)[3]
+        run.section("baselines", lambda: baselines(run, generation, recipe3, workers, args.baseline_archs,
+                                                   args.baseline_seconds or run.remaining() - 10),
+                    needs_s=20)  # fmt: skip
     if "evaluation" in args.sections:
         run.section("evaluation", lambda: evaluation(run, generation), needs_s=10)
     statuses = {k: v.get("status") for k, v in run.results.get("sections", {}).items()}

@@ -37,6 +37,7 @@ from nslfcore.data.dataset import BratsCropDataset
 from nslfcore.losses import Stage3Loss
 from nslfcore.model_store import ModelError, load_model, save_model
 from nslfcore.segmentation_baselines import ARCHITECTURES, KIND, BaselineUNet, SegmentationBaseline, build_baseline
+from nslfcore.training.options import TrainingOptions
 
 __all__ = ["ARCHITECTURES", "KIND", "BaselineUNet", "SegmentationBaseline", "load_baseline", "train_baseline"]
 
@@ -60,6 +61,7 @@ def train_baseline(
     device: str = "auto",
     arch: str = "unet",
     log: Callable[[str], None] = print,
+    recipe: TrainingOptions | None = None,
 ) -> Path:
     """Train the baseline ``arch`` (:data:`ARCHITECTURES`) on a BraTS-layout folder; returns ``<out>/baseline_best.pt``.
 
@@ -68,6 +70,13 @@ def train_baseline(
     every training case once (a tumour-biased random crop ``crop`` ``(z, y, x)``, augmented); the
     validation loss on centre crops after every epoch picks the best weights. ``out`` also gets
     ``baseline_log.jsonl`` (one line per epoch: losses, validation Dice, seconds).
+
+    ``recipe``: NSLF's stage-3 options (:class:`~nslfcore.training.options.TrainingOptions`), for a
+    baseline with exactly the default model's stage-3 recipe: its ``epochs``, ``lr``,
+    ``weight_decay``, ``segmentation_crop``, ``batch_size``, ``num_workers``, ``tumour_fraction``,
+    ``et_fraction``, ``augmentation``, ``samples_per_case``, ``dice_average``, ``time_limit_s``
+    (checked after every epoch) and ``amp`` (bf16 autocast on CUDA, the losses in float32) replace
+    the arguments and defaults above. Model selection stays on the centre-crop validation loss.
     """
     from nslfcore.inference.devices import resolve_device
     from nslfcore.training.run import folder_cases
@@ -77,13 +86,23 @@ def train_baseline(
     torch.manual_seed(seed)
     torch_device = resolve_device(device)
     model = build_baseline(arch).to(torch_device)
+    options = recipe or TrainingOptions(epochs=epochs, lr=lr, segmentation_crop=crop, amp=False)
+    epochs, crop, batch = options.epochs, options.segmentation_crop, options.batch_size
     cache = CaseCache()
-    train_set = BratsCropDataset(select_cases(cases, split["train"]), crop, train=True, cache=cache, seed=seed)
+    train_set = BratsCropDataset(
+        select_cases(cases, split["train"]), crop, train=True, cache=cache, seed=seed,
+        tumour_fraction=options.tumour_fraction, et_fraction=options.et_fraction, augment=options.augmentation,
+        samples_per_case=options.samples_per_case,
+    )  # fmt: skip
     valid_set = BratsCropDataset(select_cases(cases, split["valid"]), crop, train=False, cache=cache, seed=seed)
-    steps = min(len(train_set), steps_per_epoch or len(train_set))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=5e-4)
+    if options.num_workers:
+        train_set.preload()
+    steps = min(math.ceil(len(train_set) / batch), steps_per_epoch or math.ceil(len(train_set) / batch))
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     schedule = WarmupCosineSchedule(optimizer, warmup_steps=steps, t_total=steps * epochs, end_lr=1e-5, warmup_multiplier=0.1)
-    loss_fn = Stage3Loss()
+    loss_fn = Stage3Loss(dice_average=options.dice_average)
+    amp = options.amp and torch_device.type == "cuda"
+    started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     best = math.inf
     with (out / "baseline_log.jsonl").open("w") as log_file:
@@ -91,13 +110,16 @@ def train_baseline(
             clock = time.perf_counter()
             train_set.set_epoch(epoch)
             model.train()
-            loader = DataLoader(train_set, batch_size=1, shuffle=True, generator=torch.Generator().manual_seed(seed + epoch))
+            loader = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=options.num_workers,
+                                pin_memory=amp, generator=torch.Generator().manual_seed(seed + epoch))  # fmt: skip
             train_loss = 0.0
-            for step, batch in enumerate(loader):
+            for step, item in enumerate(loader):
                 if step >= steps:
                     break
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(batch["image"].to(torch_device)), batch["label"].to(torch_device))["total"]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    logits = model(item["image"].to(torch_device))
+                loss = loss_fn(logits.float(), item["label"].to(torch_device))["total"]
                 loss.backward()
                 optimizer.step()
                 schedule.step()
@@ -111,6 +133,9 @@ def train_baseline(
             if valid["loss"] < best:
                 best = valid["loss"]
                 save_model(model, out / "baseline_best.pt", epoch=epoch + 1, best_metric=best)
+            if options.time_limit_s is not None and time.perf_counter() - started > options.time_limit_s:
+                log(f"{model.title} baseline: time limit {options.time_limit_s:.0f} s reached after epoch {epoch + 1}")
+                break
     return out / "baseline_best.pt"
 
 

@@ -45,6 +45,23 @@ def test_training_writes_a_weights_only_checkpoint_and_a_log(data, tmp_path, cap
     assert "exists" in capsys.readouterr().err
 
 
+def test_training_with_nslf_stage3_recipe(data, tmp_path):
+    """``recipe``: the default model's stage-3 options (batches, crops per case, ET crops, strong
+    augmentation, per-class Dice) and its time limit, which ends training after the first epoch here."""
+    from nslfcore.baseline import train_baseline
+    from nslfcore.training.options import TrainingOptions
+
+    recipe = TrainingOptions(stages=(3,), epochs=3, lr=1e-3, batch_size=2, segmentation_crop=(32, 32, 32),
+                             samples_per_case=2, et_fraction=0.4, tumour_fraction=0.9, augmentation="strong",
+                             dice_average="class", time_limit_s=1e-6)  # fmt: skip
+    lines: list[str] = []
+    best = train_baseline(data, tmp_path / "run", arch="segresnet", recipe=recipe, device="cpu", log=lines.append)
+    log = [json.loads(line) for line in (tmp_path / "run" / "baseline_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1] and "time limit" in lines[-1]
+    model, info = load_model(best)
+    assert info.epoch == 1 and type(model).__name__ != "BaselineUNet"
+
+
 def test_an_nslf_file_is_not_a_baseline(random_model_file):
     with pytest.raises(ValueError, match="not a segmentation baseline"):
         load_baseline(random_model_file)

@@ -114,3 +114,22 @@ def test_dry_run_trains_an_ablation(tmp_path, ablation):
     assert results["training"]["ablation"] == ablation and sorted(results["training"]["stages"]) == ["1", "2", "3"]
     model, info = load_model(out / "model.pt")
     assert info.stage == 3 and info.config["use_gmn"] is False and model.gmn is None
+
+
+@pytest.mark.slow
+def test_dry_run_trains_baselines_with_the_stage_3_recipe(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--device", "cpu", "--budget", "600", "--workers", "0",
+         "--sections", "baselines", "--baseline-archs", "unet", "voxresnet", "--baseline-seconds", "6",
+         "--test-cases", "0", "--train-cases", "4", "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "device_run.json").read_text())
+    assert results["sections"]["baselines"]["status"] == "ok"
+    section = results["baselines"]
+    assert section["recipe"]["augmentation"] == "strong-bright" and section["recipe"]["et_fraction"] > 0
+    for arch in ("unet", "voxresnet"):
+        model, info = load_model(out / f"baseline_{arch}.pt")
+        assert not model.fuses and model.segments and info.epoch >= 1

@@ -21,7 +21,7 @@ from nslfcore.training.events import EventSchemaError, validate_event
 from nslfcore.training.options import TrainingOptions
 from nslfcore.training.run import train
 
-SMALL = ["--fusion-crop", "32", "32", "32", "--segmentation-crop", "32", "48", "48", "--deterministic"]
+SMALL = ["--config", "compact", "--fusion-crop", "32", "32", "32", "--segmentation-crop", "32", "48", "48", "--deterministic"]
 SMALL_OPTIONS = dict(fusion_crop=(32, 32, 32), segmentation_crop=(32, 48, 48), deterministic=True)
 
 

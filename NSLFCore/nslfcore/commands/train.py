@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nslfcore.config import PRESETS, get_config
+from nslfcore.config import PRESETS, NSLFConfig, get_config
 from nslfcore.data.augmentation import AUGMENTATION_LEVELS
 from nslfcore.data.validation import DataValidationError
 from nslfcore.training.options import TrainingOptions
@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainingOptions()
     parser.add_argument("--data", required=True, help="BraTS-layout folder, phantom:N or phantom-tiny:N")
     parser.add_argument("--stage", default="all", choices=sorted(_STAGES), help="stage to train (default: all)")
-    parser.add_argument("--config", default="fast",
-                        help=f"network configuration: {sorted(PRESETS)} or a .json file (default: fast, the shipped model's)")
+    parser.add_argument("--config", default=None,
+                        help=f"network configuration: {sorted(PRESETS)} or a .json file (default: the --init file's, "
+                             "else fast, the shipped model's)")  # fmt: skip
     parser.add_argument("--out", required=True, help="run folder (checkpoints, run.json, events)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     parser.add_argument("--init", default=None, metavar="FILE",
@@ -127,9 +128,21 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
     )
 
 
+def default_config(init: str | None) -> NSLFConfig:
+    """Without ``--config``: the configuration stored in the ``--init`` model file, else ``fast``."""
+    if init is not None:
+        from nslfcore.training.checkpoint import load_checkpoint
+
+        try:
+            return NSLFConfig.from_json(load_checkpoint(init)["config"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
+            raise TrainingSetupError(f"--init {init}: {error}") from None
+    return PRESETS["fast"]
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        config = get_config(args.config)
+        config = get_config(args.config) if args.config is not None else default_config(args.init)
         if args.no_gmn:
             config = config.replace(use_gmn=False)
         if args.fused_only:
