@@ -34,7 +34,7 @@ from pathlib import Path
 from nslfcore.data.brats import find_cases
 from nslfcore.data.case import CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text
-from nslfcore.evaluation import FUSION_2D_COLUMNS, FUSION_COLUMNS, REGION_NAMES, _mean_sd, evaluate_case, write_csv
+from nslfcore.evaluation import FUSION_2D_COLUMNS, FUSION_COLUMNS, REGION_NAMES, evaluate_case, mean_sd, write_csv
 from nslfcore.fusion_baselines import CLASSICAL_PREFIX, FUSION_METHODS, ClassicalFusion
 from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, hd95_key
 from nslfcore.models import Network
@@ -121,12 +121,12 @@ def tables_markdown(results: dict[str, list[dict[str, float | str]]], data: str,
     lines += ["| method | SSIM | PSNR (dB) | NMI | SFR |", "| --- | --- | --- | --- | --- |"]
     fusing = {name: rows for name, rows in results.items() if fuses(rows)}
     for name, rows in fusing.items():
-        lines.append(f"| {name} | " + " | ".join(_mean_sd(_column(rows, k)) for k in FUSION_COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(mean_sd(_column(rows, k)) for k in FUSION_COLUMNS) + " |")
     if any(FUSION_2D_COLUMNS[0] in rows[0] for rows in fusing.values() if rows):
         lines += ["", "## Fusion (2-D, axial slice pairs, `nslfcore.metrics.fusion_2d`)", ""]
         lines += ["| method | FSIM | VIFP | NMI | IFC |", "| --- | --- | --- | --- | --- |"]
         for name, rows in fusing.items():
-            lines.append(f"| {name} | " + " | ".join(_mean_sd(_column(rows, k)) for k in FUSION_2D_COLUMNS) + " |")
+            lines.append(f"| {name} | " + " | ".join(mean_sd(_column(rows, k)) for k in FUSION_2D_COLUMNS) + " |")
     segmenting = {name: rows for name, rows in results.items() if segments(rows)}
     if segmenting:
         hd95 = hd95_key(hd95_definition)
@@ -134,7 +134,7 @@ def tables_markdown(results: dict[str, list[dict[str, float | str]]], data: str,
         sens = " | ".join(f"Sens {r}" for r in REGION_NAMES) + " | " + " | ".join(f"Spec {r}" for r in REGION_NAMES)
         lines += ["", "## Segmentation", "", f"| method | {head} | {sens} |", "| --- |" + " --- |" * 12]
         for name, rows in segmenting.items():
-            cells = [_mean_sd(_column(rows, f"{r}_{m}")) for m in ("dice", hd95, "sensitivity", "specificity")
+            cells = [mean_sd(_column(rows, f"{r}_{m}")) for m in ("dice", hd95, "sensitivity", "specificity")
                      for r in REGION_NAMES]  # fmt: skip
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", f"HD95 ({hd95_definition}): {HD95_DEFINITIONS[hd95_definition]}."]

@@ -150,7 +150,8 @@ def write_csv(rows: Sequence[dict[str, float | str]], path: str | Path) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
-def _mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float]) -> str:
+    """``"mean ± sd"`` of the finite ``values`` (4 decimals; sample sd, 0 for one value), ``"n/a"`` when none is finite."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return "n/a"
@@ -173,9 +174,9 @@ def _segmentation_table(rows: Sequence[dict[str, float | str]], method: str | No
     prefix = f"| {method} " if method else ""
     columns = SEGMENTATION_COLUMNS_POOLED if _hd95_definition(rows) == "pooled" else SEGMENTATION_COLUMNS
     for region in REGION_NAMES:
-        cells = [_mean_sd([float(r[f"{region}_{m}"]) for r in rows]) for m in columns]
+        cells = [mean_sd([float(r[f"{region}_{m}"]) for r in rows]) for m in columns]
         lines.append(f"{prefix}| {region} | " + " | ".join(cells) + " |")
-    means = [_mean_sd(region_means(rows, m)) for m in columns]
+    means = [mean_sd(region_means(rows, m)) for m in columns]
     lines.append(f"{prefix}| mean | " + " | ".join(means) + " |")
     return lines
 
@@ -195,12 +196,12 @@ def summary_markdown(
     """
     lines = [f"# {title}", "", f"{len(rows)} cases; mean ± sd.", "", "## Fusion", ""]
     lines += ["| SSIM | PSNR (dB) | NMI | SFR |", "| --- | --- | --- | --- |"]
-    lines.append("| " + " | ".join(_mean_sd([float(r[k]) for r in rows]) for k in FUSION_COLUMNS) + " |")
+    lines.append("| " + " | ".join(mean_sd([float(r[k]) for r in rows]) for k in FUSION_COLUMNS) + " |")
     if FUSION_2D_COLUMNS[0] in rows[0]:
         pairs = sum(int(float(r.get("slices_2d", 0))) for r in rows)
         lines += ["", f"2-D, on {pairs} axial slice pairs in all (`nslfcore.metrics.fusion_2d`; IFC on a wavelet GSM, bits):", ""]
         lines += ["| FSIM | VIFP | NMI | IFC |", "| --- | --- | --- | --- |"]
-        lines.append("| " + " | ".join(_mean_sd([float(r[k]) for r in rows]) for k in FUSION_2D_COLUMNS) + " |")
+        lines.append("| " + " | ".join(mean_sd([float(r[k]) for r in rows]) for k in FUSION_2D_COLUMNS) + " |")
     lines += ["", "## Segmentation", ""]
     tables = [(baseline, baseline_rows)] if baseline_rows else []
     if f"{REGION_NAMES[0]}_dice" in rows[0]:
