@@ -7,7 +7,7 @@ brain and the rest of the tumour); then the same T1ce with bright vessels
 T1ce has such structures, the phantoms do not), and the shipped model's Dice ET / TC / WT on the
 clean and the vessel cases (``run()``, this CPU, fp32).
 
-    python benchmarks/enhancement_contrast.py --data phantom-test [--limit 5] [--factors 1.5 2.0]
+    python benchmarks/enhancement_contrast.py --data phantom-test [--limit 5] [--factors 1.5 2.0] [--model FILE]
 
 Writes ``benchmarks/results/enhancement_contrast.json`` and prints a Markdown table.
 """
@@ -47,9 +47,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=5)
     parser.add_argument("--factors", type=float, nargs="+", default=[1.5, 2.0])
     parser.add_argument("--out", type=Path, default=RESULTS / "enhancement_contrast.json")
+    parser.add_argument("--model", default=None, help="NSLF model id or file (default: the shipped model)")
     args = parser.parse_args()
 
-    model, info = load_model(None, device="cpu")
+    model, info = load_model(args.model, device="cpu")
     rows = []
     for files in find_cases(args.data)[: args.limit]:
         case = load_case(files, require_label=True)
