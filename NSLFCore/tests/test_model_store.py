@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -136,6 +137,11 @@ def test_a_model_without_stage_3_loads_with_a_warning(weights, tmp_path):
     with pytest.warns(UserWarning, match="segmentation is untrained"):
         _, info = load_model(path)
     assert info.stage == 2 and info.source == "file"
+    inherited = tmp_path / "stage2_of_a_segmenter.pt"  # stage 2 fine-tuned from a stage-3 model (nslf train --init)
+    save_model(model, inherited, stage=2, trained_stages=[1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(inherited)[1].stage == 2
 
 
 def test_file_url_download_is_verified_and_reports_progress(weights, tmp_path):

@@ -258,6 +258,27 @@ def test_init_fine_tunes_from_a_model_and_checks_its_configuration(tiny_data, tm
     assert frozen and all(torch.equal(tuned[k], initial[k]) for k in frozen)
     assert not torch.equal(tuned["fsd.classifier.weight"], initial["fsd.classifier.weight"])  # and it trained
     assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == str(init)
+    assert load_checkpoint(tmp_path / "run" / "stage3_best.pt")["trained_stages"] == [1, 2, 3]
+
+
+def test_a_stage_2_fine_tune_of_a_segmenting_model_still_segments(tiny_data, tmp_path):
+    """Stage 2 alone from a stage-3 model: the file records the inherited stages, so it loads without the
+    "segmentation is untrained" warning that a stage-2 file of a fresh run gets."""
+    import warnings
+
+    from nslfcore.model_store import load_model, save_model
+    from nslfcore.models import NSLF
+
+    torch.manual_seed(6)
+    init = save_model(NSLF(PRESETS["compact"]), tmp_path / "start.pt", stage=3)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_data), "--stage", "2", "--epochs", "1", *SMALL, "--out", str(run), "--init", str(init)]
+    assert nslf_main(args) == 0
+    data = load_checkpoint(run / "stage2_best.pt")
+    assert data["stage"] == 2 and data["trained_stages"] == [1, 2, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(run / "stage2_best.pt")[1].stage == 2
 
 
 def test_stop_after_epochs_from_the_command_line(tiny_data, tmp_path):

@@ -67,7 +67,8 @@ def save_model(model: Network, path: str | Path, **metadata: Any) -> Path:
         model: a :class:`~nslfcore.models.interface.Network` (:class:`~nslfcore.models.NSLF`, a segmentation baseline).
         path: the file to write (its folder is created).
         metadata: more fields, e.g. ``stage`` (1-3; below 3 :func:`load_model` warns that the
-            segmentation is untrained), ``epoch``, ``best_metric``.
+            segmentation is untrained unless ``trained_stages`` holds 3), ``epoch``, ``best_metric``,
+            ``trained_stages``.
 
     Example:
         >>> path = save_model(NSLF(PRESETS["compact"]), "random.pt", stage=3, epoch=1)  # doctest: +SKIP
@@ -77,6 +78,16 @@ def save_model(model: Network, path: str | Path, **metadata: Any) -> Path:
     from nslfcore.training.checkpoint import atomic_torch_save, new_checkpoint
 
     return atomic_torch_save(new_checkpoint(**model.checkpoint_fields(), model=model.state_dict(), **metadata), path)
+
+
+def trained_stages(data: dict[str, Any]) -> tuple[int, ...]:
+    """The stages whose training a checkpoint's weights carry: its ``trained_stages`` (written since
+    a fine-tune could inherit them: ``nslf train --init``), else 1 to its ``stage``, else ``()``."""
+    recorded = data.get("trained_stages")
+    if isinstance(recorded, (list, tuple)):
+        return tuple(sorted({int(s) for s in recorded}))
+    stage = data.get("stage")
+    return tuple(range(1, stage + 1)) if isinstance(stage, int) else ()
 
 
 def _network(data: dict[str, Any], info: ModelInfo) -> tuple[Network, dict[str, Any]]:
@@ -128,7 +139,7 @@ def load_model(
         first = str(error).splitlines()[0].rstrip(":. ")
         raise ModelError(f"Model file {info.path} does not match its own configuration ({first}).") from None
     stage = data.get("stage")
-    if isinstance(stage, int) and stage < 3:
+    if isinstance(stage, int) and 3 not in trained_stages(data):
         warnings.warn(
             f"Model {info.id!r} was trained up to stage {stage} only; its fusion is usable but its segmentation is untrained.",
             stacklevel=2,

@@ -125,8 +125,10 @@ def check_stage_order(stages: tuple[int, ...], run_dir: Path, init: Path | None 
         )
 
 
-def initial_weights(init: Path, config: NSLFConfig) -> dict:
-    """The state dict of ``init`` (a weights or training checkpoint, read weights-only) for ``config``."""
+def initial_weights(init: Path, config: NSLFConfig) -> tuple[dict, tuple[int, ...]]:
+    """The state dict of ``init`` (a weights or training checkpoint, read weights-only) for ``config``,
+    and the stages whose training those weights carry (:func:`~nslfcore.model_store.files.trained_stages`)."""
+    from nslfcore.model_store.files import trained_stages
     from nslfcore.training.checkpoint import load_checkpoint
 
     try:
@@ -135,7 +137,7 @@ def initial_weights(init: Path, config: NSLFConfig) -> dict:
         raise TrainingSetupError(f"--init {init}: {error}") from None
     if NSLFConfig.from_json(data["config"]) != config:
         raise TrainingSetupError(f"--init {init} was trained with another network configuration; use the same --config.")
-    return data["model"]
+    return data["model"], trained_stages(data)
 
 
 def train(
@@ -166,7 +168,7 @@ def train(
     check_stage_order(options.stages, run_dir, init)
     if not resume and any(run_dir.glob("stage*.pt")):
         raise TrainingSetupError(f"{run_dir} already holds checkpoints; use --resume to continue or another --out.")
-    weights = initial_weights(init, config) if init is not None else None  # checked before anything is written
+    weights, inherited = initial_weights(init, config) if init is not None else (None, ())  # checked before anything is written
     folder_data = folder_cases(spec.folder) if spec.folder is not None else None
     lock = None
     if context.is_main:
@@ -175,7 +177,7 @@ def train(
         (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP left by an earlier stop would end this run at once
     try:
         return _train_in(run_dir, spec, folder_data, config, options, torch_device, context, events, resume, init,
-                         weights, cache_dir)  # fmt: skip
+                         weights, inherited, cache_dir)  # fmt: skip
     finally:
         if lock is not None:
             lock.release()
@@ -183,7 +185,7 @@ def train(
 
 def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, options: TrainingOptions,
               torch_device: torch.device, context: DistributedContext, events, resume: bool, init: Path | None,
-              weights: dict | None, cache_dir) -> str:  # fmt: skip
+              weights: dict | None, inherited: tuple[int, ...], cache_dir) -> str:  # fmt: skip
     """:func:`train` once the arguments are checked and the run folder is locked."""
     if folder_data is not None:
         cases, split = folder_data
@@ -235,7 +237,8 @@ def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, op
             world_size=context.world_size,
             resume=resume,
             )
-        trainer = Trainer(model, options, run_dir, datasets, split, writer, torch_device, context, resume, init is not None)
+        trainer = Trainer(model, options, run_dir, datasets, split, writer, torch_device, context, resume, init is not None,
+                          inherited_stages=inherited)
         status = trainer.fit()
         return status
     except Exception as error:

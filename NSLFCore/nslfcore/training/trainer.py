@@ -116,6 +116,9 @@ class Trainer:
         resume: continue from the run folder's checkpoints.
         initialised: the model already holds trained weights (``nslf train --init``), so a stage may
             start without the previous stage's checkpoint in the run folder.
+        inherited_stages: the stages whose training the ``--init`` weights carry; model files record
+            them with this run's (``trained_stages``), so a stage-2 fine-tune of a segmenting model
+            is still known to segment.
     """
 
     def __init__(
@@ -130,9 +133,11 @@ class Trainer:
         context: DistributedContext = DistributedContext(),
         resume: bool = False,
         initialised: bool = False,
+        inherited_stages: tuple[int, ...] = (),
     ) -> None:
         self.model = model.to(device)
         self.initialised = initialised
+        self.inherited_stages = tuple(inherited_stages)
         self.options = options
         self.run_dir = Path(run_dir)
         self.datasets = datasets
@@ -402,8 +407,9 @@ class Trainer:
         if not self.context.is_main:
             return
         progress = run.progress
+        trained = sorted(set(self.inherited_stages) | {s.number for s in self.stages if s.number <= run.number})
         path = save_model(self.model, self.checkpoint_path(run.number, best=True), stage=run.number, epoch=progress.epoch,
-                          best_metric=progress.best_metric)  # fmt: skip
+                          best_metric=progress.best_metric, trained_stages=trained)  # fmt: skip
         self._emit("checkpoint", stage=run.number, epoch=progress.epoch, path=str(path), best=True)
 
     def _save_last(self, run: StageRun) -> None:
