@@ -342,3 +342,19 @@ def test_precision_choice_and_bf16_agreement(tmp_path):
     np.testing.assert_allclose(bf16.probabilities, fp32.probabilities, atol=0.05)
     with pytest.raises(ValueError, match="precision"):
         run(case, net, device="cpu", precision="half")
+
+
+def test_a_read_only_input_is_read_without_a_warning(model):
+    """Case validation passes memory-mapped cached cases (read-only): no PyTorch "not writable" warning,
+    and the same result as for a writable copy."""
+    import warnings
+
+    image = np.random.default_rng(0).random((4, 16, 24, 24), dtype=np.float32)
+    args = (torch.device("cpu"), "whole", (16, 24, 24), (0.25, 0.25, 0.25), True, None)
+    writable_fused, writable_probabilities = strategies._infer(model, image.copy(), *args)
+    image.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused, probabilities = strategies._infer(model, image, *args)
+    assert fused is not None and probabilities is not None
+    assert torch.equal(fused, writable_fused) and torch.equal(probabilities, writable_probabilities)

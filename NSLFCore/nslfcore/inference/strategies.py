@@ -97,7 +97,9 @@ def _infer(
     The network runs in :func:`~nslfcore.inference.precision.compute_dtype`'s number format; the
     input has the network's dtype (float64 for a float64 network).
     """
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device, network_dtype(model))
+    with warnings.catch_warnings():  # a read-only input (a memory-mapped cached case) is only read, never written
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device, network_dtype(model))
     with torch.inference_mode(), autocast(device, compute_dtype(precision, device, model)):
         if mode in ("whole", "sequential"):
             out = _Predictor(model, segment, progress, 1, 0.1, 0.8, sequential=mode == "sequential")(x)
