@@ -137,11 +137,15 @@ def test_a_model_without_stage_3_loads_with_a_warning(weights, tmp_path):
     with pytest.warns(UserWarning, match="segmentation is untrained"):
         _, info = load_model(path)
     assert info.stage == 2 and info.source == "file"
-    inherited = tmp_path / "stage2_of_a_segmenter.pt"  # stage 2 fine-tuned from a stage-3 model (nslf train --init)
-    save_model(model, inherited, stage=2, trained_stages=[1, 2, 3])
+    recorded = tmp_path / "stage3_then_1.pt"  # what trained_stages says wins over stage: here stage 3 holds
+    save_model(model, recorded, stage=1, trained_stages=[1, 2, 3])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert load_model(inherited)[1].stage == 2
+        assert load_model(recorded)[1].stage == 1
+    stale = tmp_path / "stage2_after_3.pt"  # stage 2 fine-tuned from a stage-3 model: its segmenter no longer holds
+    save_model(model, stale, stage=2, trained_stages=[1, 2])
+    with pytest.warns(UserWarning, match="segmentation is untrained"):
+        load_model(stale)
 
 
 def test_file_url_download_is_verified_and_reports_progress(weights, tmp_path):

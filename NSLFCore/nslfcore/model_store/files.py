@@ -67,8 +67,8 @@ def save_model(model: Network, path: str | Path, **metadata: Any) -> Path:
         model: a :class:`~nslfcore.models.interface.Network` (:class:`~nslfcore.models.NSLF`, a segmentation baseline).
         path: the file to write (its folder is created).
         metadata: more fields, e.g. ``stage`` (1-3; below 3 :func:`load_model` warns that the
-            segmentation is untrained unless ``trained_stages`` holds 3), ``epoch``, ``best_metric``,
-            ``trained_stages``.
+            segmentation is untrained), ``epoch``, ``best_metric``, ``trained_stages`` (see
+            :func:`trained_stages`; a stage-2 file fine-tuned from a stage-3 one lacks 3).
 
     Example:
         >>> path = save_model(NSLF(PRESETS["compact"]), "random.pt", stage=3, epoch=1)  # doctest: +SKIP
@@ -81,8 +81,10 @@ def save_model(model: Network, path: str | Path, **metadata: Any) -> Path:
 
 
 def trained_stages(data: dict[str, Any]) -> tuple[int, ...]:
-    """The stages whose training a checkpoint's weights carry: its ``trained_stages`` (written since
-    a fine-tune could inherit them: ``nslf train --init``), else 1 to its ``stage``, else ``()``."""
+    """The stages whose training holds for a checkpoint's weights: its ``trained_stages`` (what ``nslf
+    train`` writes: the ``--init`` file's stages below the run's first, and the run's own), else 1 to
+    its ``stage``, else ``()``. Stage 3 missing means the segmenter is untrained or was trained on
+    features an earlier stage has changed since."""
     recorded = data.get("trained_stages")
     if isinstance(recorded, (list, tuple)):
         return tuple(sorted({int(s) for s in recorded}))
@@ -141,7 +143,8 @@ def load_model(
     stage = data.get("stage")
     if isinstance(stage, int) and 3 not in trained_stages(data):
         warnings.warn(
-            f"Model {info.id!r} was trained up to stage {stage} only; its fusion is usable but its segmentation is untrained.",
+            f"Model {info.id!r} was trained up to stage {stage} only; its fusion is usable but its segmentation is untrained "
+            f"for it: train stage 3 (nslf train --stage 3 --init {info.path}) before segmenting.",
             stacklevel=2,
         )
     info = replace(info, config=config, stage=stage, epoch=data.get("epoch"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,11 @@ def train(
     if not resume and any(run_dir.glob("stage*.pt")):
         raise TrainingSetupError(f"{run_dir} already holds checkpoints; use --resume to continue or another --out.")
     weights, inherited = initial_weights(init, config) if init is not None else (None, ())  # checked before anything is written
+    stale = [s for s in inherited if min(options.stages) < s and s not in options.stages]
+    if stale and context.is_main:
+        warnings.warn(f"--init {init} has stage {stale[-1]} trained on what stage {min(options.stages)} will change: "
+                      f"the model this run writes needs stage {', '.join(map(str, stale))} again before segmenting "
+                      f"(train --stage all, or --stage {stale[-1]} --init on the result).", stacklevel=2)  # fmt: skip
     folder_data = folder_cases(spec.folder) if spec.folder is not None else None
     lock = None
     if context.is_main:
