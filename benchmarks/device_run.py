@@ -552,6 +552,23 @@ def inference(run: DeviceRun, case, config: str, compile_ok: Callable[[], bool],
 
 
 # -------------------------------------------------------------------------------------- training
+def _stage_options(stage: int, spec: dict[str, Any], workers: int, **extra: Any) -> Any:
+    """The ``TrainingOptions`` of one planned stage (an entry of :func:`_stage_plan`): what NSLF's
+    stage and the same-recipe baselines train with; ``extra`` adds options (an ablation's)."""
+    from nslfcore.training.options import TrainingOptions
+
+    return TrainingOptions(
+        stages=(stage,), epochs=spec["epochs"], lr=spec["lr"], fine_tune_lr=spec["fine_tune_lr"],
+        batch_size=spec["batch_size"], fusion_crop=spec["crop"] if stage < 3 else TrainingOptions().fusion_crop,
+        segmentation_crop=spec["crop"] if stage == 3 else TrainingOptions().segmentation_crop,
+        tumour_fraction=spec.get("tumour_fraction", 0.5), dice_average=spec.get("dice_average", "pooled"),
+        samples_per_case=spec.get("samples_per_case", 1), augmentation=spec.get("augmentation", "none"),
+        et_fraction=spec.get("et_fraction", 0.0), case_validation_every=spec.get("case_validation_every"),
+        num_workers=workers, time_limit_s=spec["time_limit_s"], patience=max(10, spec["epochs"]),
+        warmup_epochs=min(1.0, spec["epochs"] / 10), **extra,
+    )  # fmt: skip
+
+
 def _stage_plan(run: DeviceRun, recipe: dict[int, dict[str, Any]], seconds: float, n_train: int) -> dict[int, dict[str, Any]]:
     """Per stage: time limit, and epochs estimated from the measured throughput so the schedule fits the time."""
     measured: dict[int, float] = dict(EXPECTED_SAMPLES_PER_S) if not run.dry_run else {}
@@ -579,7 +596,6 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
     """Train preset ``config`` stage by stage in the time left minus ``reserve_s`` (for evaluation), at most ``train_seconds``."""
     from nslfcore.config import PRESETS
     from nslfcore.training.checkpoint import load_checkpoint
-    from nslfcore.training.options import TrainingOptions
     from nslfcore.training.run import train
 
     data = generation.wait(timeout_s=max(run.remaining() - reserve_s - 30, 5))
@@ -599,16 +615,7 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
     events = run.out / "events.jsonl"
     previous = init
     for stage, spec in plan.items():
-        options = TrainingOptions(
-            stages=(stage,), epochs=spec["epochs"], lr=spec["lr"], fine_tune_lr=spec["fine_tune_lr"],
-            batch_size=spec["batch_size"], fusion_crop=spec["crop"] if stage < 3 else TrainingOptions().fusion_crop,
-            segmentation_crop=spec["crop"] if stage == 3 else TrainingOptions().segmentation_crop,
-            tumour_fraction=spec.get("tumour_fraction", 0.5), dice_average=spec.get("dice_average", "pooled"),
-            samples_per_case=spec.get("samples_per_case", 1), augmentation=spec.get("augmentation", "none"),
-            et_fraction=spec.get("et_fraction", 0.0), case_validation_every=spec.get("case_validation_every"),
-            num_workers=workers, time_limit_s=spec["time_limit_s"], patience=max(10, spec["epochs"]),
-            warmup_epochs=min(1.0, spec["epochs"] / 10), **ABLATIONS[ablation].get("options", {}),
-        )  # fmt: skip
+        options = _stage_options(stage, spec, workers, **ABLATIONS[ablation].get("options", {}))
         run_dir = run.work / "runs" / f"stage{stage}"
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -648,7 +655,6 @@ def baselines(run: DeviceRun, generation: Generation, spec: dict[str, Any], work
     ``recipe``), each baseline for ``seconds / len(archs)``; files ``baseline_<arch>.pt`` in ``--out``.
     """
     from nslfcore.baseline import train_baseline
-    from nslfcore.training.options import TrainingOptions
 
     data = generation.wait(timeout_s=max(run.remaining() - 30, 5))
     run.results.setdefault("data", data)
@@ -656,13 +662,7 @@ def baselines(run: DeviceRun, generation: Generation, spec: dict[str, Any], work
     plan = _stage_plan(run, {3: spec | {"share": 1.0}}, share, data["cases"]["train"])[3]
     out: dict[str, Any] = {"archs": archs, "recipe": plan, "trained": {}}
     for arch in archs:
-        options = TrainingOptions(
-            stages=(3,), epochs=plan["epochs"], lr=plan["lr"], batch_size=plan["batch_size"],
-            segmentation_crop=plan["crop"], tumour_fraction=plan.get("tumour_fraction", 0.5),
-            et_fraction=plan.get("et_fraction", 0.0), augmentation=plan.get("augmentation", "light"),
-            samples_per_case=plan.get("samples_per_case", 1), dice_average=plan.get("dice_average", "pooled"),
-            num_workers=workers, time_limit_s=plan["time_limit_s"],
-        )  # fmt: skip
+        options = _stage_options(3, plan, workers)
         clock = time.perf_counter()
         log(f"   baseline {arch}: {plan['epochs']} epochs at most, {plan['time_limit_s']:.0f} s")
         best = train_baseline(generation.folders["train"], run.work / "baselines" / arch, arch=arch, recipe=options,
