@@ -552,7 +552,7 @@ def inference(run: DeviceRun, case, config: str, compile_ok: Callable[[], bool],
 
 
 # -------------------------------------------------------------------------------------- training
-def _stage_options(stage: int, spec: dict[str, Any], workers: int, **extra: Any) -> Any:
+def stage_options(stage: int, spec: dict[str, Any], workers: int, **extra: Any) -> Any:
     """The ``TrainingOptions`` of one planned stage (an entry of :func:`_stage_plan`): what NSLF's
     stage and the same-recipe baselines train with; ``extra`` adds options (an ablation's)."""
     from nslfcore.training.options import TrainingOptions
@@ -615,7 +615,7 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
     events = run.out / "events.jsonl"
     previous = init
     for stage, spec in plan.items():
-        options = _stage_options(stage, spec, workers, **ABLATIONS[ablation].get("options", {}))
+        options = stage_options(stage, spec, workers, **ABLATIONS[ablation].get("options", {}))
         run_dir = run.work / "runs" / f"stage{stage}"
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -662,7 +662,7 @@ def baselines(run: DeviceRun, generation: Generation, spec: dict[str, Any], work
     plan = _stage_plan(run, {3: spec | {"share": 1.0}}, share, data["cases"]["train"])[3]
     out: dict[str, Any] = {"archs": archs, "recipe": plan, "trained": {}}
     for arch in archs:
-        options = _stage_options(3, plan, workers)
+        options = stage_options(3, plan, workers)
         clock = time.perf_counter()
         log(f"   baseline {arch}: {plan['epochs']} epochs at most, {plan['time_limit_s']:.0f} s")
         best = train_baseline(generation.folders["train"], run.work / "baselines" / arch, arch=arch, recipe=options,

@@ -74,7 +74,8 @@ def train_baseline(
     ``recipe``: NSLF's stage-3 options (:class:`~nslfcore.training.options.TrainingOptions`), for a
     baseline with exactly the default model's stage-3 recipe: its ``epochs``, ``lr``,
     ``weight_decay``, ``segmentation_crop``, ``batch_size``, ``num_workers``, ``tumour_fraction``,
-    ``et_fraction``, ``augmentation``, ``samples_per_case``, ``dice_average``, ``time_limit_s``
+    ``et_fraction``, ``augmentation``, ``samples_per_case``, ``dice_average``, ``warmup_epochs``,
+    ``min_lr``, ``time_limit_s``
     (checked after every epoch) and ``amp`` (bf16 autocast on CUDA, the losses in float32) replace
     the arguments and defaults above. Model selection stays on the centre-crop validation loss.
     """
@@ -99,7 +100,10 @@ def train_baseline(
         train_set.preload()
     steps = min(math.ceil(len(train_set) / batch), steps_per_epoch or math.ceil(len(train_set) / batch))
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
-    schedule = WarmupCosineSchedule(optimizer, warmup_steps=steps, t_total=steps * epochs, end_lr=1e-5, warmup_multiplier=0.1)
+    # NSLF's schedule (trainer.py): linear warm-up over ``warmup_epochs``, cosine decay to ``min_lr``.
+    warmup = int(round(options.warmup_epochs * steps)) if recipe is not None else steps
+    schedule = WarmupCosineSchedule(optimizer, warmup_steps=warmup, t_total=steps * epochs, end_lr=options.min_lr,
+                                    warmup_multiplier=0.1)  # fmt: skip
     loss_fn = Stage3Loss(dice_average=options.dice_average)
     amp = options.amp and torch_device.type == "cuda"
     started = time.perf_counter()

@@ -1,0 +1,178 @@
+"""Same-budget comparison on a CPU: NSLF, its ablations and the segmentation baselines, all trained
+from scratch with one small recipe, then scored on the held-out cases (issues 15.6, 16.3, 16.4).
+
+The shipped default was trained on a lent GPU (about 10,000 stage-3 samples); a baseline trained
+with that budget needs the same GPU. This script makes the like-for-like rows a 2-core CPU can
+afford: every method sees the same training cases, split, crops, crops per case, ET share,
+augmentation, loss and schedule (:data:`CPU_RECIPE`; NSLF's stage 3 and each baseline share
+:func:`device_run.stage_options`), counted in samples, not seconds, so a busy machine changes the
+time and not the result. NSLF and its ablations (:data:`device_run.ABLATIONS`) run all three
+stages; a baseline trains what NSLF's stage 3 trains, with the same options. Model selection is
+the centre-crop validation loss for all (no whole-case validation: the baselines have none).
+
+Each trained model lands in ``OUT/models/<name>.pt`` as soon as it exists, with its training
+figures in ``OUT/same_budget.json``; a rerun skips the models already there (resumable, one
+model at a time), then scores them all with :func:`nslfcore.compare.compare` on ``--test``
+(``OUT/compare``: per-case CSVs, ``tables.md``, figures; resumable as well).
+
+    python benchmarks/cpu_same_budget.py --data TRAIN_DIR --test HELDOUT_DIR --out OUT \
+        [--methods nslf unet ...] [--no-evaluate] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from device_run import ABLATIONS, stage_options  # noqa: E402
+
+#: The recipe, per stage: crop ``(z, y, x)``, batch, crops per training case per epoch, epochs,
+#: learning rates and stage 3's options of the GPU recipe (per-class Dice, 90 % of crops on
+#: tumour, 40 % on enhancing tumour, strong augmentation with bright structures). With the 19
+#: training cases of ``nslf phantom --n 24 --seed 1000`` (the seeded 80/20 split): 228 stage-1,
+#: 228 stage-2 and 304 stage-3 samples, about 1 h for NSLF and 15-40 min per baseline on 2 cores.
+CPU_RECIPE: dict[int, dict[str, Any]] = {
+    1: {"crop": (64, 96, 96), "batch_size": 2, "samples_per_case": 4, "epochs": 3, "lr": 1e-3,
+        "fine_tune_lr": 1e-4, "augmentation": "light"},
+    2: {"crop": (64, 96, 96), "batch_size": 2, "samples_per_case": 4, "epochs": 3, "lr": 1e-3,
+        "fine_tune_lr": 1e-4, "augmentation": "light"},
+    3: {"crop": (64, 128, 128), "batch_size": 2, "samples_per_case": 4, "epochs": 4, "lr": 1e-3,
+        "fine_tune_lr": 1e-4, "dice_average": "class", "tumour_fraction": 0.9, "et_fraction": 0.4,
+        "augmentation": "strong-bright"},
+}  # fmt: skip
+#: The same on tiny procedural phantoms (``--dry-run``, for the tests).
+DRY_RECIPE: dict[int, dict[str, Any]] = {
+    stage: spec | {"crop": (32, 64, 64), "samples_per_case": 1, "epochs": 1} for stage, spec in CPU_RECIPE.items()
+}
+#: NSLF variants (trained through all three stages) and segmentation baselines
+#: (:data:`nslfcore.segmentation_baselines.ARCHITECTURES`), in the order they train by default:
+#: the rows issue 15 asks for first, then issue 16's.
+NSLF_METHODS: dict[str, str] = {"nslf": "none", "fused-only": "fused-only", "no-gmn": "no-gmn",
+                                "no-contrastive": "no-contrastive", "detail": "detail"}  # fmt: skip
+BASELINE_METHODS = ("unet", "segresnet", "attention_unet", "vnet", "unetplusplus", "voxresnet")
+DEFAULT_ORDER = ("nslf", "unet", "segresnet", "fused-only", "no-gmn", "no-contrastive", "attention_unet",
+                 "voxresnet", "vnet", "unetplusplus")  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _stage_spec(recipe: dict[int, dict[str, Any]], stage: int) -> dict[str, Any]:
+    return recipe[stage] | {"time_limit_s": None}
+
+
+def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, Any]], workers: int,
+               seed: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """NSLF ``fast`` (or the ablation ``NSLF_METHODS[name]``) through stages 1-3 from scratch; its stage-3 best file."""
+    from nslfcore.config import PRESETS
+    from nslfcore.training.checkpoint import load_checkpoint
+    from nslfcore.training.run import train
+
+    ablation = ABLATIONS[NSLF_METHODS[name]]
+    network = PRESETS["fast"].replace(**ablation.get("config", {}))
+    stats: dict[str, Any] = {"kind": "nslf", "ablation": NSLF_METHODS[name], "stages": {}}
+    previous: Path | None = None
+    for stage in (1, 2, 3):
+        run_dir = work / name / f"stage{stage}"
+        best = run_dir / f"stage{stage}_best.pt"
+        clock = time.perf_counter()
+        if not best.exists():  # a finished stage of an interrupted method is kept
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            options = stage_options(stage, _stage_spec(recipe, stage), workers, seed=seed,
+                                    **ablation.get("options", {}))  # fmt: skip
+            log(f"{name} stage {stage}: {options.epochs} epochs, crop {recipe[stage]['crop']}")
+            train(str(data), run_dir, network, options, "cpu", run_dir / "events.jsonl", init=previous,
+                  cache_dir=work / "cache")  # fmt: skip
+        progress = load_checkpoint(run_dir / f"stage{stage}.pt")["progress"]
+        stats["stages"][str(stage)] = {"epochs": progress["epoch"], "steps": progress["step"],
+                                       "samples": progress["step"] * recipe[stage]["batch_size"],
+                                       "best_epoch": progress["best_epoch"],
+                                       "seconds": round(time.perf_counter() - clock, 1)}  # fmt: skip
+        previous = best
+    assert previous is not None
+    return previous, stats
+
+
+def train_baseline_method(arch: str, data: Path, work: Path, recipe: dict[int, dict[str, Any]], workers: int,
+                          seed: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Baseline ``arch`` with NSLF's stage-3 options of ``recipe``; its best file."""
+    from nslfcore.baseline import train_baseline
+    from nslfcore.training.run import folder_cases
+
+    options = stage_options(3, _stage_spec(recipe, 3), workers, seed=seed)
+    clock = time.perf_counter()
+    log(f"{arch}: {options.epochs} epochs, crop {recipe[3]['crop']}")
+    best = train_baseline(data, work / arch, arch=arch, recipe=options, device="cpu", seed=seed,
+                          log=lambda line: log(f"   {line}"))  # fmt: skip
+    epochs = [json.loads(line) for line in (work / arch / "baseline_log.jsonl").read_text().splitlines() if line]
+    steps = math.ceil(len(folder_cases(data)[1]["train"]) * options.samples_per_case / options.batch_size)
+    best_epoch = min(epochs, key=lambda e: e["loss"])["epoch"]
+    return best, {"kind": "baseline", "arch": arch, "epochs": len(epochs), "steps": steps * len(epochs),
+                  "samples": steps * len(epochs) * options.batch_size, "best_epoch": best_epoch,
+                  "seconds": round(time.perf_counter() - clock, 1)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="training cases (e.g. nslf phantom --n 24 --seed 1000)")
+    parser.add_argument("--test", type=Path, required=True, help="held-out labelled cases to score on")
+    parser.add_argument("--out", type=Path, required=True, help="models/, same_budget.json, compare/ (resumes what is there)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_ORDER),
+                        choices=(*NSLF_METHODS, *BASELINE_METHODS), help="what to train, in this order")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-evaluate", action="store_true", help="train only")
+    parser.add_argument("--metrics-2d", type=int, default=None, help="also the 2-D fusion metrics on N slices per case")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N held-out cases")
+    parser.add_argument("--dry-run", action="store_true", help="tiny crops and one epoch per stage (tests)")
+    args = parser.parse_args(argv)
+    # The memory-mapped case cache hands MONAI read-only arrays; its transforms copy them anyway.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+    recipe = DRY_RECIPE if args.dry_run else CPU_RECIPE
+    models, work = args.out / "models", args.out / "work"
+    models.mkdir(parents=True, exist_ok=True)
+    summary_path = args.out / "same_budget.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary["recipe"] = {str(stage): {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+                         for stage, spec in recipe.items()}  # fmt: skip
+    summary |= {"data": str(args.data.resolve()), "seed": args.seed, "dry_run": args.dry_run}
+    trained = summary.setdefault("trained", {})
+    for name in args.methods:
+        target = models / f"{name}.pt"
+        if target.exists():
+            log(f"{name}: {target} exists, skipped")
+            continue
+        trainer = train_nslf if name in NSLF_METHODS else train_baseline_method
+        best, stats = trainer(name, args.data, work, recipe, args.workers, args.seed)
+        shutil.copyfile(best, target)
+        trained[name] = stats | {"finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        summary_path.write_text(json.dumps(summary, indent=1))
+        log(f"{name}: done -> {target}")
+    summary_path.write_text(json.dumps(summary, indent=1))
+    if args.no_evaluate:
+        return 0
+
+    from nslfcore.compare import compare
+
+    methods = [str(models / f"{name}.pt") for name in args.methods if (models / f"{name}.pt").exists()]
+    written = compare(args.test, args.out / "compare", methods=methods, device="cpu", hd95_definition="pooled",
+                      slices_2d=args.metrics_2d, limit=args.limit, figures=not args.dry_run,
+                      progress=lambda method, done, total, case: log(f"[{method} {done}/{total}] {case}"))  # fmt: skip
+    log(f"tables: {written['tables']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
