@@ -39,7 +39,8 @@ from device_run import ABLATIONS, stage_options  # noqa: E402
 #: learning rates and stage 3's options of the GPU recipe (per-class Dice, 90 % of crops on
 #: tumour, 40 % on enhancing tumour, strong augmentation with bright structures). With the 19
 #: training cases of ``nslf phantom --n 24 --seed 1000`` (the seeded 80/20 split): 228 stage-1,
-#: 228 stage-2 and 304 stage-3 samples, about 1 h for NSLF and 15-40 min per baseline on 2 cores.
+#: 228 stage-2 and 304 stage-3 samples: 36 min for NSLF (three stages) and 39 min for the U-Net on
+#: this project's 2-core CPU while other jobs shared it (``benchmarks/RESULTS.md``).
 CPU_RECIPE: dict[int, dict[str, Any]] = {
     1: {"crop": (64, 96, 96), "batch_size": 2, "samples_per_case": 4, "epochs": 3, "lr": 1e-3,
         "fine_tune_lr": 1e-4, "augmentation": "light"},
@@ -85,8 +86,8 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
     for stage in (1, 2, 3):
         run_dir = work / name / f"stage{stage}"
         best = run_dir / f"stage{stage}_best.pt"
-        clock = time.perf_counter()
-        if not best.exists():  # a finished stage of an interrupted method is kept
+        clock, resumed = time.perf_counter(), best.exists()
+        if not resumed:  # a finished stage of an interrupted method is kept
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             options = stage_options(stage, _stage_spec(recipe, stage), workers, seed=seed,
@@ -98,7 +99,7 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
         stats["stages"][str(stage)] = {"epochs": progress["epoch"], "steps": progress["step"],
                                        "samples": progress["step"] * recipe[stage]["batch_size"],
                                        "best_epoch": progress["best_epoch"],
-                                       "seconds": round(time.perf_counter() - clock, 1)}  # fmt: skip
+                                       "seconds": None if resumed else round(time.perf_counter() - clock, 1)}  # fmt: skip
         previous = best
     assert previous is not None
     return previous, stats
