@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -109,7 +108,6 @@ def train_baseline_method(arch: str, data: Path, work: Path, recipe: dict[int, d
                           seed: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Baseline ``arch`` with NSLF's stage-3 options of ``recipe``; its best file."""
     from nslfcore.baseline import train_baseline
-    from nslfcore.training.run import folder_cases
 
     options = stage_options(3, _stage_spec(recipe, 3), workers, seed=seed)
     clock = time.perf_counter()
@@ -117,10 +115,10 @@ def train_baseline_method(arch: str, data: Path, work: Path, recipe: dict[int, d
     best = train_baseline(data, work / arch, arch=arch, recipe=options, device="cpu", seed=seed,
                           log=lambda line: log(f"   {line}"))  # fmt: skip
     epochs = [json.loads(line) for line in (work / arch / "baseline_log.jsonl").read_text().splitlines() if line]
-    steps = math.ceil(len(folder_cases(data)[1]["train"]) * options.samples_per_case / options.batch_size)
+    steps = sum(e["steps"] for e in epochs)
     best_epoch = min(epochs, key=lambda e: e["loss"])["epoch"]
-    return best, {"kind": "baseline", "arch": arch, "epochs": len(epochs), "steps": steps * len(epochs),
-                  "samples": steps * len(epochs) * options.batch_size, "best_epoch": best_epoch,
+    return best, {"kind": "baseline", "arch": arch, "epochs": len(epochs), "steps": steps,
+                  "samples": steps * options.batch_size, "best_epoch": best_epoch,
                   "seconds": round(time.perf_counter() - clock, 1)}  # fmt: skip
 
 

@@ -69,7 +69,7 @@ def train_baseline(
     a seeded 80/20 split), so both see the same training and validation cases. One epoch visits
     every training case once (a tumour-biased random crop ``crop`` ``(z, y, x)``, augmented); the
     validation loss on centre crops after every epoch picks the best weights. ``out`` also gets
-    ``baseline_log.jsonl`` (one line per epoch: losses, validation Dice, seconds).
+    ``baseline_log.jsonl`` (one line per epoch: optimiser steps, losses, validation Dice, seconds).
 
     ``recipe``: NSLF's stage-3 options (:class:`~nslfcore.training.options.TrainingOptions`), for a
     baseline with exactly the default model's stage-3 recipe: its ``epochs``, ``lr``,
@@ -116,10 +116,11 @@ def train_baseline(
             model.train()
             loader = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=options.num_workers,
                                 pin_memory=amp, generator=torch.Generator().manual_seed(seed + epoch))  # fmt: skip
-            train_loss = 0.0
+            train_loss, done = 0.0, 0
             for step, item in enumerate(loader):
                 if step >= steps:
                     break
+                done += 1
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     logits = model(item["image"].to(torch_device))
@@ -129,7 +130,8 @@ def train_baseline(
                 schedule.step()
                 train_loss += float(loss.detach()) / steps
             valid = _validate(model, valid_set, loss_fn, torch_device)
-            record = {"epoch": epoch + 1, "train_loss": train_loss, **valid, "seconds": time.perf_counter() - clock}
+            record = {"epoch": epoch + 1, "steps": done, "train_loss": train_loss, **valid,
+                      "seconds": time.perf_counter() - clock}  # fmt: skip
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             log(f"{model.title} baseline epoch {epoch + 1}/{epochs}: train {train_loss:.4f}, valid {valid['loss']:.4f}, "
