@@ -4,19 +4,20 @@ from scratch with one small recipe, then scored on the held-out cases (issues 15
 The shipped default was trained on a lent GPU (about 10,000 stage-3 samples); a baseline trained
 with that budget needs the same GPU. This script makes the like-for-like rows a 2-core CPU can
 afford: every method sees the same training cases, split, crops, crops per case, ET share,
-augmentation, loss and schedule (:data:`CPU_RECIPE`; NSLF's stage 3 and each baseline share
+augmentation, loss and schedule (:data:`RECIPES`, ``--recipe``; NSLF's stage 3 and each baseline share
 :func:`device_run.stage_options`), counted in samples, not seconds, so a busy machine changes the
 time and not the result. NSLF and its ablations (:data:`device_run.ABLATIONS`) run all three
 stages; a baseline trains what NSLF's stage 3 trains, with the same options. Model selection is
 the centre-crop validation loss for all (no whole-case validation: the baselines have none).
 
 Each trained model lands in ``OUT/models/<name>.pt`` as soon as it exists, with its training
-figures in ``OUT/same_budget.json``; a rerun skips the models already there (resumable, one
-model at a time), then scores them all with :func:`nslfcore.compare.compare` on ``--test``
+figures in ``OUT/same_budget.json``; a rerun skips the models already there and resumes an
+interrupted one after its last completed epoch (NSLF's stage checkpoints, a baseline's
+``baseline_last.pt``), then scores them all with :func:`nslfcore.compare.compare` on ``--test``
 (``OUT/compare``: per-case CSVs, ``tables.md``, figures; resumable as well).
 
     python benchmarks/cpu_same_budget.py --data TRAIN_DIR --test HELDOUT_DIR --out OUT \
-        [--methods nslf unet ...] [--no-evaluate] [--dry-run]
+        [--recipe cpu-1216] [--methods nslf unet ...] [--no-evaluate] [--dry-run]
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from device_run import ABLATIONS, stage_options  # noqa: E402
 
-#: The recipe, per stage: crop ``(z, y, x)``, batch, crops per training case per epoch, epochs,
-#: learning rates and stage 3's options of the GPU recipe (per-class Dice, 90 % of crops on
-#: tumour, 40 % on enhancing tumour, strong augmentation with bright structures). With the 19
+#: The first recipe, per stage: crop ``(z, y, x)``, batch, crops per training case per epoch,
+#: epochs, learning rates and stage 3's options of the GPU recipe (per-class Dice, 90 % of crops
+#: on tumour, 40 % on enhancing tumour, strong augmentation with bright structures). With the 19
 #: training cases of ``nslf phantom --n 24 --seed 1000`` (the seeded 80/20 split): 228 stage-1,
 #: 228 stage-2 and 304 stage-3 samples: 36 min for NSLF (three stages) and 39 min for the U-Net on
-#: this project's 2-core CPU while other jobs shared it (``benchmarks/RESULTS.md``).
-CPU_RECIPE: dict[int, dict[str, Any]] = {
+#: this project's 2-core CPU while other jobs shared it (``benchmarks/RESULTS.md``). Too short for
+#: either to segment; kept so that its rows stay reproducible.
+RECIPE_304: dict[int, dict[str, Any]] = {
     1: {"crop": (64, 96, 96), "batch_size": 2, "samples_per_case": 4, "epochs": 3, "lr": 1e-3,
         "fine_tune_lr": 1e-4, "augmentation": "light"},
     2: {"crop": (64, 96, 96), "batch_size": 2, "samples_per_case": 4, "epochs": 3, "lr": 1e-3,
@@ -49,9 +51,15 @@ CPU_RECIPE: dict[int, dict[str, Any]] = {
         "fine_tune_lr": 1e-4, "dice_average": "class", "tumour_fraction": 0.9, "et_fraction": 0.4,
         "augmentation": "strong-bright"},
 }  # fmt: skip
+#: The default: stages 1-2 as :data:`RECIPE_304` (so one NSLF stage 1-2 serves both), stage 3
+#: with 4x the samples in smaller crops: 16 epochs of 48 x 96 x 96, 1,216 samples (over 1,000 per
+#: method), 1.69x the stage-3 voxels of :data:`RECIPE_304`.
+RECIPE_1216: dict[int, dict[str, Any]] = RECIPE_304 | {3: RECIPE_304[3] | {"crop": (48, 96, 96), "epochs": 16}}
+#: The recipes by name (``--recipe``).
+RECIPES: dict[str, dict[int, dict[str, Any]]] = {"cpu-304": RECIPE_304, "cpu-1216": RECIPE_1216}
 #: The same on tiny procedural phantoms (``--dry-run``, for the tests).
 DRY_RECIPE: dict[int, dict[str, Any]] = {
-    stage: spec | {"crop": (32, 64, 64), "samples_per_case": 1, "epochs": 1} for stage, spec in CPU_RECIPE.items()
+    stage: spec | {"crop": (32, 64, 64), "samples_per_case": 1, "epochs": 1} for stage, spec in RECIPE_1216.items()
 }
 #: NSLF variants (trained through all three stages) and segmentation baselines
 #: (:data:`nslfcore.segmentation_baselines.ARCHITECTURES`), in the order they train by default:
@@ -76,6 +84,7 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
     """NSLF ``fast`` (or the ablation ``NSLF_METHODS[name]``) through stages 1-3 from scratch; its stage-3 best file."""
     from nslfcore.config import PRESETS
     from nslfcore.training.checkpoint import load_checkpoint
+    from nslfcore.training.progress import StageProgress
     from nslfcore.training.run import train
 
     ablation = ABLATIONS[NSLF_METHODS[name]]
@@ -84,21 +93,24 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
     previous: Path | None = None
     for stage in (1, 2, 3):
         run_dir = work / name / f"stage{stage}"
-        best = run_dir / f"stage{stage}_best.pt"
-        clock, resumed = time.perf_counter(), best.exists()
-        if not resumed:  # a finished stage of an interrupted method is kept
-            if run_dir.exists():
+        best, state_file = run_dir / f"stage{stage}_best.pt", run_dir / f"stage{stage}.pt"
+        started = StageProgress.from_checkpoint(load_checkpoint(state_file)) if state_file.exists() else None
+        clock, finished = time.perf_counter(), started is not None and started.finished
+        if not finished:  # a finished stage of an interrupted method is kept, an unfinished one resumed
+            if started is None and run_dir.exists():
                 shutil.rmtree(run_dir)
             options = stage_options(stage, _stage_spec(recipe, stage), workers, seed=seed,
                                     **ablation.get("options", {}))  # fmt: skip
-            log(f"{name} stage {stage}: {options.epochs} epochs, crop {recipe[stage]['crop']}")
+            where = f", resuming after epoch {started.epoch}" if started is not None else ""
+            log(f"{name} stage {stage}: {options.epochs} epochs, crop {recipe[stage]['crop']}{where}")
             train(str(data), run_dir, network, options, "cpu", run_dir / "events.jsonl", init=previous,
-                  cache_dir=work / "cache")  # fmt: skip
-        progress = load_checkpoint(run_dir / f"stage{stage}.pt")["progress"]
+                  cache_dir=work / "cache", resume=started is not None)  # fmt: skip
+        progress = load_checkpoint(state_file)["progress"]
         stats["stages"][str(stage)] = {"epochs": progress["epoch"], "steps": progress["step"],
                                        "samples": progress["step"] * recipe[stage]["batch_size"],
                                        "best_epoch": progress["best_epoch"],
-                                       "seconds": None if resumed else round(time.perf_counter() - clock, 1)}  # fmt: skip
+                                       "seconds": None if finished else round(time.perf_counter() - clock, 1),
+                                       "resumed_after_epoch": None if started is None or finished else started.epoch}  # fmt: skip
         previous = best
     assert previous is not None
     return previous, stats
@@ -110,16 +122,15 @@ def train_baseline_method(arch: str, data: Path, work: Path, recipe: dict[int, d
     from nslfcore.baseline import train_baseline
 
     options = stage_options(3, _stage_spec(recipe, 3), workers, seed=seed)
-    clock = time.perf_counter()
     log(f"{arch}: {options.epochs} epochs, crop {recipe[3]['crop']}")
     best = train_baseline(data, work / arch, arch=arch, recipe=options, device="cpu", seed=seed,
-                          log=lambda line: log(f"   {line}"))  # fmt: skip
+                          log=lambda line: log(f"   {line}"), resume=True)  # fmt: skip
     epochs = [json.loads(line) for line in (work / arch / "baseline_log.jsonl").read_text().splitlines() if line]
     steps = sum(e["steps"] for e in epochs)
     best_epoch = min(epochs, key=lambda e: e["loss"])["epoch"]
     return best, {"kind": "baseline", "arch": arch, "epochs": len(epochs), "steps": steps,
                   "samples": steps * options.batch_size, "best_epoch": best_epoch,
-                  "seconds": round(time.perf_counter() - clock, 1)}  # fmt: skip
+                  "seconds": round(sum(e["seconds"] for e in epochs), 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,19 +145,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-evaluate", action="store_true", help="train only")
     parser.add_argument("--metrics-2d", type=int, default=None, help="also the 2-D fusion metrics on N slices per case")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N held-out cases")
+    parser.add_argument("--recipe", choices=RECIPES, default="cpu-1216", help="training budget (default cpu-1216)")
     parser.add_argument("--dry-run", action="store_true", help="tiny crops and one epoch per stage (tests)")
     args = parser.parse_args(argv)
     # The memory-mapped case cache hands MONAI read-only arrays; its transforms copy them anyway.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
-    recipe = DRY_RECIPE if args.dry_run else CPU_RECIPE
+    recipe = DRY_RECIPE if args.dry_run else RECIPES[args.recipe]
     models, work = args.out / "models", args.out / "work"
     models.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "same_budget.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary["recipe"] = {str(stage): {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
-                         for stage, spec in recipe.items()}  # fmt: skip
-    summary |= {"data": str(args.data.resolve()), "seed": args.seed, "dry_run": args.dry_run}
+    written_recipe = {str(stage): {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+                      for stage, spec in recipe.items()}  # fmt: skip
+    if summary.get("trained") and summary.get("recipe") != written_recipe:
+        parser.error(f"{args.out} holds models trained with another recipe ({summary.get('recipe_name', 'unnamed')}); "
+                     "use another --out")  # fmt: skip
+    summary["recipe"] = written_recipe
+    summary |= {"data": str(args.data.resolve()), "seed": args.seed, "dry_run": args.dry_run,
+                "recipe_name": "dry-run" if args.dry_run else args.recipe}
     trained = summary.setdefault("trained", {})
     for name in args.methods:
         target = models / f"{name}.pt"

@@ -39,6 +39,9 @@ from nslfcore.model_store import ModelError, load_model, save_model
 from nslfcore.segmentation_baselines import ARCHITECTURES, KIND, BaselineUNet, SegmentationBaseline, build_baseline
 from nslfcore.training.options import TrainingOptions
 
+#: The resumable state of a baseline run, in its output folder (:func:`train_baseline`).
+LAST_FILE = "baseline_last.pt"
+
 __all__ = ["ARCHITECTURES", "KIND", "BaselineUNet", "SegmentationBaseline", "load_baseline", "train_baseline"]
 
 
@@ -62,6 +65,7 @@ def train_baseline(
     arch: str = "unet",
     log: Callable[[str], None] = print,
     recipe: TrainingOptions | None = None,
+    resume: bool = False,
 ) -> Path:
     """Train the baseline ``arch`` (:data:`ARCHITECTURES`) on a BraTS-layout folder; returns ``<out>/baseline_best.pt``.
 
@@ -78,6 +82,12 @@ def train_baseline(
     ``min_lr``, ``time_limit_s``
     (checked after every epoch) and ``amp`` (bf16 autocast on CUDA, the losses in float32) replace
     the arguments and defaults above. Model selection stays on the centre-crop validation loss.
+
+    After every epoch ``out`` also gets ``baseline_last.pt`` (weights, optimiser and schedule, the
+    epoch, the best loss; read back weights-only). ``resume``: continue from it after the last
+    completed epoch (an interrupted run loses only the epoch it was in; a finished one returns at
+    once); it must be the same ``arch`` and options, else :class:`ValueError`. Each epoch's crops
+    and order are seeded by ``seed`` and the epoch, so a resumed run sees the same data.
     """
     from nslfcore.inference.devices import resolve_device
     from nslfcore.training.run import folder_cases
@@ -108,9 +118,24 @@ def train_baseline(
     amp = options.amp and torch_device.type == "cuda"
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    best = math.inf
-    with (out / "baseline_log.jsonl").open("w") as log_file:
-        for epoch in range(epochs):
+    identity = {"arch": arch, "options": options.to_json(), "seed": seed, "steps_per_epoch": steps}
+    first, best = 0, math.inf
+    last = out / LAST_FILE
+    if resume and last.exists():
+        state = torch.load(last, map_location=torch_device, weights_only=True)
+        if {key: state[key] for key in identity} != identity:
+            raise ValueError(f"{last} was written by another baseline run (architecture, options or seed differ); "
+                             "use another output folder.")  # fmt: skip
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        first, best = int(state["epoch"]), float(state["best"])
+        log(f"{model.title} baseline: resuming after epoch {first}/{epochs}")
+    log_path = out / "baseline_log.jsonl"
+    kept = [line for line in log_path.read_text().splitlines() if line][:first] if first else []
+    log_path.write_text("".join(line + "\n" for line in kept))  # the epochs the resumed state holds
+    with log_path.open("a") as log_file:
+        for epoch in range(first, epochs):
             clock = time.perf_counter()
             train_set.set_epoch(epoch)
             model.train()
@@ -134,11 +159,15 @@ def train_baseline(
                       "seconds": time.perf_counter() - clock}  # fmt: skip
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-            log(f"{model.title} baseline epoch {epoch + 1}/{epochs}: train {train_loss:.4f}, valid {valid['loss']:.4f}, "
-                f"WT Dice {valid['dice_wt']:.3f} ({record['seconds']:.0f} s)")  # fmt: skip
             if valid["loss"] < best:
                 best = valid["loss"]
                 save_model(model, out / "baseline_best.pt", epoch=epoch + 1, best_metric=best)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                     "epoch": epoch + 1, "best": best, **identity}  # fmt: skip
+            torch.save(state, last.with_suffix(".tmp"))
+            last.with_suffix(".tmp").replace(last)  # never a half-written file
+            log(f"{model.title} baseline epoch {epoch + 1}/{epochs}: train {train_loss:.4f}, valid {valid['loss']:.4f}, "
+                f"WT Dice {valid['dice_wt']:.3f} ({record['seconds']:.0f} s)")  # fmt: skip
             if options.time_limit_s is not None and time.perf_counter() - started > options.time_limit_s:
                 log(f"{model.title} baseline: time limit {options.time_limit_s:.0f} s reached after epoch {epoch + 1}")
                 break

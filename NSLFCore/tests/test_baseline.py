@@ -43,6 +43,11 @@ def test_training_writes_a_weights_only_checkpoint_and_a_log(data, tmp_path, cap
         assert torch.equal(value, loaded.state_dict()[key])
     assert nslf(["baseline", "--data", str(data), "--out", str(out)]) == 1  # never overwrites
     assert "exists" in capsys.readouterr().err
+    before = (out / "baseline_best.pt").read_bytes()
+    resume = ["baseline", "--data", str(data), "--out", str(out), "--crop", "32", "32", "32", "--resume"]
+    assert nslf([*resume, "--epochs", "2"]) == 0  # finished: nothing to do, nothing rewritten
+    assert (out / "baseline_best.pt").read_bytes() == before and len((out / "baseline_log.jsonl").read_text().splitlines()) == 2
+    assert nslf([*resume, "--epochs", "3"]) == 1 and "another baseline run" in capsys.readouterr().err
 
 
 def test_training_with_nslf_stage3_recipe(data, tmp_path):
@@ -114,3 +119,49 @@ def test_score_of_the_reference_itself_is_perfect_and_grids_are_checked(data, tm
     shifted = write_image(np.zeros((4, 4, 4), np.uint8), case.geometry.cropped((0, 0, 0), (4, 4, 4)), tmp_path / "s.nii.gz")
     assert nslf(["score", "--case", str(data / files.name), "--labels", str(shifted)]) == 1
     assert "not on the grid" in capsys.readouterr().err
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_after_its_last_epoch_and_matches_an_uninterrupted_one(data, tmp_path):
+    """``resume``: the state after each epoch (``baseline_last.pt``, weights-only) carries on where a
+    run stopped; the seeded per-epoch data make the resumed run the same as one that never stopped."""
+    from nslfcore.baseline import LAST_FILE, train_baseline
+    from nslfcore.training.options import TrainingOptions
+
+    recipe = TrainingOptions(stages=(3,), epochs=3, lr=1e-3, batch_size=2, segmentation_crop=(32, 32, 32),
+                             samples_per_case=2, augmentation="strong", num_workers=0)  # fmt: skip
+    whole = train_baseline(data, tmp_path / "whole", recipe=recipe, device="cpu", log=lambda line: None)
+
+    def stop_after_first_epoch(line: str) -> None:
+        if "epoch 1/3" in line:
+            raise _Interrupted
+
+    cut = tmp_path / "cut"
+    with pytest.raises(_Interrupted):
+        train_baseline(data, cut, recipe=recipe, device="cpu", log=stop_after_first_epoch)
+    assert torch.load(cut / LAST_FILE, weights_only=True)["epoch"] == 1
+    lines: list[str] = []
+    resumed = train_baseline(data, cut, recipe=recipe, device="cpu", log=lines.append, resume=True)
+    assert "resuming after epoch 1/3" in lines[0] and sum("baseline epoch" in line for line in lines) == 2
+
+    logs = [[json.loads(line) for line in (run / "baseline_log.jsonl").read_text().splitlines()]
+            for run in (tmp_path / "whole", cut)]  # fmt: skip
+    assert [r["epoch"] for r in logs[1]] == [1, 2, 3]
+    for mine, theirs in zip(*logs):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+    a, b = load_baseline(whole).state_dict(), load_baseline(resumed).state_dict()
+    assert all(torch.allclose(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-5) for key in a)
+
+    # A finished run returns at once; another architecture or recipe is refused, nothing overwritten.
+    lines.clear()
+    assert train_baseline(data, cut, recipe=recipe, device="cpu", log=lines.append, resume=True) == resumed
+    assert not any("baseline epoch" in line for line in lines)
+    before = (cut / "baseline_best.pt").read_bytes()
+    with pytest.raises(ValueError, match="another baseline run"):
+        train_baseline(data, cut, arch="segresnet", recipe=recipe, device="cpu", log=lines.append, resume=True)
+    assert (cut / "baseline_best.pt").read_bytes() == before
+    assert len((cut / "baseline_log.jsonl").read_text().splitlines()) == 3

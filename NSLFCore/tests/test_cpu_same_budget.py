@@ -4,11 +4,13 @@ baseline train with the same stage-3 budget, land as model files, resume, and ar
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from nslfcore.baseline import load_baseline
 from nslfcore.data.phantom import write_phantom_dataset
@@ -53,3 +55,46 @@ def test_nslf_and_a_baseline_train_with_the_same_stage3_budget_resume_and_are_sc
     assert summary["trained"]["fused-only"]["ablation"] == "fused-only"
     _, info = load_model(out / "models" / "fused-only.pt")
     assert info.config["segmenter_input"] == "fused_only"
+
+    # An interrupted stage (here: NSLF's stage 3 marked unfinished, its model file not yet written)
+    # is resumed from its checkpoint, not retrained from scratch or taken as done.
+    state_file = out / "work" / "nslf" / "stage3" / "stage3.pt"
+    state = torch.load(state_file, weights_only=True)
+    state["progress"]["finished"] = False
+    torch.save(state, state_file)
+    (out / "models" / "nslf.pt").unlink()
+    proc = _run([*common, "--methods", "nslf", "--no-evaluate"])
+    assert "nslf stage 3: 1 epochs, crop (32, 64, 64), resuming after epoch 1" in proc.stdout
+    assert "nslf stage 1" not in proc.stdout and "nslf stage 2" not in proc.stdout
+    assert json.loads((out / "same_budget.json").read_text())["trained"]["nslf"]["stages"]["3"]["resumed_after_epoch"] == 1
+    _, info = load_model(out / "models" / "nslf.pt")
+    assert info.stage == 3
+
+    # Another recipe into the same folder is refused before anything trains or is overwritten.
+    proc = subprocess.run([sys.executable, str(SCRIPT), *common[:-3], "--recipe", "cpu-304", "--methods", "unet"],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 2 and "another recipe (dry-run)" in proc.stderr
+    assert json.loads((out / "same_budget.json").read_text())["recipe_name"] == "dry-run"
+
+
+def _recipes():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import cpu_same_budget
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return cpu_same_budget
+
+
+def test_the_default_recipe_shares_stages_1_2_with_the_first_and_trains_1216_stage3_samples():
+    module = _recipes()
+    first, default = module.RECIPES["cpu-304"], module.RECIPES["cpu-1216"]
+    assert first[1] == default[1] and first[2] == default[2]  # one NSLF stage 1-2 serves both
+    training_cases = 19  # nslf phantom --n 24 --seed 1000, the seeded 80/20 split
+    samples = {name: training_cases * r[3]["samples_per_case"] * r[3]["epochs"] for name, r in module.RECIPES.items()}
+    assert samples == {"cpu-304": 304, "cpu-1216": 1216}
+    voxels = {name: samples[name] * math.prod(r[3]["crop"]) for name, r in module.RECIPES.items()}
+    assert voxels["cpu-1216"] / voxels["cpu-304"] == pytest.approx(1.6875)
+    # Everything but the crop and the epochs is the same stage-3 recipe.
+    strip = ("crop", "epochs")
+    assert {k: v for k, v in first[3].items() if k not in strip} == {k: v for k, v in default[3].items() if k not in strip}

@@ -27,6 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out after its last completed epoch (same settings)")
     parser.set_defaults(func=run)
 
 
@@ -34,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from nslfcore.baseline import train_baseline
     from nslfcore.training.run import TrainingSetupError
 
-    if (args.out / "baseline_best.pt").exists():
-        print(f"nslf baseline: error: {args.out / 'baseline_best.pt'} exists; use another --out.", file=sys.stderr)
+    if (args.out / "baseline_best.pt").exists() and not args.resume:
+        print(f"nslf baseline: error: {args.out / 'baseline_best.pt'} exists; use another --out, or --resume.",
+              file=sys.stderr)  # fmt: skip
         return 1
     try:
         path = train_baseline(args.data, args.out, args.epochs, tuple(args.crop), args.lr, args.seed,
-                              args.steps_per_epoch, args.device, args.arch)  # fmt: skip
+                              args.steps_per_epoch, args.device, args.arch, resume=args.resume)  # fmt: skip
     except (TrainingSetupError, DataValidationError, FileNotFoundError, ValueError) as error:
         print(f"nslf baseline: error: {error}", file=sys.stderr)
         return 1
