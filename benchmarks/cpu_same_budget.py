@@ -14,7 +14,9 @@ Each trained model lands in ``OUT/models/<name>.pt`` as soon as it exists, with 
 figures in ``OUT/same_budget.json``; a rerun skips the models already there and resumes an
 interrupted one after its last completed epoch (NSLF's stage checkpoints, a baseline's
 ``baseline_last.pt``), then scores them all with :func:`nslfcore.compare.compare` on ``--test``
-(``OUT/compare``: per-case CSVs, ``tables.md``, figures; resumable as well).
+(``OUT/compare``: per-case CSVs, ``tables.md``, figures; resumable as well). Every run also draws
+each method's stage-3 validation Dice against the samples seen (``OUT/validation_curves.png``
+and ``.json``).
 
     python benchmarks/cpu_same_budget.py --data TRAIN_DIR --test HELDOUT_DIR --out OUT \
         [--recipe cpu-1216] [--methods nslf unet ...] [--no-evaluate] [--dry-run]
@@ -133,6 +135,58 @@ def train_baseline_method(arch: str, data: Path, work: Path, recipe: dict[int, d
                   "seconds": round(sum(e["seconds"] for e in epochs), 1)}  # fmt: skip
 
 
+def validation_curves(work: Path, summary: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    """Per trained method, its stage-3 validation after each epoch: ``samples`` (stage-3 samples
+    seen so far) and the centre-crop region Dice ``dice_et``, ``dice_tc``, ``dice_wt`` (NSLF's
+    ``events.jsonl``, a baseline's ``baseline_log.jsonl``)."""
+    batch = int(summary["recipe"]["3"]["batch_size"])
+    curves: dict[str, list[dict[str, float]]] = {}
+    for name, stats in summary.get("trained", {}).items():
+        if stats["kind"] == "nslf":
+            lines = (work / name / "stage3" / "events.jsonl").read_text().splitlines()
+            events = [json.loads(line) for line in lines if '"validation"' in line or '"iteration"' in line]
+            steps: dict[int, int] = {}  # the last optimiser step of each epoch
+            for event in events:
+                if event["event"] == "iteration":
+                    steps[event["epoch"]] = event["step"]
+            valid = {e["epoch"]: e["metrics"] for e in events if e["event"] == "validation" and e.get("stage") == 3}
+            points = [{"samples": steps.get(epoch, 0) * batch, **metrics} for epoch, metrics in sorted(valid.items())]
+        else:
+            rows = [json.loads(line) for line in (work / name / "baseline_log.jsonl").read_text().splitlines() if line]
+            seen = 0
+            points = []
+            for row in rows:
+                seen += row["steps"] * batch
+                points.append({"samples": seen, **row})
+        curves[name] = [{key: float(p[key]) for key in ("samples", "dice_et", "dice_tc", "dice_wt")} for p in points]
+    return curves
+
+
+def validation_figure(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
+    """ET, TC and WT validation Dice against stage-3 samples seen, one line per method (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    for axis, region in zip(axes, ("et", "tc", "wt")):
+        for name, points in curves.items():
+            style = "-" if name in NSLF_METHODS else "--"
+            axis.plot([p["samples"] for p in points], [p[f"dice_{region}"] for p in points], style, marker="o",
+                      markersize=3, label=name)  # fmt: skip
+        axis.set_title(f"{region.upper()}: validation Dice (centre crops)")
+        axis.set_xlabel("stage-3 samples seen")
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("Dice")
+    axes[-1].legend(loc="upper left", fontsize=8, title="solid: NSLF, dashed: baselines", title_fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="training cases (e.g. nslf phantom --n 24 --seed 1000)")
@@ -177,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         summary_path.write_text(json.dumps(summary, indent=1))
         log(f"{name}: done -> {target}")
     summary_path.write_text(json.dumps(summary, indent=1))
+    curves = validation_curves(work, summary)
+    (args.out / "validation_curves.json").write_text(json.dumps(curves, indent=1))
+    if curves:
+        log(f"validation curves: {validation_figure(curves, args.out / 'validation_curves.png')}")
     if args.no_evaluate:
         return 0
 

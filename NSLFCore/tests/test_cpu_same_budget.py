@@ -43,6 +43,11 @@ def test_nslf_and_a_baseline_train_with_the_same_stage3_budget_resume_and_are_sc
     _, info = load_model(out / "models" / "nslf.pt")
     assert info.stage == 3 and info.config["name"] == "fast"
     assert load_baseline(out / "models" / "unet.pt").arch == "unet"
+    # Each method's stage-3 validation per epoch, against the samples seen: the same x for both.
+    curves = json.loads((out / "validation_curves.json").read_text())
+    assert curves["nslf"][-1]["samples"] == curves["unet"][-1]["samples"] == unet["samples"]
+    assert all(0 <= point[f"dice_{r}"] <= 1 for points in curves.values() for point in points for r in ("et", "tc", "wt"))
+    assert (out / "validation_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tables = (out / "compare" / "tables.md").read_text()
     assert "| nslf |" in tables and "| unet |" in tables
 
