@@ -164,11 +164,9 @@ def validation_curves(work: Path, summary: dict[str, Any]) -> dict[str, list[dic
 
 def validation_figure(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
     """ET, TC and WT validation Dice against stage-3 samples seen, one line per method (PNG)."""
-    import matplotlib
+    from nslfcore.comparison_figures import _pyplot  # matplotlib, headless, with nslf compare's install hint
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for axis, region in zip(axes, ("et", "tc", "wt")):
         for name, points in curves.items():
