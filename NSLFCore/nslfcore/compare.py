@@ -12,9 +12,10 @@ and metrics as ``nslf evaluate`` (:func:`nslfcore.evaluation.evaluate_case`) and
     (FSIM, VIFP, NMI, IFC on axial slice pairs, with ``slices_2d``) and segmentation (Dice,
     sensitivity, specificity and HD95 per region), one row per method; the HD95 definition is
     named (default ``pooled``: medpy's, as the authors' scripts).
-``fused_slices.png`` and ``dice_boxplot.png``
-    the same axial slice fused by each fusing method beside the four sources
-    (:mod:`nslfcore.comparison_figures`), and the per-case Dice of each segmenting method.
+``fused_slices.png``, ``segmentation_slices.png`` and ``dice_boxplot.png``
+    the same axial slice fused by each fusing method beside the four sources, the first case
+    segmented by each segmenting method beside the reference (a tumour slice and a tumour-free
+    one) (:mod:`nslfcore.comparison_figures`), and the per-case Dice of each segmenting method.
 
 Methods are named as ``nslf evaluate --model`` takes them: a model id or file (NSLF, or a
 segmentation baseline file, whose ``kind`` says which network), or ``classical:<name>``
@@ -154,9 +155,9 @@ def compare(
 ) -> dict[str, Path]:
     """Run ``methods`` on the labelled cases of ``data`` and write the tables and figures into ``out``.
 
-    Returns the written files by role (``tables``, ``fused_slices``, ``dice_boxplot``, one ``cases/...``
-    per method). Raises :class:`ValueError` for an unknown method, an empty folder or an ``out``
-    that holds a comparison with other settings.
+    Returns the written files by role (``tables``, ``fused_slices``, ``segmentation_slices``,
+    ``dice_boxplot``, one ``cases/...`` per method). Raises :class:`ValueError` for an unknown
+    method, an empty folder or an ``out`` that holds a comparison with other settings.
     """
     hd95_key(hd95_definition)
     data, out = Path(data), Path(out)
@@ -177,7 +178,7 @@ def compare(
             written[f"cases/{method.name}"] = out / "cases" / f"{method.name}.csv"
         written["tables"] = atomic_write_text(out / "tables.md", tables_markdown(results, str(data), hd95_definition))
         if figures:
-            from nslfcore.comparison_figures import dice_boxplot, fused_slices_figure
+            from nslfcore.comparison_figures import dice_boxplot, fused_slices_figure, segmentation_slices_figure
 
             fusing = [m for m in loaded if m.network.fuses]
             if fusing:
@@ -185,4 +186,7 @@ def compare(
             segmenting = {name: rows for name, rows in results.items() if segments(rows)}
             if segmenting:
                 written["dice_boxplot"] = dice_boxplot(segmenting, out / "dice_boxplot.png")
+                written["segmentation_slices"] = segmentation_slices_figure(
+                    cases[0], [m for m in loaded if m.name in segmenting], out / "segmentation_slices.png", device,
+                    segmenting)  # fmt: skip
     return written

@@ -1,4 +1,5 @@
-"""Figures of ``nslf compare`` (:mod:`nslfcore.compare`): fused slices side by side, per-case Dice box plots.
+"""Figures of ``nslf compare`` (:mod:`nslfcore.compare`): fused slices side by side, segmentations
+side by side, per-case Dice box plots.
 
 Needs matplotlib (``nslfcore[tables]``; also installed with VTK). An axial slice of a ``(z, y, x)``
 array is drawn with row ``y = 0`` at the top and ``x`` to the right: on an identity-direction LPS
@@ -17,11 +18,18 @@ import numpy as np
 from nslfcore import MODALITIES
 from nslfcore.data.brats import load_case
 from nslfcore.data.case import CaseFiles
+from nslfcore.data.labels import ED, ET, NCR
 from nslfcore.data.transforms import preprocess_case
 from nslfcore.evaluation import REGION_NAMES
 
 if TYPE_CHECKING:
     from nslfcore.compare import Method
+
+#: Display colours (RGB, 0-255) of the internal classes, those of the module's terminology
+#: (``NSLFSlicer/Resources/Terminology/NSLFSlicer-BrainTumor.term.json``), so a figure reads like Slicer.
+CLASS_COLOURS: dict[int, tuple[int, int, int]] = {NCR: (214, 39, 40), ED: (44, 160, 44), ET: (255, 200, 20)}
+#: Legend names of :data:`CLASS_COLOURS`.
+CLASS_LEGEND: dict[int, str] = {NCR: "necrotic core", ED: "oedema", ET: "enhancing"}
 
 
 def _pyplot():
@@ -69,6 +77,75 @@ def fused_slices_figure(files: CaseFiles, methods: Sequence[Method], path: Path,
         axis.set_title(title, fontsize=9)
     figure.suptitle(f"{case.name}, axial slice z = {z}: sources (first four) and fused volumes", fontsize=10)
     figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.95), h_pad=1.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def healthy_slice(label: np.ndarray | None, brain: np.ndarray) -> int | None:
+    """The axial index ``z`` with the most brain and no reference tumour (``None`` if every brain slice has some)."""
+    area = brain.sum(axis=(1, 2)).astype(np.int64)
+    if label is not None:
+        area[(label > 0).any(axis=(1, 2))] = 0
+    return int(np.argmax(area)) if area.max() > 0 else None
+
+
+def label_overlay(background: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """An RGB image ``(y, x, 3)`` in [0, 1]: the grey ``background`` slice ([0, 1]) with the internal
+    classes of ``labels`` (same ``(y, x)`` slice) blended in :data:`CLASS_COLOURS` at ``alpha``."""
+    rgb = np.repeat(np.clip(background, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
+    for index, colour in CLASS_COLOURS.items():
+        where = labels == index
+        rgb[where] = (1.0 - alpha) * rgb[where] + alpha * np.asarray(colour, np.float32) / 255.0
+    return rgb
+
+
+def segmentation_slices_figure(files: CaseFiles, methods: Sequence[Method], path: Path, device: str = "auto",
+                               rows: dict[str, list[dict[str, float | str]]] | None = None) -> Path:  # fmt: skip
+    """Case ``files`` segmented by each method beside the reference, on its normalised FLAIR.
+
+    Top row: the axial slice with the most reference tumour; bottom row (when the case has one):
+    the slice with the most brain and no reference tumour, where a method that over-calls shows
+    its false positives. Classes in :data:`CLASS_COLOURS`. ``rows`` (``nslf compare``'s per-case
+    rows by method name) adds each method's WT / TC / ET Dice on this case to its title.
+    """
+    from nslfcore.inference import run
+
+    plt = _pyplot()
+    case = load_case(files, require_label=True)
+    assert case.label is not None
+    prepared = preprocess_case(case)
+    flair = prepared.record.uncrop(prepared.image)[MODALITIES.index("flair")]  # (z, y, x) normalised, case grid
+    brain = prepared.record.uncrop(prepared.image).max(axis=0) > 0
+    slices = [z for z in (tumour_slice(case.label, brain), healthy_slice(case.label, brain)) if z is not None]
+    panels: list[tuple[str, np.ndarray]] = [("reference", case.label)]
+    for method in methods:
+        predicted = run(case, method.network, fuse=False, segment=True, device=device, label_convention="brats2023").labels
+        assert predicted is not None
+        scores = {str(r["case"]): r for r in (rows or {}).get(method.name, [])}.get(case.name)
+        title = method.name if scores is None else (
+            f"{method.name}\nDice WT {float(scores['WT_dice']):.2f} TC {float(scores['TC_dice']):.2f} "
+            f"ET {float(scores['ET_dice']):.2f}")  # fmt: skip
+        panels.append((title, predicted))
+    figure, axes = plt.subplots(len(slices), len(panels), figsize=(2.4 * len(panels), 2.5 * len(slices) + 0.9),
+                                squeeze=False)  # fmt: skip
+    for row, z in enumerate(slices):
+        for column, (title, labels) in enumerate(panels):
+            axis = axes[row][column]
+            axis.imshow(label_overlay(flair[z], labels[z]), origin="upper")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(title, fontsize=8)
+            if column == 0:
+                axis.set_ylabel(f"z = {z}" + (" (most tumour)" if row == 0 else " (no tumour)"), fontsize=8)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=(r / 255, g / 255, b / 255), label=CLASS_LEGEND[i]) for i, (r, g, b) in CLASS_COLOURS.items()]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    figure.suptitle(f"{case.name}: reference and predicted labels on FLAIR", fontsize=10)
+    figure.tight_layout(rect=(0.0, 0.06, 1.0, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

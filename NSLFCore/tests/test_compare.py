@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 
 import nslfcore.compare as compare_module
 from nslfcore.cli import main
 from nslfcore.compare import compare, read_rows, tables_markdown
+from nslfcore.comparison_figures import CLASS_COLOURS, healthy_slice, label_overlay, tumour_slice
+from nslfcore.data.labels import ED, ET, NCR
 from nslfcore.data.phantom import write_phantom_dataset
 
 
@@ -50,8 +53,25 @@ def test_tables_hold_every_method_with_the_same_metrics(cases, tmp_path, random_
     # the tables are the per-case rows' means
     ssim = sum(float(r["ssim"]) for r in rows["max"]) / 2
     assert f"| max | {ssim:.4f} ±" in fusion
-    for key in ("fused_slices", "dice_boxplot"):
+    for key in ("fused_slices", "dice_boxplot", "segmentation_slices"):
         assert written[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written[key].stat().st_size > 5000
+
+
+def test_segmentation_figure_slices_and_colours():
+    brain = np.zeros((6, 4, 4), bool)
+    brain[1:5, 1:3, 1:3] = True
+    brain[3, :, :] = True  # the largest brain slice ...
+    label = np.zeros((6, 4, 4), np.uint8)
+    label[3, 1, 1] = ED  # ... holds tumour, so the healthy slice is another
+    label[2, 1:3, 1:3] = NCR
+    assert tumour_slice(label, brain) == 2 and healthy_slice(label, brain) in (1, 4)
+    assert healthy_slice(np.ones((6, 4, 4), np.uint8), brain) is None
+    background = np.full((2, 2), 0.5, np.float32)
+    rgb = label_overlay(background, np.array([[0, ET], [NCR, ED]]), alpha=1.0)
+    assert np.allclose(rgb[0, 0], 0.5) and np.allclose(rgb[0, 1], np.array(CLASS_COLOURS[ET]) / 255.0)
+    assert np.allclose(rgb[1, 0], np.array(CLASS_COLOURS[NCR]) / 255.0)
+    half = label_overlay(background[:1, :1], np.array([[ED]]), alpha=0.5)[0, 0]
+    assert np.allclose(half, 0.25 + 0.5 * np.array(CLASS_COLOURS[ED]) / 255.0)
 
 
 def test_an_interrupted_comparison_resumes_with_the_missing_cases_only(cases, tmp_path, calls):

@@ -38,6 +38,17 @@ def test_segments_carry_tags_and_colours(scenario):
         assert tag.endswith("SCT^12738006^Brain~^^")
 
 
+def test_engine_figures_use_the_segments_colours():
+    """``nslf compare``'s segmentation figure colours each class as the module's segments are."""
+    from nslfcore.comparison_figures import CLASS_COLOURS
+    from nslfcore.data.labels import brats2021_to_internal
+
+    by_class = {int(brats2021_to_internal(np.array([spec.label]))[0]): spec.color for spec in segment_specs()}
+    assert set(by_class) == set(CLASS_COLOURS)
+    for index, rgb in by_class.items():
+        assert np.allclose(np.asarray(CLASS_COLOURS[index]) / 255.0, rgb)
+
+
 def test_volume_rendering_display_node(scenario):
     fused = scenario.outputs.fused
     vr = [fused.GetNthDisplayNode(i) for i in range(fused.GetNumberOfDisplayNodes())]
