@@ -116,8 +116,8 @@ def segmentation_slices_figure(files: CaseFiles, methods: Sequence[Method], path
     case = load_case(files, require_label=True)
     assert case.label is not None
     prepared = preprocess_case(case)
-    flair = prepared.record.uncrop(prepared.image)[MODALITIES.index("flair")]  # (z, y, x) normalised, case grid
-    brain = prepared.record.uncrop(prepared.image).max(axis=0) > 0
+    sources = prepared.record.uncrop(prepared.image)  # (4, z, y, x) normalised, case grid
+    flair, brain = sources[MODALITIES.index("flair")], sources.max(axis=0) > 0
     slices = [z for z in (tumour_slice(case.label, brain), healthy_slice(case.label, brain)) if z is not None]
     panels: list[tuple[str, np.ndarray]] = [("reference", case.label)]
     for method in methods:
