@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nslfcore import MODALITIES
 from nslfcore.data.brats import load_case
-from nslfcore.data.case import CaseFiles
+from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.labels import ED, ET, NCR
 from nslfcore.data.transforms import preprocess_case
 from nslfcore.evaluation import REGION_NAMES
@@ -44,6 +44,23 @@ def _pyplot():
     return plt
 
 
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    """Write ``figure`` to ``path`` (PNG, 110 dpi; parent folders made), close it and return ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _normalised_sources(files: CaseFiles, require_label: bool = False) -> tuple[Case, np.ndarray]:
+    """Case ``files`` loaded, and its four sources as the network sees them (normalised to [0, 1] by
+    :func:`~nslfcore.data.transforms.preprocess_case`) put back on the case grid: ``(4, z, y, x)`` in
+    :data:`nslfcore.MODALITIES` order, 0 outside the brain box."""
+    case = load_case(files, require_label=require_label)
+    prepared = preprocess_case(case)
+    return case, prepared.record.uncrop(prepared.image)
+
+
 def tumour_slice(label: np.ndarray | None, brain: np.ndarray) -> int:
     """The axial index ``z`` with the most tumour (the most brain without a label)."""
     counts = (label > 0).sum(axis=(1, 2)) if label is not None and (label > 0).any() else brain.sum(axis=(1, 2))
@@ -58,9 +75,7 @@ def fused_slices_figure(files: CaseFiles, methods: Sequence[Method], path: Path,
     from nslfcore.inference import run
 
     plt = _pyplot()
-    case = load_case(files)
-    prepared = preprocess_case(case)
-    sources = prepared.record.uncrop(prepared.image)  # (4, z, y, x) normalised, case grid
+    case, sources = _normalised_sources(files)
     z = tumour_slice(case.label, sources.max(axis=0) > 0)
     panels = [(name, sources[i, z]) for i, name in enumerate(MODALITIES)]
     for method in methods:
@@ -77,10 +92,7 @@ def fused_slices_figure(files: CaseFiles, methods: Sequence[Method], path: Path,
         axis.set_title(title, fontsize=9)
     figure.suptitle(f"{case.name}, axial slice z = {z}: sources (first four) and fused volumes", fontsize=10)
     figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.95), h_pad=1.5)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def healthy_slice(label: np.ndarray | None, brain: np.ndarray) -> int | None:
@@ -113,10 +125,8 @@ def segmentation_slices_figure(files: CaseFiles, methods: Sequence[Method], path
     from nslfcore.inference import run
 
     plt = _pyplot()
-    case = load_case(files, require_label=True)
+    case, sources = _normalised_sources(files, require_label=True)
     assert case.label is not None
-    prepared = preprocess_case(case)
-    sources = prepared.record.uncrop(prepared.image)  # (4, z, y, x) normalised, case grid
     flair, brain = sources[MODALITIES.index("flair")], sources.max(axis=0) > 0
     slices = [z for z in (tumour_slice(case.label, brain), healthy_slice(case.label, brain)) if z is not None]
     panels: list[tuple[str, np.ndarray]] = [("reference", case.label)]
@@ -146,10 +156,7 @@ def segmentation_slices_figure(files: CaseFiles, methods: Sequence[Method], path
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     figure.suptitle(f"{case.name}: reference and predicted labels on FLAIR", fontsize=10)
     figure.tight_layout(rect=(0.0, 0.06, 1.0, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def dice_boxplot(results: dict[str, list[dict[str, float | str]]], path: Path) -> Path:
@@ -167,7 +174,4 @@ def dice_boxplot(results: dict[str, list[dict[str, float | str]]], path: Path) -
         axis.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("Dice per case")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
