@@ -14,12 +14,14 @@ Each trained model lands in ``OUT/models/<name>.pt`` as soon as it exists, with 
 figures in ``OUT/same_budget.json``; a rerun skips the models already there and resumes an
 interrupted one after its last completed epoch (NSLF's stage checkpoints, a baseline's
 ``baseline_last.pt``), then scores them all with :func:`nslfcore.compare.compare` on ``--test``
-(``OUT/compare``: per-case CSVs, ``tables.md``, figures; resumable as well). Every run also draws
+(``OUT/compare``: per-case CSVs, ``tables.md``, figures; resumable as well; with ``--window Z Y X``
+every model infers with a sliding window of that size instead of the whole brain box, into
+``OUT/compare-window-ZxYxX``). Every run also draws
 each method's stage-3 validation Dice against the samples seen (``OUT/validation_curves.png``
 and ``.json``).
 
     python benchmarks/cpu_same_budget.py --data TRAIN_DIR --test HELDOUT_DIR --out OUT \
-        [--recipe cpu-1216] [--methods nslf unet ...] [--no-evaluate] [--dry-run]
+        [--recipe cpu-1216] [--methods nslf unet ...] [--no-evaluate] [--window Z Y X] [--dry-run]
 """
 
 from __future__ import annotations
@@ -198,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-2d", type=int, default=None, help="also the 2-D fusion metrics on N slices per case")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N held-out cases")
     parser.add_argument("--recipe", choices=RECIPES, default="cpu-1216", help="training budget (default cpu-1216)")
+    parser.add_argument("--window", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="score with a sliding window of this size (voxels), e.g. the stage-3 crop, into "
+                             "OUT/compare-window-ZxYxX (default: whole brain box, OUT/compare)")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="tiny crops and one epoch per stage (tests)")
     args = parser.parse_args(argv)
     # The memory-mapped case cache hands MONAI read-only arrays; its transforms copy them anyway.
@@ -239,9 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     from nslfcore.compare import compare
 
     methods = [str(models / f"{name}.pt") for name in args.methods if (models / f"{name}.pt").exists()]
-    written = compare(args.test, args.out / "compare", methods=methods, device="cpu", hd95_definition="pooled",
+    scores = args.out / ("compare" if args.window is None else "compare-window-" + "x".join(map(str, args.window)))
+    written = compare(args.test, scores, methods=methods, device="cpu", hd95_definition="pooled",
                       slices_2d=args.metrics_2d, limit=args.limit, figures=not args.dry_run,
-                      progress=lambda method, done, total, case: log(f"[{method} {done}/{total}] {case}"))  # fmt: skip
+                      progress=lambda method, done, total, case: log(f"[{method} {done}/{total}] {case}"),
+                      window=args.window)  # fmt: skip
     log(f"tables: {written['tables']}")
     return 0
 

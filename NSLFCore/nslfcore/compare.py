@@ -6,7 +6,9 @@ and metrics as ``nslf evaluate`` (:func:`nslfcore.evaluation.evaluate_case`) and
 ``cases/<method>.csv``
     one row per case, rewritten atomically after every case; a case already in it is not run again,
     so an interrupted comparison resumes where it stopped (the settings are in ``settings.json``;
-    a resume with other settings is refused rather than mixing rows).
+    a resume with other settings is refused rather than mixing rows). Every method infers the
+    same way: :func:`nslfcore.inference.run`'s automatic choice, or with ``window`` (``--window``)
+    a sliding window of that size (:func:`nslfcore.evaluation.inference_mode`).
 ``tables.md``
     the paper's layout, mean +- sd over cases: fusion in 3-D (SSIM, PSNR, NMI, SFR), fusion in 2-D
     (FSIM, VIFP, NMI, IFC on axial slice pairs, with ``slices_2d``) and segmentation (Dice,
@@ -35,7 +37,7 @@ from pathlib import Path
 from nslfcore.data.brats import find_cases
 from nslfcore.data.case import CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text
-from nslfcore.evaluation import FUSION_2D_COLUMNS, FUSION_COLUMNS, REGION_NAMES, evaluate_case, mean_sd, write_csv
+from nslfcore.evaluation import FUSION_2D_COLUMNS, FUSION_COLUMNS, REGION_NAMES, evaluate_case, inference_mode, mean_sd, write_csv
 from nslfcore.fusion_baselines import CLASSICAL_PREFIX, FUSION_METHODS, ClassicalFusion
 from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, hd95_key
 from nslfcore.models import Network
@@ -84,14 +86,16 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 
 def run_method(method: Method, cases: Sequence[CaseFiles], out: Path, device: str, hd95_definition: HD95Definition,
-               slices_2d: int | None, progress: Progress | None = None) -> list[dict[str, float | str]]:  # fmt: skip
-    """Rows of ``method`` on ``cases``, resuming from ``out/cases/<name>.csv`` (rewritten after every case)."""
+               slices_2d: int | None, progress: Progress | None = None,
+               window: Sequence[int] | None = None) -> list[dict[str, float | str]]:  # fmt: skip
+    """Rows of ``method`` on ``cases``, resuming from ``out/cases/<name>.csv`` (rewritten after every case);
+    ``window``: a sliding window ``(z, y, x)`` for inference (``None``: the automatic choice)."""
     path = out / "cases" / f"{method.name}.csv"
     rows = read_rows(path)
     done = {str(r["case"]) for r in rows}
     for index, files in enumerate(cases):
         if files.name not in done:
-            rows.append(evaluate_case(files, method.network, device, hd95_definition, slices_2d))
+            rows.append(evaluate_case(files, method.network, device, hd95_definition, slices_2d, window))
             path.parent.mkdir(parents=True, exist_ok=True)
             write_csv(rows, path)
         if progress is not None:
@@ -152,14 +156,17 @@ def compare(
     limit: int | None = None,
     figures: bool = True,
     progress: Progress | None = None,
+    window: Sequence[int] | None = None,
 ) -> dict[str, Path]:
     """Run ``methods`` on the labelled cases of ``data`` and write the tables and figures into ``out``.
 
     Returns the written files by role (``tables``, ``fused_slices``, ``segmentation_slices``,
     ``dice_boxplot``, one ``cases/...`` per method). Raises :class:`ValueError` for an unknown
-    method, an empty folder or an ``out`` that holds a comparison with other settings.
+    method, an empty folder, a bad ``window`` or an ``out`` that holds a comparison with other settings.
+    ``window`` ``(z, y, x)`` voxels: every method infers with a sliding window of that size.
     """
     hd95_key(hd95_definition)
+    mode, roi = inference_mode(window)
     data, out = Path(data), Path(out)
     cases = find_cases(data)[:limit]
     if not cases:
@@ -170,11 +177,14 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     with OutputLock(out, "nslf compare"):
-        _check_settings(out, {"data": str(data.resolve()), "hd95": hd95_definition, "slices_2d": slices_2d,
-                              "cases": [c.name for c in cases]})  # fmt: skip
+        settings: dict[str, object] = {"data": str(data.resolve()), "hd95": hd95_definition, "slices_2d": slices_2d,
+                                       "cases": [c.name for c in cases]}  # fmt: skip
+        if mode == "sliding":  # absent for the automatic choice, so folders written before --window stay valid
+            settings["window"] = list(roi)
+        _check_settings(out, settings)
         results = {}
         for method in loaded:
-            results[method.name] = run_method(method, cases, out, device, hd95_definition, slices_2d, progress)
+            results[method.name] = run_method(method, cases, out, device, hd95_definition, slices_2d, progress, window)
             written[f"cases/{method.name}"] = out / "cases" / f"{method.name}.csv"
         written["tables"] = atomic_write_text(out / "tables.md", tables_markdown(results, str(data), hd95_definition))
         if figures:
@@ -182,11 +192,11 @@ def compare(
 
             fusing = [m for m in loaded if m.network.fuses]
             if fusing:
-                written["fused_slices"] = fused_slices_figure(cases[0], fusing, out / "fused_slices.png", device)
+                written["fused_slices"] = fused_slices_figure(cases[0], fusing, out / "fused_slices.png", device, window)
             segmenting = {name: rows for name, rows in results.items() if segments(rows)}
             if segmenting:
                 written["dice_boxplot"] = dice_boxplot(segmenting, out / "dice_boxplot.png")
                 written["segmentation_slices"] = segmentation_slices_figure(
                     cases[0], [m for m in loaded if m.name in segmenting], out / "segmentation_slices.png", device,
-                    segmenting)  # fmt: skip
+                    segmenting, window)  # fmt: skip
     return written

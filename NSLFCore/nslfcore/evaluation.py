@@ -14,6 +14,13 @@ With ``slices_2d`` (``nslf evaluate --metrics-2d N``) the rows also get the pape
 metrics (:data:`FUSION_2D_COLUMNS`: FSIM, VIFP, NMI, IFC of :mod:`nslfcore.metrics.fusion_2d`) on
 up to ``N`` axial slices of the case grid chosen by
 :func:`~nslfcore.metrics.fusion_2d.select_axial_slices` from the brain mask.
+
+Inference is :func:`nslfcore.inference.run`'s automatic choice (the whole brain box at once where
+it fits), or, with a ``window`` ``(z, y, x)`` in voxels, a sliding window of that size (overlap
+0.5, Gaussian blending) for every model. The two can differ (a window sees less context;
+overlapping windows are averaged), most for networks whose normalisation depends on the input's
+extent (group or instance norm, e.g. SegResNet): trained on small crops, such a network sees
+other statistics on the whole brain box.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from nslfcore.data.brats import load_case
 from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.labels import to_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
+from nslfcore.inference import DEFAULT_ROI, Mode
 from nslfcore.inference import run as infer
 from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, fusion_metrics, hd95_key, segmentation_metrics
 from nslfcore.metrics.fusion_2d import METRICS_2D, fusion_metrics_2d, require_metrics_2d, select_axial_slices
@@ -42,6 +50,18 @@ SEGMENTATION_COLUMNS = ("dice", "sensitivity", "specificity", "accuracy", "jacca
 #: The columns of the table with the pooled HD95 (see :func:`nslfcore.metrics.hd95`).
 SEGMENTATION_COLUMNS_POOLED = (*SEGMENTATION_COLUMNS[:-1], "hd95_pooled")
 REGION_NAMES = ("ET", "TC", "WT")
+#: A sliding window ``(z, y, x)`` in voxels.
+Window = tuple[int, int, int]
+
+
+def inference_mode(window: Sequence[int] | None) -> tuple[Mode, Window]:
+    """:func:`nslfcore.inference.run`'s ``mode`` and ``roi``: its automatic choice for ``None``, else a
+    sliding ``window`` ``(z, y, x)`` (voxels). Raises :class:`ValueError` for a window that is not three positive sizes."""
+    if window is None:
+        return "auto", DEFAULT_ROI
+    if len(window) != 3 or min(window) < 1:
+        raise ValueError(f"a sliding window is three positive sizes (z, y, x), got {tuple(window)}.")
+    return "sliding", (int(window[0]), int(window[1]), int(window[2]))
 
 
 def _fusion_2d_row(case: Case, fused: np.ndarray | None, slices_2d: int) -> dict[str, float | str]:
@@ -107,11 +127,15 @@ def evaluate_case(
     device: str = "auto",
     hd95_definition: HD95Definition = "max",
     slices_2d: int | None = None,
+    window: Sequence[int] | None = None,
 ) -> dict[str, float | str]:
     """:func:`score_case` of a network's results: NSLF's, a segmentation-only network's (NaN fusion
-    columns) or a fusion-only network's (no segmentation columns; the case needs no label then)."""
+    columns) or a fusion-only network's (no segmentation columns; the case needs no label then).
+    ``window``: infer with a sliding window of this size (see :func:`inference_mode`)."""
+    mode, roi = inference_mode(window)
     case = load_case(files, require_label=model.segments)
-    result = infer(case, model, fuse=model.fuses, segment=model.segments, device=device, label_convention="brats2021")
+    result = infer(case, model, fuse=model.fuses, segment=model.segments, device=device, label_convention="brats2021",
+                   mode=mode, roi=roi)  # fmt: skip
     return score_case(case, result.fused, result.labels, hd95_definition, slices_2d)
 
 

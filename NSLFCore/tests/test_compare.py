@@ -107,3 +107,43 @@ def test_command_line(cases, tmp_path, capsys):
                  "--no-figures", "--device", "cpu"]) == 0  # fmt: skip
     assert "tables.md" in capsys.readouterr().out
     assert main(["compare", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 1
+
+
+def test_a_sliding_window_reaches_every_inference_and_is_part_of_the_settings(cases, tmp_path):
+    import json
+
+    import torch
+
+    from nslfcore.data.brats import find_cases, load_case
+    from nslfcore.evaluation import evaluate_case, score_case
+    from nslfcore.inference import run
+    from nslfcore.model_store import save_model
+    from nslfcore.segmentation_baselines import build_baseline
+
+    torch.manual_seed(0)
+    network = build_baseline("segresnet", features=(8,)).eval()  # group norm: its output depends on the window's extent
+    model = save_model(network, tmp_path / "segresnet.pt")
+    window = (16, 32, 32)
+    written = compare(cases, tmp_path / "sliding", [str(model)], device="cpu", window=window, limit=1)
+    assert json.loads((tmp_path / "sliding" / "settings.json").read_text())["window"] == list(window)
+    rows = read_rows(written["cases/segresnet"])
+    first = find_cases(cases)[0]
+    case = load_case(first, require_label=True)
+    direct = run(case, network, fuse=False, segment=True, device="cpu", mode="sliding", roi=window, label_convention="brats2021")
+    expected = score_case(case, None, direct.labels, "pooled")
+    columns = [f"{r}_{m}" for r in ("ET", "TC", "WT") for m in ("dice", "specificity")]
+    assert [rows[0][k] for k in columns] == pytest.approx([expected[k] for k in columns], abs=1e-6)
+    whole = evaluate_case(first, network, "cpu", "pooled")
+    assert any(abs(float(whole[k]) - float(expected[k])) > 1e-4 for k in columns)  # the window changed the result
+    # a window as large as the grid is one window: the whole-volume result
+    assert [evaluate_case(first, network, "cpu", "pooled", window=(64, 64, 64))[k] for k in columns] == \
+        pytest.approx([whole[k] for k in columns], abs=1e-6)  # fmt: skip
+    assert written["segmentation_slices"].stat().st_size > 5000
+    with pytest.raises(ValueError, match="other settings"):  # the same folder without the window: refused
+        compare(cases, tmp_path / "sliding", [str(model)], device="cpu", figures=False, limit=1)
+    with pytest.raises(ValueError, match="three positive sizes"):
+        compare(cases, tmp_path / "bad", [str(model)], device="cpu", window=(16, 0, 16))
+    assert main(["compare", "--data", str(cases), "--out", str(tmp_path / "cli"), "--methods", str(model), "--no-figures",
+                 "--device", "cpu", "--limit", "1", "--window", "16", "32", "32"]) == 0  # fmt: skip
+    assert [[r[k] for k in columns] for r in read_rows(tmp_path / "cli" / "cases" / "segresnet.csv")] == \
+        [[r[k] for k in columns] for r in rows]  # fmt: skip

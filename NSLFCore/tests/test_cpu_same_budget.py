@@ -50,6 +50,11 @@ def test_nslf_and_a_baseline_train_with_the_same_stage3_budget_resume_and_are_sc
     assert (out / "validation_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tables = (out / "compare" / "tables.md").read_text()
     assert "| nslf |" in tables and "| unet |" in tables
+    # Scored again with a sliding window (nothing retrained), into a folder of its own.
+    _run([*common, "--methods", "nslf", "unet", "--window", "16", "32", "32"])
+    windowed = out / "compare-window-16x32x32"
+    assert json.loads((windowed / "settings.json").read_text())["window"] == [16, 32, 32]
+    assert "| nslf |" in (windowed / "tables.md").read_text() and (out / "compare" / "tables.md").read_text() == tables
 
     # Resumable: a rerun skips the trained models (their files are not rewritten) and trains only the new one.
     before = (out / "models" / "nslf.pt").stat().st_mtime_ns

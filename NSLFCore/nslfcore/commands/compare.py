@@ -29,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib needed)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, default=None, help="only the first N cases")
+    parser.add_argument("--window", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="every method infers with a sliding window of this size in voxels (default: the whole "
+                             "brain box where it fits); e.g. the training crop (group- or instance-norm networks)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         written = compare(args.data, args.out, args.methods, args.device, args.hd95, args.metrics_2d, args.limit,
-                          figures=not args.no_figures, progress=progress)  # fmt: skip
+                          figures=not args.no_figures, progress=progress, window=args.window)  # fmt: skip
     except (ValueError, FileNotFoundError, DataValidationError, ImportError, OutputBusyError) as error:
         print(f"nslf compare: error: {error}", file=sys.stderr)
         return 1
