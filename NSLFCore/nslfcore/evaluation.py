@@ -146,16 +146,19 @@ def evaluate(
     progress: Callable[[int, int, str], None] | None = None,
     hd95_definition: HD95Definition = "max",
     slices_2d: int | None = None,
+    window: Sequence[int] | None = None,
 ) -> list[dict[str, float | str]]:
-    """Rows of :func:`evaluate_case` for every case (``slices_2d``: add the 2-D fusion columns)."""
-    hd95_key(hd95_definition)  # a wrong definition fails before the first case
+    """Rows of :func:`evaluate_case` for every case (``slices_2d``: add the 2-D fusion columns;
+    ``window``: infer with a sliding window of that size, :func:`inference_mode`)."""
+    hd95_key(hd95_definition)  # a wrong definition or window fails before the first case
+    inference_mode(window)
     if slices_2d is not None and slices_2d < 1:
         raise ValueError(f"--metrics-2d needs at least 1 slice, got {slices_2d}.")
     if slices_2d is not None:
         require_metrics_2d()
     rows = []
     for index, files in enumerate(cases):
-        rows.append(evaluate_case(files, model, device, hd95_definition, slices_2d))
+        rows.append(evaluate_case(files, model, device, hd95_definition, slices_2d, window))
         if progress is not None:
             progress(index + 1, len(cases), files.name)
     return rows

@@ -33,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "paper's; slices with the most brain, evenly spaced; needs nslfcore[metrics2d])")  # fmt: skip
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
+    parser.add_argument("--window", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="infer with a sliding window of this size in voxels (default: the whole brain box where it "
+                             "fits), as nslf compare --window")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -61,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
             model, info = load_model(args.model)
             model_id, method = info.id, "NSLF"
         baseline = load_baseline(args.baseline) if args.baseline is not None else None
-        rows = evaluate(cases, model, args.device, progress=progress, hd95_definition=args.hd95, slices_2d=args.metrics_2d)
+        rows = evaluate(cases, model, args.device, progress=progress, hd95_definition=args.hd95, slices_2d=args.metrics_2d,
+                        window=args.window)  # fmt: skip
         baseline_rows = (
-            evaluate(cases, baseline, args.device, progress=progress, hd95_definition=args.hd95) if baseline is not None else None
-        )
+            evaluate(cases, baseline, args.device, progress=progress, hd95_definition=args.hd95, window=args.window)
+            if baseline is not None else None
+        )  # fmt: skip
     except (ValueError, FileNotFoundError, DataValidationError, ImportError) as error:
         print(f"nslf evaluate: error: {error}", file=sys.stderr)
         return 1
@@ -76,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         if baseline_rows is not None:
             written.append(write_csv(baseline_rows, args.out / "metrics_baseline.csv"))
         title = f"NSLF evaluation: {model_id} on {args.data}"
+        if args.window is not None:
+            title += ", sliding window " + " x ".join(map(str, args.window)) + " (z, y, x)"
         names = {} if baseline is None else {"baseline": f"{baseline.title} baseline"}
         summary = summary_markdown(rows, title, baseline_rows, method=method, **names)
         written.append(atomic_write_text(args.out / "summary.md", summary))
