@@ -20,6 +20,12 @@ every model infers with a sliding window of that size instead of the whole brain
 each method's stage-3 validation Dice against the samples seen (``OUT/validation_curves.png``
 and ``.json``).
 
+To stop an NSLF method without losing the epoch in progress, create the file ``STOP`` in its
+stage's folder (``OUT/work/<method>/stage<N>/STOP``): the trainer saves its state after the
+current step, and the script exits with status 3 without starting another stage or method; the
+next run resumes from that step (it removes the ``STOP`` file). A baseline resumes after its last
+completed epoch.
+
     python benchmarks/cpu_same_budget.py --data TRAIN_DIR --test HELDOUT_DIR --out OUT \
         [--recipe cpu-1216] [--methods nslf unet ...] [--no-evaluate] [--window Z Y X] [--dry-run]
 """
@@ -83,6 +89,10 @@ def _stage_spec(recipe: dict[int, dict[str, Any]], stage: int) -> dict[str, Any]
     return recipe[stage] | {"time_limit_s": None}
 
 
+class MethodStopped(Exception):
+    """An NSLF stage was stopped by its ``STOP`` file; its state is saved and a rerun resumes it."""
+
+
 def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, Any]], workers: int,
                seed: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """NSLF ``fast`` (or the ablation ``NSLF_METHODS[name]``) through stages 1-3 from scratch; its stage-3 best file."""
@@ -90,6 +100,7 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
     from nslfcore.training.checkpoint import load_checkpoint
     from nslfcore.training.progress import StageProgress
     from nslfcore.training.run import train
+    from nslfcore.training.trainer import STOP_FILE
 
     ablation = ABLATIONS[NSLF_METHODS[name]]
     network = PRESETS["fast"].replace(**ablation.get("config", {}))
@@ -107,8 +118,10 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
                                     **ablation.get("options", {}))  # fmt: skip
             where = f", resuming after epoch {started.epoch}" if started is not None else ""
             log(f"{name} stage {stage}: {options.epochs} epochs, crop {recipe[stage]['crop']}{where}")
-            train(str(data), run_dir, network, options, "cpu", run_dir / "events.jsonl", init=previous,
-                  cache_dir=work / "cache", resume=started is not None)  # fmt: skip
+            status = train(str(data), run_dir, network, options, "cpu", run_dir / "events.jsonl", init=previous,
+                           cache_dir=work / "cache", resume=started is not None)  # fmt: skip
+            if status == "stopped":
+                raise MethodStopped(f"{name} stage {stage} stopped by {run_dir / STOP_FILE}; its state is saved, rerun to resume")
         progress = load_checkpoint(state_file)["progress"]
         stats["stages"][str(stage)] = {"epochs": progress["epoch"], "steps": progress["step"],
                                        "samples": progress["step"] * recipe[stage]["batch_size"],
@@ -228,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name}: {target} exists, skipped")
             continue
         trainer = train_nslf if name in NSLF_METHODS else train_baseline_method
-        best, stats = trainer(name, args.data, work, recipe, args.workers, args.seed)
+        try:
+            best, stats = trainer(name, args.data, work, recipe, args.workers, args.seed)
+        except MethodStopped as stopped:
+            summary_path.write_text(json.dumps(summary, indent=1))
+            log(str(stopped))
+            return 3
         shutil.copyfile(best, target)
         trained[name] = stats | {"finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         summary_path.write_text(json.dumps(summary, indent=1))
