@@ -19,7 +19,9 @@ still returns what it had. In order:
 5. **training** of the default model (``fast``, or ``--train-config``) with the GPU recipe (:data:`GPU_RECIPE`):
    stages 1, 2, 3 one after the other, each with its share of the remaining time
    (``TrainingOptions.time_limit_s``), every stage's best checkpoint kept, the events in
-   ``events.jsonl``;
+   ``events.jsonl``. A ``STOP`` file in the stage's run folder (``WORK/runs/stage<N>/STOP``) makes
+   the trainer save its state after the current step; the run then starts no later stage or
+   section and exits with status 3;
 6. **baselines** (``--sections baselines``, not in the default run): segmentation baselines
    (``--baseline-archs``) trained with stage 3 of the recipe, the "same budget" rows of the
    comparison tables (``baseline_<arch>.pt``);
@@ -122,6 +124,10 @@ DRY_SIZE = (48, 64, 64)
 
 
 # ------------------------------------------------------------------------------------ run state
+class StageStopped(Exception):
+    """A training stage was stopped by its ``STOP`` file (the trainer saved its state): the run ends there."""
+
+
 @dataclass
 class DeviceRun:
     """The run's settings, clock and results (written to ``device_run.json`` after every section)."""
@@ -133,6 +139,7 @@ class DeviceRun:
     dry_run: bool
     start: float = field(default_factory=time.perf_counter)
     results: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # a section was stopped by a STOP file: no later section starts
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -153,6 +160,10 @@ class DeviceRun:
         """Run ``fn`` as section ``name``: its result is stored under ``name`` (when ``store``), an error recorded, never raised."""
         record: dict[str, Any] = {"started_s": round(self.elapsed(), 2)}
         self.results.setdefault("sections", {})[name] = record
+        if self.stopped:
+            record["status"] = "skipped: the run was stopped"
+            self.write()
+            return None
         if self.remaining() < needs_s:
             record["status"] = f"skipped: {self.remaining():.0f} s left, {needs_s:.0f} s needed"
             log(f"== {name}: {record['status']}")
@@ -166,6 +177,11 @@ class DeviceRun:
             record["status"] = "ok"
             if value is not None and store:
                 self.results[name] = value
+        except StageStopped as stopped:
+            record["status"] = "stopped"
+            record["error"] = str(stopped)
+            self.stopped = True
+            log(f"   {name}: {stopped}; no later section starts")
         except Exception as error:  # noqa: BLE001 - one failed section must not lose the others
             record["status"] = "error"
             record["error"] = f"{type(error).__name__}: {error}"
@@ -597,6 +613,7 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
     from nslfcore.config import PRESETS
     from nslfcore.training.checkpoint import load_checkpoint
     from nslfcore.training.run import train
+    from nslfcore.training.trainer import STOP_FILE
 
     data = generation.wait(timeout_s=max(run.remaining() - reserve_s - 30, 5))
     run.results["data"] = data
@@ -624,6 +641,10 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
             f"batch {spec['batch_size']}")  # fmt: skip
         status = train(str(generation.folders["train"]), run_dir, network, options, str(run.device),
                        events, init=previous, cache_dir=run.work / "cache")  # fmt: skip
+        if status == "stopped":  # as cpu_same_budget: later stages would start from a half-trained one
+            result["stages"][str(stage)] = {"status": status, "seconds": round(time.perf_counter() - clock, 1)}
+            run.write()
+            raise StageStopped(f"stage {stage} stopped by {run_dir / STOP_FILE}; its state is in {run_dir}")
         best = run_dir / f"stage{stage}_best.pt"
         state = load_checkpoint(run_dir / f"stage{stage}.pt")["progress"]
         chosen = load_checkpoint(best)
@@ -821,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
                 process.kill()
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
+    if run.stopped:
+        return 3
     return 0 if all(s == "ok" or str(s).startswith("skipped") for s in statuses.values()) else 1
 
 

@@ -27,6 +27,7 @@ segmentation baseline file, whose ``kind`` says which network), or ``classical:<
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -37,8 +38,18 @@ from pathlib import Path
 from nslfcore.data.brats import find_cases
 from nslfcore.data.case import CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text
-from nslfcore.evaluation import FUSION_2D_COLUMNS, FUSION_COLUMNS, REGION_NAMES, evaluate_case, inference_mode, mean_sd, write_csv
+from nslfcore.evaluation import (
+    FUSION_2D_COLUMNS,
+    FUSION_COLUMNS,
+    REGION_NAMES,
+    infer_case,
+    inference_mode,
+    mean_sd,
+    score_case,
+    write_csv,
+)
 from nslfcore.fusion_baselines import CLASSICAL_PREFIX, FUSION_METHODS, ClassicalFusion
+from nslfcore.inference import InferenceResult
 from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, hd95_key
 from nslfcore.models import Network
 
@@ -85,17 +96,27 @@ def _check_settings(out: Path, settings: dict) -> None:
         atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
+def _light(result: InferenceResult) -> InferenceResult:
+    """``result`` without its class probabilities (four float32 volumes), for keeping."""
+    return dataclasses.replace(result, probabilities=None)
+
+
 def run_method(method: Method, cases: Sequence[CaseFiles], out: Path, device: str, hd95_definition: HD95Definition,
-               slices_2d: int | None, progress: Progress | None = None,
-               window: Sequence[int] | None = None) -> list[dict[str, float | str]]:  # fmt: skip
+               slices_2d: int | None, progress: Progress | None = None, window: Sequence[int] | None = None,
+               first_case: dict[str, InferenceResult] | None = None) -> list[dict[str, float | str]]:  # fmt: skip
     """Rows of ``method`` on ``cases``, resuming from ``out/cases/<name>.csv`` (rewritten after every case);
-    ``window``: a sliding window ``(z, y, x)`` for inference (``None``: the automatic choice)."""
+    ``window``: a sliding window ``(z, y, x)`` for inference (``None``: the automatic choice).
+    ``first_case``: when given and the first case runs now (not resumed), its fused volume and labels
+    (no probabilities) are kept there under the method's name, for the figures."""
     path = out / "cases" / f"{method.name}.csv"
     rows = read_rows(path)
     done = {str(r["case"]) for r in rows}
     for index, files in enumerate(cases):
         if files.name not in done:
-            rows.append(evaluate_case(files, method.network, device, hd95_definition, slices_2d, window))
+            case, result = infer_case(files, method.network, device, window)
+            rows.append(score_case(case, result.fused, result.labels, hd95_definition, slices_2d))
+            if index == 0 and first_case is not None:
+                first_case[method.name] = _light(result)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_csv(rows, path)
         if progress is not None:
@@ -183,20 +204,26 @@ def compare(
             settings["window"] = list(roi)
         _check_settings(out, settings)
         results = {}
+        first_case: dict[str, InferenceResult] = {}  # case 0's outputs by method, so the figures need not infer again
         for method in loaded:
-            results[method.name] = run_method(method, cases, out, device, hd95_definition, slices_2d, progress, window)
+            results[method.name] = run_method(method, cases, out, device, hd95_definition, slices_2d, progress, window,
+                                              first_case if figures else None)  # fmt: skip
             written[f"cases/{method.name}"] = out / "cases" / f"{method.name}.csv"
         written["tables"] = atomic_write_text(out / "tables.md", tables_markdown(results, str(data), hd95_definition))
         if figures:
             from nslfcore.comparison_figures import dice_boxplot, fused_slices_figure, segmentation_slices_figure
 
             fusing = [m for m in loaded if m.network.fuses]
-            if fusing:
-                written["fused_slices"] = fused_slices_figure(cases[0], fusing, out / "fused_slices.png", device, window)
             segmenting = {name: rows for name, rows in results.items() if segments(rows)}
+            for method in loaded:  # methods resumed past case 0 run it once here, for both figures
+                if method.name not in first_case and (method.network.fuses or method.name in segmenting):
+                    first_case[method.name] = _light(infer_case(cases[0], method.network, device, window)[1])
+            if fusing:
+                written["fused_slices"] = fused_slices_figure(cases[0], fusing, out / "fused_slices.png", device, window,
+                                                              first_case)  # fmt: skip
             if segmenting:
                 written["dice_boxplot"] = dice_boxplot(segmenting, out / "dice_boxplot.png")
                 written["segmentation_slices"] = segmentation_slices_figure(
                     cases[0], [m for m in loaded if m.name in segmenting], out / "segmentation_slices.png", device,
-                    segmenting, window)  # fmt: skip
+                    segmenting, window, first_case)  # fmt: skip
     return written

@@ -9,7 +9,7 @@ radiological convention.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +18,10 @@ import numpy as np
 from nslfcore import MODALITIES
 from nslfcore.data.brats import load_case
 from nslfcore.data.case import Case, CaseFiles
-from nslfcore.data.labels import ED, ET, NCR
+from nslfcore.data.labels import ED, ET, NCR, to_internal
 from nslfcore.data.transforms import preprocess_case
-from nslfcore.evaluation import REGION_NAMES, inference_mode
+from nslfcore.evaluation import REGION_NAMES, infer_case, inference_mode
+from nslfcore.inference import InferenceResult
 
 if TYPE_CHECKING:
     from nslfcore.compare import Method
@@ -67,22 +68,31 @@ def tumour_slice(label: np.ndarray | None, brain: np.ndarray) -> int:
     return int(np.argmax(counts))
 
 
+def _outputs(files: CaseFiles, method: Method, device: str, window: Sequence[int] | None,
+             known: Mapping[str, InferenceResult] | None) -> InferenceResult:  # fmt: skip
+    """``method``'s outputs on case ``files``: ``known[method.name]`` when there, else inferred as
+    :func:`nslfcore.evaluation.infer_case` does (labels in the BraTS 2021 convention)."""
+    if known is not None and method.name in known:
+        return known[method.name]
+    return infer_case(files, method.network, device, window)[1]
+
+
 def fused_slices_figure(files: CaseFiles, methods: Sequence[Method], path: Path, device: str = "auto",
-                        window: Sequence[int] | None = None) -> Path:  # fmt: skip
+                        window: Sequence[int] | None = None,
+                        known: Mapping[str, InferenceResult] | None = None) -> Path:  # fmt: skip
     """One axial slice of case ``files``: its four normalised sources, then the fused volume of each method.
 
     The slice is the one with the most tumour; every panel has the same [0, 1] grey scale. ``window``:
-    infer with a sliding window of that size (:func:`nslfcore.evaluation.inference_mode`).
+    infer with a sliding window of that size (:func:`nslfcore.evaluation.inference_mode`). ``known``:
+    outputs on this case already computed, by method name (the others are inferred).
     """
-    from nslfcore.inference import run
-
     plt = _pyplot()
-    mode, roi = inference_mode(window)
+    inference_mode(window)  # a bad window fails before any work
     case, sources = _normalised_sources(files)
     z = tumour_slice(case.label, sources.max(axis=0) > 0)
     panels = [(name, sources[i, z]) for i, name in enumerate(MODALITIES)]
     for method in methods:
-        fused = run(case, method.network, fuse=True, segment=False, device=device, mode=mode, roi=roi).fused
+        fused = _outputs(files, method, device, window, known).fused
         assert fused is not None
         panels.append((method.name, fused[z]))
     columns = min(len(panels), 5)
@@ -118,28 +128,27 @@ def label_overlay(background: np.ndarray, labels: np.ndarray, alpha: float = 0.5
 
 def segmentation_slices_figure(files: CaseFiles, methods: Sequence[Method], path: Path, device: str = "auto",
                                rows: dict[str, list[dict[str, float | str]]] | None = None,
-                               window: Sequence[int] | None = None) -> Path:  # fmt: skip
+                               window: Sequence[int] | None = None,
+                               known: Mapping[str, InferenceResult] | None = None) -> Path:  # fmt: skip
     """Case ``files`` segmented by each method beside the reference, on its normalised FLAIR.
 
     Top row: the axial slice with the most reference tumour; bottom row (when the case has one):
     the slice with the most brain and no reference tumour, where a method that over-calls shows
     its false positives. Classes in :data:`CLASS_COLOURS`. ``rows`` (``nslf compare``'s per-case
     rows by method name) adds each method's WT / TC / ET Dice on this case to its title; ``window``
-    as in :func:`fused_slices_figure`.
+    and ``known`` as in :func:`fused_slices_figure`.
     """
-    from nslfcore.inference import run
-
     plt = _pyplot()
-    mode, roi = inference_mode(window)
+    inference_mode(window)
     case, sources = _normalised_sources(files, require_label=True)
     assert case.label is not None
     flair, brain = sources[MODALITIES.index("flair")], sources.max(axis=0) > 0
     slices = [z for z in (tumour_slice(case.label, brain), healthy_slice(case.label, brain)) if z is not None]
     panels: list[tuple[str, np.ndarray]] = [("reference", case.label)]
     for method in methods:
-        predicted = run(case, method.network, fuse=False, segment=True, device=device, label_convention="brats2023",
-                        mode=mode, roi=roi).labels  # fmt: skip
-        assert predicted is not None
+        labels = _outputs(files, method, device, window, known).labels
+        assert labels is not None
+        predicted = to_internal(labels, "brats2021")
         scores = {str(r["case"]): r for r in (rows or {}).get(method.name, [])}.get(case.name)
         title = method.name if scores is None else (
             f"{method.name}\nDice WT {float(scores['WT_dice']):.2f} TC {float(scores['TC_dice']):.2f} "

@@ -37,7 +37,7 @@ from nslfcore.data.brats import load_case
 from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.labels import to_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
-from nslfcore.inference import DEFAULT_ROI, Mode
+from nslfcore.inference import DEFAULT_ROI, InferenceResult, Mode
 from nslfcore.inference import run as infer
 from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, fusion_metrics, hd95_key, segmentation_metrics
 from nslfcore.metrics.fusion_2d import METRICS_2D, fusion_metrics_2d, require_metrics_2d, select_axial_slices
@@ -132,11 +132,19 @@ def evaluate_case(
     """:func:`score_case` of a network's results: NSLF's, a segmentation-only network's (NaN fusion
     columns) or a fusion-only network's (no segmentation columns; the case needs no label then).
     ``window``: infer with a sliding window of this size (see :func:`inference_mode`)."""
+    case, result = infer_case(files, model, device, window)
+    return score_case(case, result.fused, result.labels, hd95_definition, slices_2d)
+
+
+def infer_case(files: CaseFiles, model: Network, device: str = "auto",
+               window: Sequence[int] | None = None) -> tuple[Case, InferenceResult]:  # fmt: skip
+    """Case ``files`` loaded and run through ``model`` as :func:`evaluate_case` scores it: everything the
+    network outputs, labels in the BraTS 2021 convention (ET = 4), ``window`` as in :func:`inference_mode`."""
     mode, roi = inference_mode(window)
     case = load_case(files, require_label=model.segments)
     result = infer(case, model, fuse=model.fuses, segment=model.segments, device=device, label_convention="brats2021",
                    mode=mode, roi=roi)  # fmt: skip
-    return score_case(case, result.fused, result.labels, hd95_definition, slices_2d)
+    return case, result
 
 
 def evaluate(

@@ -52,3 +52,19 @@ def tiny_case(_tiny_case_once, tmp_path):
     Generated once per session and copied for each test, so a test may change or break its files.
     """
     return Path(shutil.copytree(_tiny_case_once, tmp_path / "cases" / _tiny_case_once.name))
+
+
+@pytest.fixture
+def stopped_training(monkeypatch):
+    """``nslfcore.training.run.train`` replaced by one that returns ``"stopped"`` at once, as the real one
+    does after a STOP file (the trainer's own tests: test_training.py); the run folders it was given, in order."""
+    import nslfcore.training.run as training_run
+
+    calls: list[str] = []
+
+    def stopped_train(data, run_dir, *args, **kwargs):
+        calls.append(Path(run_dir).name)
+        return "stopped"
+
+    monkeypatch.setattr(training_run, "train", stopped_train)
+    return calls

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-import nslfcore.compare as compare_module
+import nslfcore.evaluation as evaluation_module
+import nslfcore.inference as inference_module
 from nslfcore.cli import main
 from nslfcore.compare import compare, read_rows, tables_markdown
 from nslfcore.comparison_figures import CLASS_COLOURS, healthy_slice, label_overlay, tumour_slice
@@ -25,22 +26,24 @@ def cases(tmp_path_factory):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the cases each method really runs (the real evaluate_case is called through)."""
+    """Counts the inferences of each method on each case, for the scores and the figures: every call of
+    the pipeline's ``run``, bound or imported later (the real one is called through)."""
     seen: list[tuple[str, str]] = []
-    real = compare_module.evaluate_case
+    real = inference_module.run
 
-    def counting(files, network, *args, **kwargs):
-        seen.append((type(network).__name__, files.name))
-        return real(files, network, *args, **kwargs)
+    def counting(case, network, *args, **kwargs):
+        seen.append((type(network).__name__, case.name))
+        return real(case, network, *args, **kwargs)
 
-    monkeypatch.setattr(compare_module, "evaluate_case", counting)
+    monkeypatch.setattr(evaluation_module, "infer", counting)
+    monkeypatch.setattr(inference_module, "run", counting)
     return seen
 
 
 def test_tables_hold_every_method_with_the_same_metrics(cases, tmp_path, random_model_file, calls):
     methods = [str(random_model_file), "classical:mean", "classical:max"]
     written = compare(cases, tmp_path / "out", methods, device="cpu", hd95_definition="pooled")
-    assert len(calls) == 6  # 3 methods x 2 cases
+    assert len(calls) == 6  # 3 methods x 2 cases; the figures reuse case 0's outputs instead of inferring again
     rows = {name: read_rows(tmp_path / "out" / "cases" / f"{name}.csv") for name in ("random-model", "mean", "max")}
     assert all([r["case"] for r in v] == ["BraTS2021_00000", "BraTS2021_00001"] for v in rows.values())
     assert "ET_hd95_pooled" in rows["random-model"][0] and "ET_dice" not in rows["mean"][0]
@@ -55,6 +58,12 @@ def test_tables_hold_every_method_with_the_same_metrics(cases, tmp_path, random_
     assert f"| max | {ssim:.4f} ±" in fusion
     for key in ("fused_slices", "dice_boxplot", "segmentation_slices"):
         assert written[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written[key].stat().st_size > 5000
+    # a rerun resumes every row; the two figures then infer case 0 once per method, not once per figure
+    figures = {key: written[key].read_bytes() for key in ("fused_slices", "segmentation_slices")}
+    calls.clear()
+    again = compare(cases, tmp_path / "out", methods, device="cpu", hd95_definition="pooled")
+    assert sorted(calls) == sorted([("NSLF", "BraTS2021_00000")] + [("ClassicalFusion", "BraTS2021_00000")] * 2)
+    assert all(again[key].read_bytes() == image for key, image in figures.items())
 
 
 def test_segmentation_figure_slices_and_colours():

@@ -110,23 +110,14 @@ def test_the_default_recipe_shares_stages_1_2_with_the_first_and_trains_1216_sta
     assert {k: v for k, v in first[3].items() if k not in strip} == {k: v for k, v in default[3].items() if k not in strip}
 
 
-def test_a_stopped_nslf_stage_ends_the_run_before_any_later_stage_or_method(tmp_path, monkeypatch, capsys):
-    """The trainer's STOP file (its own tests: test_training.py) makes ``train`` return "stopped" after
-    saving its state; the script must then exit 3 and start nothing else, so the next run resumes."""
-    import nslfcore.training.run as training_run
-
+def test_a_stopped_nslf_stage_ends_the_run_before_any_later_stage_or_method(tmp_path, stopped_training, capsys):
+    """After a stage's STOP file (``train`` returns "stopped" once its state is saved) the script must
+    exit 3 and start nothing else, so the next run resumes."""
     module = _recipes()
-    calls = []
-
-    def stopped_train(data, run_dir, *args, **kwargs):
-        calls.append(Path(run_dir).name)
-        return "stopped"
-
-    monkeypatch.setattr(training_run, "train", stopped_train)
     out = tmp_path / "out"
     code = module.main(["--data", str(tmp_path / "train"), "--test", str(tmp_path / "test"), "--out", str(out),
                         "--dry-run", "--methods", "nslf", "unet", "--no-evaluate"])  # fmt: skip
-    assert code == 3 and calls == ["stage1"]
+    assert code == 3 and stopped_training == ["stage1"]
     assert "nslf stage 1 stopped by" in capsys.readouterr().out
     assert not (out / "models" / "nslf.pt").exists() and not (out / "work" / "unet").exists()
     assert json.loads((out / "same_budget.json").read_text())["trained"] == {}

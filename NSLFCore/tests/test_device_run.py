@@ -133,3 +133,25 @@ def test_dry_run_trains_baselines_with_the_stage_3_recipe(tmp_path):
     for arch in ("unet", "voxresnet"):
         model, info = load_model(out / f"baseline_{arch}.pt")
         assert not model.fuses and model.segments and info.epoch >= 1
+
+
+def test_a_stopped_stage_ends_the_run_with_status_3_and_starts_nothing_later(tmp_path, stopped_training, capsys):
+    """After a stage's STOP file (``train`` returns "stopped" once its state is saved) the run must
+    start no later stage and no later section, and exit 3."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import device_run
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    out = tmp_path / "out"
+    code = device_run.main(["--dry-run", "--device", "cpu", "--budget", "600", "--train-seconds", "30",
+                            "--workers", "2", "--sections", "training", "evaluation", "--out", str(out),
+                            "--work", str(tmp_path / "work")])  # fmt: skip
+    assert code == 3 and stopped_training == ["stage1"]
+    results = json.loads((out / "device_run.json").read_text())
+    assert results["sections"]["training"]["status"] == "stopped"
+    assert "stage 1 stopped by" in results["sections"]["training"]["error"]
+    assert results["sections"]["evaluation"]["status"] == "skipped: the run was stopped"
+    assert list(results["training"]["stages"]) == ["1"] and results["training"]["stages"]["1"]["status"] == "stopped"
+    assert "evaluation" not in results and not (out / "model.pt").exists()
+    assert "no later section starts" in capsys.readouterr().out
