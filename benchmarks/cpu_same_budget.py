@@ -26,8 +26,12 @@ current step, and the script exits with status 3 without starting another stage 
 next run resumes from that step (it removes the ``STOP`` file). A baseline resumes after its last
 completed epoch.
 
+``--device cuda`` trains and scores with the same recipe on a GPU (``benchmarks/same_budget_gpu.sh``
+runs several methods and seeds side by side on a lent one): in float32 as on the CPU, with no bf16
+autocast and no TF32, so that only the hardware's order of arithmetic differs from a CPU row.
+
     python benchmarks/cpu_same_budget.py --data TRAIN_DIR --test HELDOUT_DIR --out OUT \
-        [--recipe cpu-1216] [--methods nslf unet ...] [--no-evaluate] [--window Z Y X] [--dry-run]
+        [--recipe cpu-1216] [--methods nslf unet ...] [--no-evaluate] [--window Z Y X] [--device cpu|cuda] [--dry-run]
 """
 
 from __future__ import annotations
@@ -93,8 +97,18 @@ class MethodStopped(Exception):
     """An NSLF stage was stopped by its ``STOP`` file; its state is saved and a rerun resumes it."""
 
 
+def float32_on(device: str) -> None:
+    """Make ``device`` compute in plain float32 as the CPU does: TF32 off for convolutions and matrix
+    products on CUDA (the recipe's options also turn bf16 autocast off); nothing to do on the CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, Any]], workers: int,
-               seed: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+               seed: int, device: str = "cpu") -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """NSLF ``fast`` (or the ablation ``NSLF_METHODS[name]``) through stages 1-3 from scratch; its stage-3 best file."""
     from nslfcore.config import PRESETS
     from nslfcore.training.checkpoint import load_checkpoint
@@ -114,11 +128,11 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
         if not finished:  # a finished stage of an interrupted method is kept, an unfinished one resumed
             if started is None and run_dir.exists():
                 shutil.rmtree(run_dir)
-            options = stage_options(stage, _stage_spec(recipe, stage), workers, seed=seed,
+            options = stage_options(stage, _stage_spec(recipe, stage), workers, seed=seed, amp=False,
                                     **ablation.get("options", {}))  # fmt: skip
             where = f", resuming after epoch {started.epoch}" if started is not None else ""
             log(f"{name} stage {stage}: {options.epochs} epochs, crop {recipe[stage]['crop']}{where}")
-            status = train(str(data), run_dir, network, options, "cpu", run_dir / "events.jsonl", init=previous,
+            status = train(str(data), run_dir, network, options, device, run_dir / "events.jsonl", init=previous,
                            cache_dir=work / "cache", resume=started is not None)  # fmt: skip
             if status == "stopped":
                 raise MethodStopped(f"{name} stage {stage} stopped by {run_dir / STOP_FILE}; its state is saved, rerun to resume")
@@ -134,13 +148,13 @@ def train_nslf(name: str, data: Path, work: Path, recipe: dict[int, dict[str, An
 
 
 def train_baseline_method(arch: str, data: Path, work: Path, recipe: dict[int, dict[str, Any]], workers: int,
-                          seed: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+                          seed: int, device: str = "cpu") -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Baseline ``arch`` with NSLF's stage-3 options of ``recipe``; its best file."""
     from nslfcore.baseline import train_baseline
 
-    options = stage_options(3, _stage_spec(recipe, 3), workers, seed=seed)
+    options = stage_options(3, _stage_spec(recipe, 3), workers, seed=seed, amp=False)
     log(f"{arch}: {options.epochs} epochs, crop {recipe[3]['crop']}")
-    best = train_baseline(data, work / arch, arch=arch, recipe=options, device="cpu", seed=seed,
+    best = train_baseline(data, work / arch, arch=arch, recipe=options, device=device, seed=seed,
                           log=lambda line: log(f"   {line}"), resume=True)  # fmt: skip
     epochs = [json.loads(line) for line in (work / arch / "baseline_log.jsonl").read_text().splitlines() if line]
     steps = sum(e["steps"] for e in epochs)
@@ -216,12 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="score with a sliding window of this size (voxels), e.g. the stage-3 crop, into "
                              "OUT/compare-window-ZxYxX (default: whole brain box, OUT/compare)")  # fmt: skip
+    parser.add_argument("--device", default="cpu",
+                        help="torch device to train and score on (default cpu; cuda: float32, no autocast, no TF32)")
     parser.add_argument("--dry-run", action="store_true", help="tiny crops and one epoch per stage (tests)")
     args = parser.parse_args(argv)
     # The memory-mapped case cache hands MONAI read-only arrays; its transforms copy them anyway.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
     recipe = DRY_RECIPE if args.dry_run else RECIPES[args.recipe]
+    float32_on(args.device)
     models, work = args.out / "models", args.out / "work"
     models.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "same_budget.json"
@@ -232,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} holds models trained with another recipe ({summary.get('recipe_name', 'unnamed')}); "
                      "use another --out")  # fmt: skip
     summary["recipe"] = written_recipe
-    summary |= {"data": str(args.data.resolve()), "seed": args.seed, "dry_run": args.dry_run,
+    summary |= {"data": str(args.data.resolve()), "seed": args.seed, "dry_run": args.dry_run, "device": args.device,
                 "recipe_name": "dry-run" if args.dry_run else args.recipe}
     trained = summary.setdefault("trained", {})
     for name in args.methods:
@@ -242,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         trainer = train_nslf if name in NSLF_METHODS else train_baseline_method
         try:
-            best, stats = trainer(name, args.data, work, recipe, args.workers, args.seed)
+            best, stats = trainer(name, args.data, work, recipe, args.workers, args.seed, args.device)
         except MethodStopped as stopped:
             summary_path.write_text(json.dumps(summary, indent=1))
             log(str(stopped))
@@ -263,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = [str(models / f"{name}.pt") for name in args.methods if (models / f"{name}.pt").exists()]
     scores = args.out / ("compare" if args.window is None else "compare-window-" + "x".join(map(str, args.window)))
-    written = compare(args.test, scores, methods=methods, device="cpu", hd95_definition="pooled",
+    written = compare(args.test, scores, methods=methods, device=args.device, hd95_definition="pooled",
                       slices_2d=args.metrics_2d, limit=args.limit, figures=not args.dry_run,
                       progress=lambda method, done, total, case: log(f"[{method} {done}/{total}] {case}"),
                       window=args.window)  # fmt: skip

@@ -644,7 +644,8 @@ def training(run: DeviceRun, generation: Generation, recipe: dict[int, dict[str,
         if status == "stopped":  # as cpu_same_budget: later stages would start from a half-trained one
             result["stages"][str(stage)] = {"status": status, "seconds": round(time.perf_counter() - clock, 1)}
             run.write()
-            raise StageStopped(f"stage {stage} stopped by {run_dir / STOP_FILE}; its state is in {run_dir}")
+            raise StageStopped(f"stage {stage} stopped by {run_dir / STOP_FILE}: "
+                               "the run ends here (device_run does not resume a stage)")
         best = run_dir / f"stage{stage}_best.pt"
         state = load_checkpoint(run_dir / f"stage{stage}.pt")["progress"]
         chosen = load_checkpoint(best)

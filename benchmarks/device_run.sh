@@ -10,6 +10,8 @@
 #   benchmarks/device_run.sh [ARGS...]        there (carry .whl): install them into a scratch
 #                                             folder, then python3 benchmarks/device_run.py ARGS
 #                                             (e.g. --budget 420); results in $OUT
+#   eval "$(benchmarks/device_run.sh --env)"  there: only install them, and set PYTHONPATH for
+#                                             NSLFCore, benchmarks and them (benchmarks/same_budget_gpu.sh)
 set -euo pipefail
 STARTED="$(date +%s.%N)"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,5 +49,9 @@ if ! "$PYTHON" -c 'import SimpleITK' 2>/dev/null; then
   tar xJf "$WHL/simpleitk.tar.xz" -C "$SITE"
 fi
 export PYTHONPATH="$ROOT/NSLFCore:$ROOT/benchmarks:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${1:-}" = "--env" ]; then
+  echo "export PYTHONPATH='$PYTHONPATH'"
+  exit 0
+fi
 export PYTHONUNBUFFERED=1
 exec "$PYTHON" "$ROOT/benchmarks/device_run.py" --started "$STARTED" "$@"

@@ -121,3 +121,41 @@ def test_a_stopped_nslf_stage_ends_the_run_before_any_later_stage_or_method(tmp_
     assert "nslf stage 1 stopped by" in capsys.readouterr().out
     assert not (out / "models" / "nslf.pt").exists() and not (out / "work" / "unet").exists()
     assert json.loads((out / "same_budget.json").read_text())["trained"] == {}
+
+
+def test_device_reaches_every_training_in_float32_without_autocast_or_tf32(tmp_path, monkeypatch):
+    """``--device cuda`` (benchmarks/same_budget_gpu.sh) must train NSLF and the baselines on that device
+    with the CPU rows' arithmetic: bf16 autocast off in the options and TF32 off in torch's backends.
+    Recorded without a GPU: the trainers are replaced by ones that note what they were given."""
+    import nslfcore.baseline as baseline
+    import nslfcore.training.run as training_run
+
+    module = _recipes()
+    seen: list[tuple[str, str, bool]] = []
+
+    def nslf_train(data, run_dir, config, options, device, *args, **kwargs):
+        seen.append(("nslf", device, options.amp))
+        return "stopped"
+
+    class BaselineSeen(Exception):
+        pass
+
+    def baseline_train(data, out, *, device, recipe, **kwargs):
+        seen.append(("unet", device, recipe.amp))
+        raise BaselineSeen
+
+    monkeypatch.setattr(training_run, "train", nslf_train)
+    monkeypatch.setattr(baseline, "train_baseline", baseline_train)
+    common = ["--data", str(tmp_path / "train"), "--test", str(tmp_path / "test"), "--dry-run", "--no-evaluate",
+              "--device", "cuda:1"]  # fmt: skip
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert module.main([*common, "--out", str(tmp_path / "a"), "--methods", "nslf"]) == 3
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        with pytest.raises(BaselineSeen):
+            module.main([*common, "--out", str(tmp_path / "b"), "--methods", "unet"])
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    assert seen == [("nslf", "cuda:1", False), ("unet", "cuda:1", False)]
+    assert json.loads((tmp_path / "a" / "same_budget.json").read_text())["device"] == "cuda:1"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The same-budget rows (benchmarks/cpu_same_budget.py, recipe cpu-1216) trained on a lent GPU:
+# several methods and seeds side by side on one GPU, each in its own process, in float32 as on the
+# CPU (--device cuda: no autocast, no TF32). Trains only; the models come back and are scored with
+# cpu_same_budget.py on the held-out cases like every other row.
+#
+#   benchmarks/same_budget_gpu.sh OUT METHOD:SEED [METHOD:SEED ...]     (carry .whl; see device_run.sh)
+#
+# 1. the training cases of the CPU rows (nslf phantom --n 24 --seed 1000: a case depends only on the
+#    seed and its index), two per process, in parallel;
+# 2. one cpu_same_budget.py per METHOD:SEED, all at once, 2 data-loading workers each;
+# 3. as each ends: OUT/<method>-s<seed>.pt (split into OUT/<name>.pt.part-aa, -ab, ... when over
+#    15 MiB, for the 16 MiB limit on a file brought back: rejoin with cat) and OUT/logs.tar.gz
+#    (every log, same_budget.json, the NSLF stage-3 events and baseline logs), rewritten each time.
+#
+# NSLF_DEVICE (default cuda), NSLF_PHANTOM_ARGS (e.g. --tiny) and NSLF_SAME_BUDGET_ARGS (e.g.
+# --dry-run) let the tests run it on the CPU.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="$1"; shift
+[ $# -ge 1 ] || { echo "usage: $0 OUT METHOD:SEED..." >&2; exit 2; }
+DEVICE="${NSLF_DEVICE:-cuda}"
+PYTHON="${PYTHON:-python3}"
+WORK="$(mktemp -d)"
+mkdir -p "$OUT" "$WORK/logs"
+if "$PYTHON" -c 'import monai, nibabel, SimpleITK' 2>/dev/null; then
+  export PYTHONPATH="$ROOT/NSLFCore:$ROOT/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+else
+  eval "$("$ROOT/benchmarks/device_run.sh" --env)" || exit 1
+fi
+stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$WORK/logs/driver.log"; }
+
+stamp "phantoms: 24 training cases (seed 1000) in 12 processes"
+for start in $(seq 0 2 22); do
+  OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli phantom --out "$WORK/train" --n 2 --seed 1000 --start "$start" \
+    ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/phantom-$start.log" 2>&1 &
+done
+wait
+cases=$(find "$WORK/train" -mindepth 1 -maxdepth 1 -type d | wc -l)
+stamp "phantoms: $cases cases"
+[ "$cases" = 24 ] || { tail -n 5 "$WORK"/logs/phantom-*.log; exit 1; }
+
+bring_back() {  # method, seed
+  local name="$1-s$2" run="$WORK/runs/$1-s$2"
+  local model="$run/models/$1.pt"
+  if [ -f "$model" ]; then
+    if [ "$(stat -c %s "$model")" -gt $((15 * 1024 * 1024)) ]; then
+      split -b 15M "$model" "$OUT/$name.pt.part-"
+    else
+      cp "$model" "$OUT/$name.pt"
+    fi
+  fi
+  (cd "$WORK" && find logs runs -name '*.log' -o -name same_budget.json -o -name events.jsonl -path '*stage3*' \
+     -o -name baseline_log.jsonl | tar czf "$OUT/logs.tar.gz.tmp" -T - && mv "$OUT/logs.tar.gz.tmp" "$OUT/logs.tar.gz")
+}
+
+for job in "$@"; do
+  method="${job%%:*}" seed="${job##*:}"
+  (
+    stamp "start $method seed $seed on $DEVICE"
+    OMP_NUM_THREADS=2 "$PYTHON" "$ROOT/benchmarks/cpu_same_budget.py" --data "$WORK/train" --test "$WORK/none" \
+      --out "$WORK/runs/$method-s$seed" --methods "$method" --seed "$seed" --device "$DEVICE" --workers 2 \
+      --no-evaluate ${NSLF_SAME_BUDGET_ARGS:-} > "$WORK/logs/$method-s$seed.log" 2>&1
+    stamp "end $method seed $seed: exit $?"
+    bring_back "$method" "$seed"
+  ) &
+done
+wait
+stamp "all done"
+bring_back none none
+ls -la "$OUT"
