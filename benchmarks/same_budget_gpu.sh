@@ -8,20 +8,29 @@
 #
 # 1. the training cases of the CPU rows (nslf phantom --n 24 --seed 1000: a case depends only on the
 #    seed and its index), two per process, in parallel;
-# 2. one cpu_same_budget.py per METHOD:SEED, all at once, 2 data-loading workers each;
+# 2. one cpu_same_budget.py per METHOD:SEED, all at once, NSLF_WORKERS data-loading workers each;
 # 3. as each ends: OUT/<method>-s<seed>.pt (split into OUT/<name>.pt.part-aa, -ab, ... when over
 #    15 MiB, for the 16 MiB limit on a file brought back: rejoin with cat) and OUT/logs.tar.gz
 #    (every log, same_budget.json, the NSLF stage-3 events and baseline logs), rewritten each time.
 #
+# A device call has at most 10 minutes, and four runs side by side need about 12 (RESULTS.md, "Run-to-run
+# spread"). So NSLF_JOB_TIMEOUT=S ends each run after S seconds (then the logs still come back), and
+# the same command again on the still-warm machine resumes every run after its last finished epoch
+# from NSLF_SAME_BUDGET_WORK (default /tmp/nslf-same-budget; the cases are not generated again).
+# Keep NSLF_WORKERS (data-loading workers per run, default 2) the same in both calls: a baseline
+# refuses to resume with other options.
+#
 # NSLF_DEVICE (default cuda), NSLF_PHANTOM_ARGS (e.g. --tiny) and NSLF_SAME_BUDGET_ARGS (e.g.
-# --dry-run) let the tests run it on the CPU.
+# --dry-run) let it run on the CPU for a check.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$1"; shift
 [ $# -ge 1 ] || { echo "usage: $0 OUT METHOD:SEED..." >&2; exit 2; }
 DEVICE="${NSLF_DEVICE:-cuda}"
 PYTHON="${PYTHON:-python3}"
-WORK="$(mktemp -d)"
+WORK="${NSLF_SAME_BUDGET_WORK:-/tmp/nslf-same-budget}"
+JOB_TIMEOUT="${NSLF_JOB_TIMEOUT:-0}"
+WORKERS="${NSLF_WORKERS:-2}"
 mkdir -p "$OUT" "$WORK/logs"
 if "$PYTHON" -c 'import monai, nibabel, SimpleITK' 2>/dev/null; then
   export PYTHONPATH="$ROOT/NSLFCore:$ROOT/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
@@ -30,13 +39,19 @@ else
 fi
 stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$WORK/logs/driver.log"; }
 
-stamp "phantoms: 24 training cases (seed 1000) in 12 processes"
-for start in $(seq 0 2 22); do
-  OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli phantom --out "$WORK/train" --n 2 --seed 1000 --start "$start" \
-    ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/phantom-$start.log" 2>&1 &
-done
-wait
-cases=$(find "$WORK/train" -mindepth 1 -maxdepth 1 -type d | wc -l)
+count_cases() { find "$WORK/train" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l; }
+if [ "$(count_cases)" = 24 ]; then
+  stamp "phantoms: the 24 training cases of an earlier call, in $WORK/train"
+else
+  rm -rf "$WORK/train"
+  stamp "phantoms: 24 training cases (seed 1000) in 12 processes"
+  for start in $(seq 0 2 22); do
+    OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli phantom --out "$WORK/train" --n 2 --seed 1000 --start "$start" \
+      ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/phantom-$start.log" 2>&1 &
+  done
+  wait
+fi
+cases=$(count_cases)
 stamp "phantoms: $cases cases"
 [ "$cases" = 24 ] || { tail -n 5 "$WORK"/logs/phantom-*.log; exit 1; }
 
@@ -58,10 +73,13 @@ for job in "$@"; do
   method="${job%%:*}" seed="${job##*:}"
   (
     stamp "start $method seed $seed on $DEVICE"
-    OMP_NUM_THREADS=2 "$PYTHON" "$ROOT/benchmarks/cpu_same_budget.py" --data "$WORK/train" --test "$WORK/none" \
-      --out "$WORK/runs/$method-s$seed" --methods "$method" --seed "$seed" --device "$DEVICE" --workers 2 \
-      --no-evaluate ${NSLF_SAME_BUDGET_ARGS:-} > "$WORK/logs/$method-s$seed.log" 2>&1
-    stamp "end $method seed $seed: exit $?"
+    limit=(); [ "$JOB_TIMEOUT" != 0 ] && limit=(timeout "$JOB_TIMEOUT")
+    OMP_NUM_THREADS=2 "${limit[@]}" "$PYTHON" "$ROOT/benchmarks/cpu_same_budget.py" --data "$WORK/train" \
+      --test "$WORK/none" --out "$WORK/runs/$method-s$seed" --methods "$method" --seed "$seed" --device "$DEVICE" \
+      --workers "$WORKERS" --no-evaluate ${NSLF_SAME_BUDGET_ARGS:-} >> "$WORK/logs/$method-s$seed.log" 2>&1
+    code=$?
+    [ $code = 124 ] && stamp "$method seed $seed: stopped after ${JOB_TIMEOUT} s; run the same command again to resume" \
+      || stamp "end $method seed $seed: exit $code"
     bring_back "$method" "$seed"
   ) &
 done
