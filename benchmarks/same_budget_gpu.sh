@@ -55,6 +55,12 @@ cases=$(count_cases)
 stamp "phantoms: $cases cases"
 [ "$cases" = 24 ] || { tail -n 5 "$WORK"/logs/phantom-*.log; exit 1; }
 
+pack_logs() {  # OUT/logs.tar.gz, written under a name of this process's own, then renamed: runs end at once
+  local part="$OUT/logs.tar.gz.$BASHPID"
+  (cd "$WORK" && find logs runs -name '*.log' -o -name same_budget.json -o -name events.jsonl -path '*stage3*' \
+     -o -name baseline_log.jsonl | tar czf "$part" -T - && mv "$part" "$OUT/logs.tar.gz")
+}
+
 bring_back() {  # method, seed
   local name="$1-s$2" run="$WORK/runs/$1-s$2"
   local model="$run/models/$1.pt"
@@ -65,8 +71,7 @@ bring_back() {  # method, seed
       cp "$model" "$OUT/$name.pt"
     fi
   fi
-  (cd "$WORK" && find logs runs -name '*.log' -o -name same_budget.json -o -name events.jsonl -path '*stage3*' \
-     -o -name baseline_log.jsonl | tar czf "$OUT/logs.tar.gz.tmp" -T - && mv "$OUT/logs.tar.gz.tmp" "$OUT/logs.tar.gz")
+  pack_logs
 }
 
 for job in "$@"; do
@@ -85,5 +90,5 @@ for job in "$@"; do
 done
 wait
 stamp "all done"
-bring_back none none
+pack_logs
 ls -la "$OUT"
