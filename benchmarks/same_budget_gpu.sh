@@ -20,6 +20,13 @@
 # Keep NSLF_WORKERS (data-loading workers per run, default 2) the same in both calls: a baseline
 # refuses to resume with other options.
 #
+# NSLF_SCORE=1 also scores every finished model there, after all runs end: the 20 held-out cases
+# (nslf phantom --n 20 --seed 2000 --start 1000, generated beside the training) with nslf compare
+# --hd95 pooled on NSLF_DEVICE, whole box and 48 x 96 x 96 window, one process per model and mode,
+# into OUT/scores.tar.gz (whole/<method>-s<seed>/, window/..., heldout-seg.md5: the MD5 of each
+# decompressed label volume, to check the cases against the ones scored elsewhere). A device call
+# brings back only a few files, hence the tarball.
+#
 # NSLF_DEVICE (default cuda), NSLF_PHANTOM_ARGS (e.g. --tiny) and NSLF_SAME_BUDGET_ARGS (e.g.
 # --dry-run) let it run on the CPU for a check.
 set -uo pipefail
@@ -50,6 +57,20 @@ else
       ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/phantom-$start.log" 2>&1 &
   done
   wait
+fi
+SCORE="${NSLF_SCORE:-0}"
+if [ "$SCORE" = 1 ] && [ ! -f "$WORK/heldout.done" ]; then
+  rm -rf "$WORK/heldout"
+  stamp "phantoms: 20 held-out cases (seed 2000, from 1000) in 10 processes, beside the training"
+  (
+    for start in $(seq 1000 2 1018); do
+      OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli phantom --out "$WORK/heldout" --n 2 --seed 2000 --start "$start" \
+        ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/heldout-$start.log" 2>&1 &
+    done
+    wait
+    touch "$WORK/heldout.done"
+  ) &
+  HELDOUT_PID=$!
 fi
 cases=$(count_cases)
 stamp "phantoms: $cases cases"
@@ -91,4 +112,34 @@ done
 wait
 stamp "all done"
 pack_logs
+
+score() {  # model path, name: nslf compare whole box and window, side by side
+  local mode window
+  for mode in whole window; do
+    window=(); [ "$mode" = window ] && window=(--window 48 96 96)
+    OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli compare --data "$WORK/heldout" --out "$WORK/scores/$mode/$2" \
+      --methods "$1" --hd95 pooled --device "$DEVICE" --no-figures "${window[@]}" > "$WORK/logs/score-$mode-$2.log" 2>&1 &
+  done
+}
+if [ "$SCORE" = 1 ]; then
+  [ -f "$WORK/heldout.done" ] || wait "${HELDOUT_PID:-0}" 2>/dev/null
+  [ "$(find "$WORK/heldout" -mindepth 1 -maxdepth 1 -type d | wc -l)" = 20 ] || { stamp "held-out cases missing"; exit 1; }
+  mkdir -p "$WORK/scores"
+  (cd "$WORK/heldout" && for f in */*_seg.nii.gz; do echo "$(zcat "$f" | md5sum | cut -c1-32) $f"; done) \
+    > "$WORK/scores/heldout-seg.md5"
+  for job in "$@"; do
+    method="${job%%:*}" seed="${job##*:}"
+    model="$WORK/runs/$method-s$seed/models/$method.pt"
+    if [ -f "$model" ]; then
+      cp "$model" "$WORK/scores/$method-s$seed.pt"
+      score "$WORK/scores/$method-s$seed.pt" "$method-s$seed"
+    else
+      stamp "$method seed $seed: no model yet, not scored"
+    fi
+  done
+  wait
+  stamp "scored"
+  (cd "$WORK/scores" && tar czf "$OUT/scores.tar.gz" --exclude='*.pt' .)
+  pack_logs
+fi
 ls -la "$OUT"
