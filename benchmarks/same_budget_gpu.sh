@@ -47,29 +47,26 @@ fi
 stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$WORK/logs/driver.log"; }
 
 count_cases() { find "$WORK/train" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l; }
+phantoms() {  # folder, seed, first index, last index, log prefix: two cases per process, all at once
+  local start
+  for start in $(seq "$3" 2 "$4"); do
+    OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli phantom --out "$1" --n 2 --seed "$2" --start "$start" \
+      ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/$5-$start.log" 2>&1 &
+  done
+  wait
+}
 if [ "$(count_cases)" = 24 ]; then
   stamp "phantoms: the 24 training cases of an earlier call, in $WORK/train"
 else
   rm -rf "$WORK/train"
   stamp "phantoms: 24 training cases (seed 1000) in 12 processes"
-  for start in $(seq 0 2 22); do
-    OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli phantom --out "$WORK/train" --n 2 --seed 1000 --start "$start" \
-      ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/phantom-$start.log" 2>&1 &
-  done
-  wait
+  phantoms "$WORK/train" 1000 0 22 phantom
 fi
 SCORE="${NSLF_SCORE:-0}"
 if [ "$SCORE" = 1 ] && [ ! -f "$WORK/heldout.done" ]; then
   rm -rf "$WORK/heldout"
   stamp "phantoms: 20 held-out cases (seed 2000, from 1000) in 10 processes, beside the training"
-  (
-    for start in $(seq 1000 2 1018); do
-      OMP_NUM_THREADS=1 "$PYTHON" -m nslfcore.cli phantom --out "$WORK/heldout" --n 2 --seed 2000 --start "$start" \
-        ${NSLF_PHANTOM_ARGS:-} > "$WORK/logs/heldout-$start.log" 2>&1 &
-    done
-    wait
-    touch "$WORK/heldout.done"
-  ) &
+  (phantoms "$WORK/heldout" 2000 1000 1018 heldout && touch "$WORK/heldout.done") &
   HELDOUT_PID=$!
 fi
 cases=$(count_cases)
