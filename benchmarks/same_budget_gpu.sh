@@ -46,7 +46,7 @@ else
 fi
 stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$WORK/logs/driver.log"; }
 
-count_cases() { find "$WORK/train" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l; }
+count_cases() { find "$1" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l; }  # folder
 phantoms() {  # folder, seed, first index, last index, log prefix: two cases per process, all at once
   local start
   for start in $(seq "$3" 2 "$4"); do
@@ -55,7 +55,7 @@ phantoms() {  # folder, seed, first index, last index, log prefix: two cases per
   done
   wait
 }
-if [ "$(count_cases)" = 24 ]; then
+if [ "$(count_cases "$WORK/train")" = 24 ]; then
   stamp "phantoms: the 24 training cases of an earlier call, in $WORK/train"
 else
   rm -rf "$WORK/train"
@@ -69,7 +69,7 @@ if [ "$SCORE" = 1 ] && [ ! -f "$WORK/heldout.done" ]; then
   (phantoms "$WORK/heldout" 2000 1000 1018 heldout && touch "$WORK/heldout.done") &
   HELDOUT_PID=$!
 fi
-cases=$(count_cases)
+cases=$(count_cases "$WORK/train")
 stamp "phantoms: $cases cases"
 [ "$cases" = 24 ] || { tail -n 5 "$WORK"/logs/phantom-*.log; exit 1; }
 
@@ -120,7 +120,7 @@ score() {  # model path, name: nslf compare whole box and window, side by side
 }
 if [ "$SCORE" = 1 ]; then
   [ -f "$WORK/heldout.done" ] || wait "${HELDOUT_PID:-0}" 2>/dev/null
-  [ "$(find "$WORK/heldout" -mindepth 1 -maxdepth 1 -type d | wc -l)" = 20 ] || { stamp "held-out cases missing"; exit 1; }
+  [ "$(count_cases "$WORK/heldout")" = 20 ] || { stamp "held-out cases missing"; exit 1; }
   mkdir -p "$WORK/scores"
   (cd "$WORK/heldout" && for f in */*_seg.nii.gz; do echo "$(zcat "$f" | md5sum | cut -c1-32) $f"; done) \
     > "$WORK/scores/heldout-seg.md5"
