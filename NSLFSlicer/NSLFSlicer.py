@@ -36,7 +36,16 @@ from NSLFSlicerLib.dependencies import ensure_dependencies
 from NSLFSlicerLib.engine import device_choices
 from NSLFSlicerLib.logic import NSLFLogicCore
 from NSLFSlicerLib.model_manager import add_model, download, installed_models, remove_model
-from NSLFSlicerLib.panel_state import ChoiceList, DatasetChecker, Show3DPreference, can_start_training, path_text, restore_index
+from NSLFSlicerLib.panel_state import (
+    ChoiceList,
+    DatasetChecker,
+    Show3DPreference,
+    can_start_training,
+    confidence_text,
+    finished_status,
+    path_text,
+    restore_index,
+)
 from NSLFSlicerLib.process_runner import ProcessRunner, format_eta
 from NSLFSlicerLib.training_events import EventSchemaError
 from NSLFSlicerLib.training_job import TrainingJob, TrainingSettings, check_dataset, parse_crop
@@ -55,9 +64,9 @@ class NSLFSlicer(ScriptedLoadableModule):
         self.parent.helpText = _("""
 Fuses four co-registered brain MR volumes (T1, T1ce, T2, FLAIR) into one volume and segments the
 brain tumour (necrotic core, edema, enhancing tumour) with the NSLF network, on GPU or CPU.
-Select the four inputs (or press Auto-assign), a model and a device, then Fuse, Segment or
-Fuse + Segment. Results: a fused volume with volume rendering, a segmentation with closed
-surfaces and a table of tumour volumes (mL).
+Select the four inputs (or press Auto-assign; any three work, and the status line says what the
+missing one costs), a model and a device, then Fuse, Segment or Fuse + Segment. Results: a fused
+volume with volume rendering, a segmentation with closed surfaces and a table of tumour volumes (mL).
 See <a href="https://github.com/nslfslicer/NSLFSlicer">the project page</a> and
 <a href="https://github.com/ImZhangyYing/NLSF">the authors' code</a>.
 """)
@@ -96,6 +105,7 @@ class NSLFSlicerParameterNode:
     t2: vtkMRMLScalarVolumeNode
     flair: vtkMRMLScalarVolumeNode
     resampleToReference: bool = False
+    mirror: Annotated[str, Choice(["none", "lr", "all"])] = "none"  # test-time mirroring; nslfcore.inference.DEFAULT_MIRROR
     outputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
     trainingData: pathlib.Path
@@ -277,8 +287,9 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic, p.t1, p.t1ce, p.t2, p.flair, outputVolume=p.outputVolume,
                 outputSegmentation=p.outputSegmentation, model=self.ui.modelComboBox.currentData,
                 device=self.ui.deviceComboBox.currentData, resampleToReference=p.resampleToReference,
-                fuse=fuse, segment=segment, workdir=slicer.app.temporaryPath,
+                fuse=fuse, segment=segment, workdir=slicer.app.temporaryPath, mirror=p.mirror,
             ).start()  # fmt: skip
+            self.ui.confidenceLabel.text = ""
             self.startJob(job, _("Fusing and segmenting") if fuse and segment else _("Fusing") if fuse else _("Segmenting"))
 
     def startJob(self, job, message: str) -> None:
@@ -333,7 +344,15 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("NSLF results could not be imported."), waitCursor=True):
             outputs = job.finish()
             seconds = self.clock.elapsed() / 1000
-            self.ui.statusLabel.text = _("Done in {seconds} s.").format(seconds=f"{seconds:.0f}")
+            done = _("Done in {seconds} s.").format(seconds=f"{seconds:.0f}")
+            self.ui.statusLabel.text = finished_status(done, outputs.message)  # a missing sequence: which, and its cost
+            if outputs.message:
+                self.ui.logTextEdit.appendPlainText(outputs.message)
+            confidence, low = confidence_text(outputs.confidence)  # a line, and a plain warning when low
+            self.ui.confidenceLabel.text = confidence
+            self.ui.confidenceLabel.styleSheet = "color: #c0392b; font-weight: bold" if low else ""
+            if confidence:
+                self.ui.logTextEdit.appendPlainText(confidence)
             if outputs.fused is not None:
                 self._parameterNode.outputVolume = outputs.fused
                 slicer.util.setSliceViewerLayers(background=outputs.fused, fit=True)

@@ -14,3 +14,6 @@ __version__ = "0.1.0"
 #: Canonical modality order of the channel axis of every 4-modality tensor in this package.
 #: (The authors' public code stacks (flair, t1ce, t1, t2); :mod:`nslfcore.compat` maps between them.)
 MODALITIES: tuple[str, str, str, str] = ("t1", "t1ce", "t2", "flair")
+#: Inference needs at least this many of :data:`MODALITIES`; the missing one gets no fusion weight
+#: (:mod:`nslfcore.inference.missing`). Here, not there, so the Slicer module reads it without torch.
+MIN_SEQUENCES = 3

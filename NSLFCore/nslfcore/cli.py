@@ -25,6 +25,7 @@ from nslfcore.errors import NSLFError
 COMMAND_MODULES: tuple[str, ...] = (
     "nslfcore.commands.demo",
     "nslfcore.commands.phantom",
+    "nslfcore.commands.synth",
     "nslfcore.commands.check_data",
     "nslfcore.commands.train",
     "nslfcore.commands.infer",

@@ -3,7 +3,7 @@
 :func:`run_cohort` finds the cases as ``nslf check-data`` does (:func:`nslfcore.data.discovery.find_cases`:
 BraTS 2021, BraTS 2023+ and plain folders; labels are not read) and runs
 :func:`nslfcore.inference.run` on each, writing ``OUT/<case>/`` (``fused.nii.gz``, ``seg.nii.gz``,
-``probabilities.nii.gz`` on request) exactly as single-case ``nslf run`` writes them
+``confidence.json``, ``probabilities.nii.gz`` on request) exactly as single-case ``nslf run`` writes them
 (:func:`write_outputs`: temporary names, each file read back, then renamed).
 
 * **Overlap**: a reader thread reads and checks case *i+1* and a writer thread writes case *i-1*
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import os
 import time
@@ -45,13 +44,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from nslfcore.data.brats import find_cases, load_case
+from nslfcore.data.brats import find_cases
 from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.output import OutputLock, atomic_write_text, install, verify_written
 from nslfcore.distributed import DistributedContext, device_for_rank, distributed_context
 from nslfcore.errors import NSLFError
-from nslfcore.inference import InferenceResult, LabelConvention, Mode, Precision
+from nslfcore.inference import (
+    CONFIDENCE_NAME,
+    DEFAULT_MIRROR,
+    Confidence,
+    InferenceResult,
+    LabelConvention,
+    Mirror,
+    Mode,
+    Precision,
+    read_confidence,
+)
 from nslfcore.inference import run as infer
+from nslfcore.inference.inputs import load_inputs
 from nslfcore.models import Network
 
 #: The summary file of a cohort, in its output folder.
@@ -64,8 +74,10 @@ class CohortError(NSLFError, ValueError):
 
 
 def output_names(fuse: bool = True, segment: bool = True, probabilities: bool = False) -> list[str]:
-    """The output files of one case, in writing order: ``fused.nii.gz``, ``seg.nii.gz``, ``probabilities.nii.gz``."""
-    wanted = (("fused.nii.gz", fuse), ("seg.nii.gz", segment), ("probabilities.nii.gz", probabilities))
+    """The output files of one case, in writing order: ``fused.nii.gz``, ``seg.nii.gz``, ``confidence.json``
+    (with the segmentation), ``probabilities.nii.gz``."""
+    wanted = (("fused.nii.gz", fuse), ("seg.nii.gz", segment), (CONFIDENCE_NAME, segment),
+              ("probabilities.nii.gz", probabilities))  # fmt: skip
     return [name for name, want in wanted if want]
 
 
@@ -75,8 +87,10 @@ def write_outputs(result: InferenceResult, folder: Path, names: Sequence[str]) -
     Each file is written on the input grid (compressed NIfTI) under a hidden temporary name
     (``.partial-<pid>-<name>``), read back completely, and only when all are complete renamed onto
     its final name; on any failure the temporary files are removed and earlier files are untouched.
-    ``fused.nii.gz`` is float32, ``seg.nii.gz`` uint8 labels, ``probabilities.nii.gz`` float32 with
-    four components per voxel (background, NCR, ED, ET; nibabel shape ``(x, y, z, 1, 4)``).
+    ``fused.nii.gz`` is float32, ``seg.nii.gz`` uint8 labels, ``confidence.json`` the case's
+    :class:`~nslfcore.inference.Confidence` (:meth:`~nslfcore.inference.Confidence.to_dict`),
+    ``probabilities.nii.gz`` float32 with four components per voxel (background, NCR, ED, ET;
+    nibabel shape ``(x, y, z, 1, 4)``).
     """
     outputs = [folder / name for name in names]
     temps = [p.with_name(f".partial-{os.getpid()}-{p.name}") for p in outputs]
@@ -97,6 +111,12 @@ def _write(name: str, result: InferenceResult, temp: Path) -> None:
 
     from nslfcore.data.io import write_image
 
+    if name == CONFIDENCE_NAME:
+        if result.confidence is None:
+            raise ValueError(f"{name} was asked for but the network did not segment.")
+        temp.write_text(result.confidence.to_json(), encoding="utf-8")
+        verify_written(temp)
+        return
     array = {"fused.nii.gz": result.fused, "seg.nii.gz": result.labels, "probabilities.nii.gz": result.probabilities}[name]
     if array is None:
         raise ValueError(f"{name} was asked for but the network did not produce it.")
@@ -118,7 +138,10 @@ class CaseOutcome:
     """What happened to one case: ``done`` (outputs written), ``skipped`` (outputs already complete) or ``failed``.
 
     ``read_s``, ``network_s`` (preprocessing, network, pasting back) and ``write_s`` are this case's
-    own seconds per phase; ``mode`` and ``device`` are those the network ran with; ``error`` is one line.
+    own seconds per phase; ``mode`` and ``device`` are those the network ran with; ``confidence`` is
+    the segmentation's (a skipped case's from its ``confidence.json``), ``None`` when there is none;
+    ``missing`` is the sequence the case lacked (``""``: it had all four; see
+    :mod:`nslfcore.inference.missing`); ``error`` is one line.
     """
 
     case: str
@@ -130,6 +153,8 @@ class CaseOutcome:
     device: str = ""
     error: str = ""
     rank: int = 0
+    confidence: Confidence | None = None
+    missing: str = ""
 
     @property
     def seconds(self) -> float:
@@ -168,14 +193,25 @@ class CohortSummary:
         return 3600.0 / self.seconds_per_case if self.seconds_per_case else 0.0
 
     def csv_text(self) -> str:
-        """One row per case: ``case, status, seconds, read_s, network_s, write_s, mode, device, rank, error``."""
+        """One row per case: ``case, status, seconds, read_s, network_s, write_s, mode, device, missing, agreement,
+        mean_entropy, low_confidence, rank, error`` (the confidence columns empty without a segmentation)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["case", "status", "seconds", "read_s", "network_s", "write_s", "mode", "device", "rank", "error"])
+        writer.writerow(["case", "status", "seconds", "read_s", "network_s", "write_s", "mode", "device", "missing",
+                         "agreement", "mean_entropy", "low_confidence", "rank", "error"])  # fmt: skip
         for o in self.outcomes:
             times = (f"{t:.2f}" for t in (o.seconds, o.read_s, o.network_s, o.write_s))
-            writer.writerow([o.case, o.status, *times, o.mode, o.device, o.rank, o.error])
+            writer.writerow([o.case, o.status, *times, o.mode, o.device, o.missing, *_confidence_cells(o.confidence),
+                             o.rank, o.error])  # fmt: skip
         return buffer.getvalue()
+
+
+def _confidence_cells(confidence: Confidence | None) -> list[str]:
+    """``agreement, mean_entropy, low_confidence`` cells (empty when unknown; agreement empty without mirroring)."""
+    if confidence is None:
+        return ["", "", ""]
+    agreement = "" if confidence.agreement is None else f"{confidence.agreement:.4f}"
+    return [agreement, f"{confidence.mean_entropy:.4f}", "yes" if confidence.low else "no"]
 
 
 #: ``progress(outcome, finished, total)``: called on each rank after each of its cases.
@@ -197,6 +233,7 @@ def run_cohort(
     download: bool = False,
     progress: CaseProgress | None = None,
     precision: Precision = "auto",
+    mirror: Mirror = DEFAULT_MIRROR,
 ) -> CohortSummary:
     """Run NSLF on every case in ``cases_dir``, writing ``out_dir/<case>/``; see the module docstring.
 
@@ -207,7 +244,7 @@ def run_cohort(
             :func:`nslfcore.model_store.load_model` (``None``: the registry's default model).
         fuse, segment, probabilities: which outputs to write (see :func:`output_names`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; under ``torchrun`` CUDA ranks use ``cuda:LOCAL_RANK``.
-        mode, label_convention, precision: as for :func:`nslfcore.inference.run`.
+        mode, label_convention, precision, mirror: as for :func:`nslfcore.inference.run`.
         overwrite: recompute cases whose outputs are complete (otherwise they are skipped).
         download: download a registry or URL model that is not on this machine.
         progress: called after each case of this rank (see :data:`CaseProgress`).
@@ -220,7 +257,7 @@ def run_cohort(
     """
     names = output_names(fuse, segment, probabilities)
     options: dict[str, Any] = dict(fuse=fuse, segment=segment, mode=mode, label_convention=label_convention,
-                                   probabilities=probabilities, precision=precision)  # run()'s, but the device
+                                   probabilities=probabilities, precision=precision, mirror=mirror)  # run()'s, but the device
     started = dist.is_available() and not dist.is_initialized()
     context = distributed_context()
     try:
@@ -326,7 +363,7 @@ class _Read:
 def _read(files: CaseFiles) -> _Read:
     start = time.perf_counter()
     try:
-        case = load_case(dataclasses.replace(files, label=None))  # the inputs only, checked as nslf run checks them
+        case = load_inputs(files)  # the inputs only (three of four suffice), checked as nslf run checks them
     except Exception as error:  # noqa: BLE001 - a case that cannot be read fails alone
         return _Read(files, None, time.perf_counter() - start, _described(error))
     return _Read(files, case, time.perf_counter() - start)
@@ -342,7 +379,7 @@ def _write_case(read: _Read, result: InferenceResult, network_s: float, out_dir:
     folder = out_dir / read.files.name
     start = time.perf_counter()
     common = dict(case=read.files.name, read_s=read.seconds, network_s=network_s, mode=result.mode,
-                  device=result.device, rank=rank)  # fmt: skip
+                  device=result.device, rank=rank, confidence=result.confidence, missing=result.missing or "")  # fmt: skip
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with OutputLock(folder, "nslf run --cases"):  # also removes what a killed run left there
@@ -365,7 +402,9 @@ def _process(shard: list[CaseFiles], out_dir: Path, names: Sequence[str], networ
     todo = []
     for files in shard:
         if not overwrite and _complete(out_dir / files.name, names):
-            report(CaseOutcome(files.name, "skipped", rank=rank))
+            confidence = read_confidence(out_dir / files.name / CONFIDENCE_NAME) if CONFIDENCE_NAME in names else None
+            missing = files.missing[0] if len(files.missing) == 1 else ""  # what its outputs were computed without
+            report(CaseOutcome(files.name, "skipped", rank=rank, confidence=confidence, missing=missing))
         else:
             todo.append(files)
     with ThreadPoolExecutor(1, "nslf-read") as reader, ThreadPoolExecutor(1, "nslf-write") as writer:

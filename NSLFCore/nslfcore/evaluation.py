@@ -5,6 +5,11 @@ fusion metrics of the fused volume against the four normalised sources inside th
 (:func:`nslfcore.metrics.fusion_metrics`) and the segmentation metrics per region ET/TC/WT on the
 whole grid, with the brain-mask variants (:func:`nslfcore.metrics.segmentation_metrics`).
 
+A labelled case also gets the lesion conspicuity of the fused volume (:data:`CONSPICUITY_COLUMNS`,
+:mod:`nslfcore.metrics.conspicuity`): the contrast-to-noise ratio of the whole tumour against
+normal-appearing white matter (estimated from T1 by :func:`~nslfcore.metrics.normal_white_matter`)
+in the fused volume over that of the best source, on the same normalised brain box.
+
 HD95 is either ``"max"`` (MONAI's, column ``<region>_hd95``, the default) or ``"pooled"`` (medpy's,
 the authors' scripts, column ``<region>_hd95_pooled``); the column name and the summary say which.
 A fusion-only network (a classical baseline of :mod:`nslfcore.fusion_baselines`) gets fusion
@@ -33,17 +38,29 @@ from pathlib import Path
 
 import numpy as np
 
+from nslfcore import MODALITIES
 from nslfcore.data.brats import load_case
 from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.labels import to_internal
-from nslfcore.data.transforms import brain_mask, preprocess_case
+from nslfcore.data.transforms import PreprocessedCase, brain_mask, preprocess_case
 from nslfcore.inference import DEFAULT_ROI, InferenceResult, Mode
 from nslfcore.inference import run as infer
-from nslfcore.metrics import HD95_DEFINITIONS, HD95Definition, fusion_metrics, hd95_key, segmentation_metrics
+from nslfcore.metrics import (
+    HD95_DEFINITIONS,
+    HD95Definition,
+    conspicuity_ratio,
+    fusion_metrics,
+    hd95_key,
+    normal_white_matter,
+    segmentation_metrics,
+)
 from nslfcore.metrics.fusion_2d import METRICS_2D, fusion_metrics_2d, require_metrics_2d, select_axial_slices
 from nslfcore.models import Network
 
 FUSION_COLUMNS = ("ssim", "psnr", "nmi", "sfr")
+#: Lesion conspicuity (labelled cases, :func:`nslfcore.metrics.conspicuity_ratio`): the fused volume's whole-tumour
+#: CNR against normal-appearing white matter over the best source's, the fused CNR, the best source's CNR.
+CONSPICUITY_COLUMNS = ("cnr_ratio", "cnr_fused", "cnr_best")
 #: The 2-D fusion columns (``slices_2d``): FSIM, VIFP, NMI and IFC on axial slice pairs.
 FUSION_2D_COLUMNS = METRICS_2D
 SEGMENTATION_COLUMNS = ("dice", "sensitivity", "specificity", "accuracy", "jaccard", "hd95")
@@ -76,6 +93,23 @@ def _fusion_2d_row(case: Case, fused: np.ndarray | None, slices_2d: int) -> dict
     return row | {k: float(metrics[k]) for k in FUSION_2D_COLUMNS} | {"slices_2d": len(slices)}
 
 
+def _conspicuity_row(case: Case, prepared: PreprocessedCase, fused_box: np.ndarray) -> dict[str, float | str]:
+    """:data:`CONSPICUITY_COLUMNS` of the fused volume in the brain box ``(z, y, x)`` against the normalised
+    sources ``prepared.image`` (``(t1, t1ce, t2, flair)``); NaN (and no best source) where the CNR is undefined:
+    no label, no whole tumour, no brain outside the lesion margin, or a fused volume constant over the NAWM."""
+    row: dict[str, float | str] = {k: math.nan for k in CONSPICUITY_COLUMNS}
+    if prepared.label is None or not (wt := prepared.label > 0).any():
+        return row
+    brain = prepared.record.crop(brain_mask(case.stacked()))
+    t1 = prepared.image[MODALITIES.index("t1")]
+    try:
+        nawm = normal_white_matter(t1, brain, wt, spacing=case.geometry.spacing)
+        c = conspicuity_ratio(fused_box, prepared.image, wt, nawm)
+    except ValueError:
+        return row
+    return {"cnr_ratio": c["ratio"], "cnr_fused": c["cnr_fused"], "cnr_best": c["cnr_best"]}
+
+
 def score_case(
     case: Case,
     fused: np.ndarray | None,
@@ -92,15 +126,19 @@ def score_case(
     are per region over the whole grid, plus the ``*_brain`` variants; ``hd95_definition`` picks
     the HD95 column (``hd95`` or ``hd95_pooled``, :func:`nslfcore.metrics.hd95`). ``slices_2d``
     (``None``: none) adds :data:`FUSION_2D_COLUMNS` on up to that many axial slices and
-    ``slices_2d``, the number used (NaN columns for a model that does not fuse).
+    ``slices_2d``, the number used (NaN columns for a model that does not fuse). Every row has
+    :data:`CONSPICUITY_COLUMNS`, NaN for a case without a label or a whole tumour, or a model that
+    does not fuse.
     """
     row: dict[str, float | str] = {"case": case.name}
     if fused is not None:
         prepared = preprocess_case(case)
-        fusion = fusion_metrics(prepared.record.crop(fused), prepared.image)
+        fused_box = prepared.record.crop(fused)
+        fusion = fusion_metrics(fused_box, prepared.image)
         row |= {k: float(fusion[k]) for k in FUSION_COLUMNS}
+        row |= _conspicuity_row(case, prepared, fused_box)
     else:
-        row |= {k: math.nan for k in FUSION_COLUMNS}
+        row |= {k: math.nan for k in (*FUSION_COLUMNS, *CONSPICUITY_COLUMNS)}
     if slices_2d is not None:
         row |= _fusion_2d_row(case, fused, slices_2d)
     if labels is None:
@@ -225,6 +263,8 @@ def summary_markdown(
 ) -> str:
     """The paper's layout: fusion (SSIM, PSNR, NMI, SFR) and segmentation (Dice, Sen, Spe, Acc per region and mean).
 
+    Rows with a finite :data:`CONSPICUITY_COLUMNS` value get the lesion-conspicuity table under the fusion table.
+
     With ``baseline_rows`` the segmentation table gets a method column and the baseline's rows
     under NSLF's (the baseline does not fuse, so it has no fusion row). A line under the table
     names the HD95 definition of the rows; rows of a fusion-only network have no segmentation table.
@@ -232,6 +272,11 @@ def summary_markdown(
     lines = [f"# {title}", "", f"{len(rows)} cases; mean ± sd.", "", "## Fusion", ""]
     lines += ["| SSIM | PSNR (dB) | NMI | SFR |", "| --- | --- | --- | --- |"]
     lines.append("| " + " | ".join(mean_sd([float(r[k]) for r in rows]) for k in FUSION_COLUMNS) + " |")
+    if CONSPICUITY_COLUMNS[0] in rows[0] and any(math.isfinite(float(r[CONSPICUITY_COLUMNS[0]])) for r in rows):
+        lines += ["", "Lesion conspicuity, the whole tumour's CNR against normal-appearing white matter "
+                  "(`nslfcore.metrics.conspicuity`):", ""]  # fmt: skip
+        lines += ["| CNR fused / best source | CNR fused | CNR best source |", "| --- | --- | --- |"]
+        lines.append("| " + " | ".join(mean_sd([float(r[k]) for r in rows]) for k in CONSPICUITY_COLUMNS) + " |")
     if FUSION_2D_COLUMNS[0] in rows[0]:
         pairs = sum(int(float(r.get("slices_2d", 0))) for r in rows)
         lines += ["", f"2-D, on {pairs} axial slice pairs in all (`nslfcore.metrics.fusion_2d`; IFC on a wavelet GSM, bits):", ""]

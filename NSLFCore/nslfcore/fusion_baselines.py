@@ -316,11 +316,15 @@ class ClassicalFusion(torch.nn.Module):
         return "classes"  # never used: the method does not segment
 
     def predict(
-        self, x: torch.Tensor, segment: bool = True, sequential: bool = False
+        self, x: torch.Tensor, segment: bool = True, sequential: bool = False, present: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``(fused (B, 1, D, H, W), None)`` for ``x`` ``(B, 4, D, H, W)`` (``segment``, ``sequential`` are ignored)."""
+        """``(fused (B, 1, D, H, W), None)`` for ``x`` ``(B, 4, D, H, W)`` (``segment``, ``sequential`` are ignored).
+
+        ``present`` ``(B, 4)`` bool: each case is fused from its present modalities only (``None``: all four).
+        """
         sources = x.detach().float().cpu().numpy()
-        fused = np.stack([fuse_classical(item, self.method) for item in sources])[:, None]
+        keep = np.ones(sources.shape[:2], bool) if present is None else present.detach().cpu().numpy()
+        fused = np.stack([fuse_classical(item[k] if k.any() else item, self.method) for item, k in zip(sources, keep)])[:, None]
         return torch.from_numpy(np.ascontiguousarray(fused)).to(device=x.device, dtype=x.dtype), None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -95,8 +95,13 @@ class SegmentationBaseline(nn.Module):
             logits = logits[-1]
         return _crop(logits, crop)
 
-    def predict(self, x: torch.Tensor, segment: bool = True, sequential: bool = False) -> tuple[None, torch.Tensor]:
-        """``(None, logits (B, 4, D, H, W))``: no fused volume; the logits whatever ``segment`` and ``sequential`` say."""
+    def predict(
+        self, x: torch.Tensor, segment: bool = True, sequential: bool = False, present: torch.Tensor | None = None
+    ) -> tuple[None, torch.Tensor]:
+        """``(None, logits (B, 4, D, H, W))``: no fused volume; the logits whatever ``segment`` and ``sequential`` say.
+
+        ``present`` is not used: a missing sequence reaches the network as the all-zero channel it is in ``x``.
+        """
         return None, self(x)
 
     def inference_bytes_per_voxel(self, sequential: bool = False) -> int:

@@ -43,9 +43,10 @@ def _array(path: Path) -> np.ndarray:
 
 
 def _assert_same_outputs(folder: Path, reference: Path, names=("fused.nii.gz", "seg.nii.gz")) -> None:
-    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*names, "confidence.json"])
     for name in names:
         np.testing.assert_array_equal(_array(folder / name), _array(reference / name), err_msg=f"{folder / name}")
+    assert (folder / "confidence.json").read_text() == (reference / "confidence.json").read_text()
 
 
 def test_every_case_is_written_as_single_case_run_writes_it_and_a_rerun_skips_them(
@@ -79,8 +80,9 @@ def test_every_case_is_written_as_single_case_run_writes_it_and_a_rerun_skips_th
 def test_a_broken_case_is_reported_the_others_finish_and_a_rerun_does_only_it(
     _cohort_once, cohort, random_model_file, tmp_path, capsys
 ):
-    t2 = Path(NAMES[1]) / f"{NAMES[1]}_t2.nii.gz"
+    t2, flair = (Path(NAMES[1]) / f"{NAMES[1]}_{m}.nii.gz" for m in ("t2", "flair"))
     (cohort / t2).unlink()
+    (cohort / flair).unlink()  # one missing sequence is allowed (test_missing_sequence.py), two are not
     out = tmp_path / "out"
     assert nslf(["run", "--cases", str(cohort), "--out", str(out), "--model", str(random_model_file)]) == 1
     captured = capsys.readouterr()
@@ -89,6 +91,7 @@ def test_a_broken_case_is_reported_the_others_finish_and_a_rerun_does_only_it(
     assert {n: r["status"] for n, r in _rows(out).items()} == {NAMES[0]: "done", NAMES[1]: "failed", NAMES[2]: "done"}
     assert not (out / NAMES[1]).exists() and (out / NAMES[2] / "seg.nii.gz").is_file()
     shutil.copy(_cohort_once / t2, cohort / t2)  # repaired
+    shutil.copy(_cohort_once / flair, cohort / flair)
     assert nslf(["run", "--cases", str(cohort), "--out", str(out), "--model", str(random_model_file)]) == 0
     assert "1 done, 2 skipped" in capsys.readouterr().out
     assert (out / NAMES[1] / "seg.nii.gz").is_file()
@@ -129,4 +132,4 @@ def test_two_gloo_ranks_share_the_cases_and_rank_0_writes_one_summary(cohort, ra
     }  # rank r takes cases r, r + 2, ...
     assert sorted(p.name for p in out.iterdir()) == [*NAMES, "summary.csv"]  # lock released, no rank files
     for name in NAMES:
-        assert sorted(p.name for p in (out / name).iterdir()) == ["fused.nii.gz", "seg.nii.gz"]
+        assert sorted(p.name for p in (out / name).iterdir()) == ["confidence.json", "fused.nii.gz", "seg.nii.gz"]

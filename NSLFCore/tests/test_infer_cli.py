@@ -21,7 +21,7 @@ def _files(tiny_case) -> list[str]:
 def test_run_writes_outputs_with_the_input_geometry(random_model_file, tiny_case, tmp_path, capsys):
     out = tmp_path / "out"
     assert nslf(["run", *_files(tiny_case), "--out", str(out), "--model", str(random_model_file), "--probabilities"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "probabilities.nii.gz", "seg.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["confidence.json", "fused.nii.gz", "probabilities.nii.gz", "seg.nii.gz"]
     reference = sitk.ReadImage(str(next(tiny_case.glob("*_t1.nii.gz"))))
     for name in ("fused.nii.gz", "seg.nii.gz"):
         image = sitk.ReadImage(str(out / name))

@@ -102,7 +102,7 @@ def test_cli_outputs_keep_the_oblique_anisotropic_input_geometry(model, random_m
     expected = run(paths, model, device="cpu", probabilities=True)
     assert expected.geometry == Geometry.from_image(reference)
     np.testing.assert_array_equal(labels, expected.labels)
-    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "probabilities.nii.gz", "seg.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["confidence.json", "fused.nii.gz", "probabilities.nii.gz", "seg.nii.gz"]
 
 
 def test_outputs_are_zero_outside_the_brain(model):
@@ -258,7 +258,7 @@ def test_bad_inputs_are_refused_with_one_clear_message(model, tmp_path):
     missing = dict(paths, flair=tmp_path / "nowhere_flair.nii.gz")
     with pytest.raises(DataValidationError, match="nowhere_flair.nii.gz does not exist; check the path \\(the flair input\\)"):
         run(missing, model)
-    with pytest.raises(ValueError, match="Missing input modalities"):
+    with pytest.raises(DataValidationError, match="no t1ce, t2 or flair input; NSLF needs at least 3 of the four"):
         run({"t1": paths["t1"]}, model)
     flat = tmp_path / "flat_t1.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((20, 20), np.float32)), str(flat))
@@ -311,7 +311,7 @@ def test_cli_reports_several_input_problems_on_one_line(random_model_file, tmp_p
     out = tmp_path / "out"
     assert nslf(["segment", "--case", str(case_dir), "--out", str(out), "--model", str(random_model_file)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no t2 file" in err[0] and "no flair file" in err[0], err
+    assert len(err) == 1 and "no t2 or flair file; NSLF needs at least 3 of the four sequences" in err[0], err
     assert not out.exists()
 
 

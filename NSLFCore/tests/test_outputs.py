@@ -94,7 +94,7 @@ def test_a_second_run_into_a_locked_folder_is_refused(tmp_path, capsys, random_m
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing of the refused run
     assert not (out / LOCK_NAME).exists()  # released
     assert nslf(["run", "--case", str(case_dir), "--out", str(out), "--model", str(model_file)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "seg.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["confidence.json", "fused.nii.gz", "seg.nii.gz"]
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
@@ -133,7 +133,7 @@ def test_two_concurrent_runs_into_one_folder_never_mix(model_and_case, tmp_path)
     for code, _, err in results:
         assert code == 0 or ("is being written by another nslf run" in err or "already exists" in err), err
     assert codes[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["fused.nii.gz", "seg.nii.gz"]  # no temporary, no lock
+    assert sorted(p.name for p in out.iterdir()) == ["confidence.json", "fused.nii.gz", "seg.nii.gz"]  # no temporary, no lock
     from nslfcore.data.io import read_image
     from nslfcore.inference import run as infer
 

@@ -35,20 +35,22 @@ class BackgroundRun:
 
     Args:
         logic: the logic whose scene receives the results.
-        t1, t1ce, t2, flair: input volume nodes.
+        t1, t1ce, t2, flair: input volume nodes (one may be ``None``: a missing sequence; only the
+            given ones are written and processed).
         outputVolume, outputSegmentation, outputTable: nodes to fill in place, or ``None``.
         model: model id, ``.pt`` path or URL (``None``: the default model).
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
-        resampleToReference, fuse, segment: as for :meth:`NSLFLogicCore.process`.
+        resampleToReference, fuse, segment, mirror: as for :meth:`NSLFLogicCore.process`.
         workdir: parent folder of the job's files (default: the system temporary folder).
 
     Raises :class:`.checks.InputError` at construction for bad inputs (nothing is started).
     """
 
     def __init__(
-        self, logic: NSLFLogicCore, t1: Any, t1ce: Any, t2: Any, flair: Any, outputVolume: Any = None,
+        self, logic: NSLFLogicCore, t1: Any = None, t1ce: Any = None, t2: Any = None, flair: Any = None, outputVolume: Any = None,
         outputSegmentation: Any = None, outputTable: Any = None, model: str | None = None, device: str = "auto",
         resampleToReference: bool = False, fuse: bool = True, segment: bool = True, workdir: str | Path | None = None,
+        mirror: str | None = None,
     ) -> None:  # fmt: skip
         if model is not None and not isinstance(model, (str, Path)):
             raise TypeError("A background run takes a model id, file or URL, not a network object.")
@@ -62,7 +64,7 @@ class BackgroundRun:
         job = {
             "engine_path": str(Path(nslfcore.__file__).resolve().parents[1]), "inputs": inputs,
             "model": None if model is None else str(model), "models_dir": str(engine.models_folder()),
-            "device": device, "fuse": fuse, "segment": segment, "out": str(self.folder / "results"),
+            "device": device, "fuse": fuse, "segment": segment, "mirror": mirror, "out": str(self.folder / "results"),
         }  # fmt: skip
         job_file = self.folder / "job.json"
         job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
@@ -96,7 +98,10 @@ class BackgroundRun:
         try:
             fused = read_image(result["fused"])[0].astype(np.float32) if result.get("fused") else None
             labels = read_image(result["labels"])[0].astype(np.uint8) if result.get("labels") else None
-            return self.logic.writeResults(self.nodes, self.name, fused, labels, *self.outputs)
+            confidence = _confidence(result.get("confidence"))
+            outputs = self.logic.writeResults(self.nodes, self.name, fused, labels, *self.outputs, confidence)
+            outputs.missing, outputs.message = result.get("missing"), result.get("message") or ""
+            return outputs
         finally:
             self.cleanup()
 
@@ -107,3 +112,12 @@ class BackgroundRun:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _confidence(values: dict | None) -> Any:
+    """The worker's confidence dictionary as an :class:`nslfcore.inference.Confidence` (``None`` stays ``None``)."""
+    if values is None:
+        return None
+    from nslfcore.inference.confidence import Confidence  # torch: installed, the worker has just used it
+
+    return Confidence.from_dict(values)

@@ -3,6 +3,10 @@
 :func:`check_inputs` raises :class:`InputError` (a ``ValueError``) listing every problem found.
 Geometries are compared as IJK-to-RAS matrices and ``(i, j, k)`` dimensions; a mismatch is an
 error unless the caller resamples to the T1 grid (``resampleToReference=True``).
+
+One of the four inputs may be left empty (issue 31: any three sequences work; the engine gives the
+missing one no fusion weight). The reference grid is then the first given input in the order
+T1, T1ce, T2, FLAIR (:func:`reference_modality`): T1 unless T1 is the missing one.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from . import ensure_engine_on_path
 from .mrml_io import array_view, ijk_to_ras
 
 ensure_engine_on_path()
-from nslfcore import MODALITIES  # noqa: E402
+from nslfcore import MIN_SEQUENCES, MODALITIES  # noqa: E402  (torch-free: imported before torch is installed)
 
 #: Display names of the modalities in messages.
 LABELS: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
@@ -30,6 +34,21 @@ class InputError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def reference_modality(nodes: dict[str, Any]) -> str:
+    """The modality whose grid the results take: the first given input in :data:`nslfcore.MODALITIES` order (T1 if given)."""
+    return next((m for m in MODALITIES if nodes.get(m) is not None), MODALITIES[0])
+
+
+def missing_problem(nodes: dict[str, Any]) -> str | None:
+    """One sentence when fewer than three of the four inputs are given (naming the empty ones), else ``None``."""
+    empty = [LABELS[m] for m in MODALITIES if nodes.get(m) is None]
+    if len(MODALITIES) - len(empty) >= MIN_SEQUENCES:
+        return None
+    listed = empty[0] if len(empty) == 1 else ", ".join(empty[:-1]) + " and " + empty[-1]
+    return (f"No {listed} volume was given; NSLF needs at least {MIN_SEQUENCES} of T1, T1ce, T2 and FLAIR, "
+            "so select the missing input volumes.")  # fmt: skip
 
 
 def node_problems(modality: str, node: Any) -> list[str]:
@@ -58,30 +77,34 @@ def node_problems(modality: str, node: Any) -> list[str]:
     return []
 
 
-def geometry_problem(modality: str, node: Any, reference: Any) -> str | None:
-    """A sentence if ``node``'s grid differs from the T1 ``reference``'s, else ``None``."""
+def geometry_problem(modality: str, node: Any, reference: Any, reference_modality: str = "t1") -> str | None:
+    """A sentence if ``node``'s grid differs from the ``reference`` node's (the ``reference_modality`` input), or ``None``."""
     dims, ref_dims = node.GetImageData().GetDimensions(), reference.GetImageData().GetDimensions()
     a, b = ijk_to_ras(node), ijk_to_ras(reference)
     same = dims == ref_dims and np.allclose(a[:3, 3], b[:3, 3], atol=POSITION_TOLERANCE_MM, rtol=0)
     same = same and np.allclose(a[:3, :3], b[:3, :3], atol=MATRIX_TOLERANCE, rtol=0)
     if same:
         return None
+    grid = f"{LABELS[reference_modality]} grid"
     return (
-        f"The {LABELS[modality]} input '{node.GetName()}' is not on the T1 grid of '{reference.GetName()}' "
+        f"The {LABELS[modality]} input '{node.GetName()}' is not on the {grid} of '{reference.GetName()}' "
         f"(dimensions {tuple(dims)} vs {tuple(ref_dims)} or different spacing/origin/orientation); "
-        "register the volumes first or pass resampleToReference=True to resample them to the T1 grid."
+        f"register the volumes first or pass resampleToReference=True to resample them to the {grid}."
     )
 
 
 def check_inputs(nodes: dict[str, Any], resample_to_reference: bool = False) -> None:
-    """Check the four inputs (keys :data:`nslfcore.MODALITIES`); raise :class:`InputError` on any problem.
+    """Check the inputs (keys :data:`nslfcore.MODALITIES`, one may be ``None``); raise :class:`InputError` on any problem.
 
-    Checks, in order: each node (missing, scalar, 3-D, transform, NaN/Inf, empty), the same node given
-    for two modalities, and (unless ``resample_to_reference``) each grid against the T1 grid.
+    Checks, in order: that at least three are given, each given node (scalar, 3-D, transform,
+    NaN/Inf, empty), the same node given for two modalities, and (unless ``resample_to_reference``)
+    each grid against the reference grid (:func:`reference_modality`: T1's unless T1 is missing).
     """
-    problems: list[str] = []
+    problem = missing_problem(nodes)
+    problems: list[str] = [] if problem is None else [problem]
     for modality in MODALITIES:
-        problems += node_problems(modality, nodes.get(modality))
+        if nodes.get(modality) is not None:
+            problems += node_problems(modality, nodes[modality])
     seen: dict[str, str] = {}
     for modality in MODALITIES:
         node = nodes.get(modality)
@@ -96,10 +119,12 @@ def check_inputs(nodes: dict[str, Any], resample_to_reference: bool = False) -> 
     if not problems:
         problems += plausibility_problems(nodes)
     if not problems and not resample_to_reference:
-        for modality in MODALITIES[1:]:
-            problem = geometry_problem(modality, nodes[modality], nodes["t1"])
-            if problem:
-                problems.append(problem)
+        reference = reference_modality(nodes)
+        for modality in MODALITIES:
+            if modality != reference and nodes.get(modality) is not None:
+                problem = geometry_problem(modality, nodes[modality], nodes[reference], reference)
+                if problem:
+                    problems.append(problem)
     if problems:
         raise InputError(problems)
 
@@ -108,12 +133,13 @@ def plausibility_problems(nodes: dict[str, Any]) -> list[str]:
     """A label map selected as an MR modality, or two nodes holding the same voxels (the engine's rules, naming nodes)."""
     from nslfcore.data.validation import looks_like_labels
 
-    arrays = {m: array_view(nodes[m]) for m in MODALITIES}
+    given = [m for m in MODALITIES if nodes.get(m) is not None]
+    arrays = {m: array_view(nodes[m]) for m in given}
     problems = [f"The {LABELS[m]} input '{nodes[m].GetName()}' looks like a label map (only the values "
                 f"{sorted(np.unique(arrays[m]).tolist())}), not an MR volume; select the {LABELS[m]} image."
-                for m in MODALITIES if looks_like_labels(arrays[m])]  # fmt: skip
-    for i, a in enumerate(MODALITIES):
-        for b in MODALITIES[i + 1 :]:
+                for m in given if looks_like_labels(arrays[m])]  # fmt: skip
+    for i, a in enumerate(given):
+        for b in given[i + 1 :]:
             if arrays[a].shape == arrays[b].shape and np.array_equal(arrays[a], arrays[b]):
                 problems.append(f"The {LABELS[a]} input '{nodes[a].GetName()}' and the {LABELS[b]} input "
                                 f"'{nodes[b].GetName()}' hold the same image; select four different modalities.")  # fmt: skip

@@ -27,10 +27,13 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class EngineResult:
-    """``fused`` float32 ``(z, y, x)`` or ``None``; ``labels`` uint8 ``(z, y, x)`` BraTS 2021 or ``None``."""
+    """``fused`` float32 ``(z, y, x)`` or ``None``; ``labels`` uint8 ``(z, y, x)`` BraTS 2021 or ``None``;
+    ``missing``: the modality the case lacked (the results come from the other three), or ``None``."""
 
     fused: np.ndarray | None
     labels: np.ndarray | None
+    missing: str | None = None
+    confidence: Any = None  # nslfcore.inference.Confidence of the segmentation, or None
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -76,14 +79,42 @@ def load_model(spec: Any, device: str) -> Any:
     return load(spec, device, models_dir=models_folder())[0].eval()
 
 
-def run(case: Case, model: Any, device: str, fuse: bool, segment: bool, progress: Progress) -> EngineResult:
-    """Run NSLF on ``case`` with :func:`nslfcore.inference.run` (results on the case grid)."""
+def run(case: Case, model: Any, device: str, fuse: bool, segment: bool, progress: Progress,
+        mirror: str | None = None) -> EngineResult:  # fmt: skip
+    """Run NSLF on ``case`` with :func:`nslfcore.inference.run` (results on the case grid).
+
+    ``mirror``: test-time mirroring, ``"none"``, ``"lr"`` or ``"all"`` (``None``: the engine's default,
+    :data:`nslfcore.inference.DEFAULT_MIRROR`).
+    """
+    from nslfcore.inference import DEFAULT_MIRROR
     from nslfcore.inference import run as run_inference
 
     result = run_inference(
-        case, model, fuse=fuse, segment=segment, device=device, progress=progress, label_convention="brats2021"
-    )
+        case, model, fuse=fuse, segment=segment, device=device, progress=progress, label_convention="brats2021",
+        mirror=mirror or DEFAULT_MIRROR,
+    )  # fmt: skip
     return EngineResult(
         np.asarray(result.fused, dtype=np.float32) if fuse else None,
         np.asarray(result.labels, dtype=np.uint8) if segment else None,
+        result.missing,
+        result.confidence if segment else None,
     )
+
+
+def model_id(spec: Any) -> str | None:
+    """The id of the model ``spec`` names (registry id, file stem; ``None``: the default model's), or ``None`` if unknown."""
+    from nslfcore.model_store import ModelError, resolve_model
+
+    if spec is not None and not isinstance(spec, (str, Path)):
+        return None  # a network object
+    try:
+        return resolve_model(spec, models_folder()).id
+    except (ModelError, OSError, ValueError):
+        return None
+
+
+def missing_sentence(missing: str, model: Any, fuse: bool, segment: bool) -> str:
+    """The engine's one sentence on a missing sequence and its cost (:func:`nslfcore.inference.missing.missing_sentence`)."""
+    from nslfcore.inference.missing import missing_sentence as sentence
+
+    return sentence(missing, model_id(model), fuse, segment)

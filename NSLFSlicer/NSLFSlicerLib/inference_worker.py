@@ -4,11 +4,15 @@
 
     {"engine_path": "<folder holding nslfcore/>", "inputs": {"t1": "t1.nii.gz", ...},
      "model": "<id, .pt path or URL>" or null, "models_dir": "<registry folder>", "device": "auto",
-     "fuse": true, "segment": true, "out": "<folder>"}
+     "fuse": true, "segment": true, "mirror": "none" | "lr" | "all" | null, "out": "<folder>"}
 
 Writes ``fused.nii.gz`` (float32) and ``labels.nii.gz`` (uint8, BraTS 2021 labels) into ``out``
 on the inputs' grid, printing ``{"progress": f, "message": m}`` lines, then
-``{"result": {"fused": path|null, "labels": path|null, "mode": ..., "device": ..., "timings": {...}}}``;
+``{"result": {"fused": path|null, "labels": path|null, "mode": ..., "device": ..., "timings": {...},
+"missing": modality|null, "message": sentence, "confidence": {...}|null}}`` (``confidence``: the
+segmentation's :meth:`nslfcore.inference.Confidence.to_dict`; ``inputs`` may lack one modality: ``message`` then
+says which and what it costs, :func:`nslfcore.inference.missing.missing_sentence`, and is also a
+progress line);
 on failure ``{"error": "one sentence"}`` and exit code 1 (the protocol of :mod:`.process_runner`).
 Imports only nslfcore and ``NSLFSlicerLib/__init__`` (no Slicer), so it starts fast and cannot touch the scene.
 """
@@ -31,8 +35,9 @@ def run(job: dict) -> dict:
     ensure_engine_on_path(job["engine_path"])
     import numpy as np
     from nslfcore.data.io import write_image
-    from nslfcore.inference import as_case
+    from nslfcore.inference import DEFAULT_MIRROR, as_case
     from nslfcore.inference import run as infer
+    from nslfcore.inference.missing import missing_sentence
     from nslfcore.model_store import load_model
 
     emit(progress=0.0, message="loading the model")
@@ -40,6 +45,7 @@ def run(job: dict) -> dict:
     case = as_case(job["inputs"])
     result = infer(
         case, model, fuse=job["fuse"], segment=job["segment"], device=job.get("device", "auto"),
+        mirror=job.get("mirror") or DEFAULT_MIRROR,
         progress=lambda fraction, message: emit(progress=0.05 + 0.9 * fraction, message=message),
     )  # fmt: skip
     out = Path(job["out"])
@@ -48,8 +54,11 @@ def run(job: dict) -> dict:
         paths["fused"] = str(write_image(result.fused, case.geometry, out / "fused.nii.gz", np.float32))
     if result.labels is not None:
         paths["labels"] = str(write_image(result.labels, case.geometry, out / "labels.nii.gz", np.uint8))
-    emit(progress=1.0, message="results written")
-    return {**paths, "model": info.id, "mode": result.mode, "device": result.device, "timings": result.timings}
+    message = "" if result.missing is None else missing_sentence(result.missing, info.id, job["fuse"], job["segment"])
+    emit(progress=1.0, message=message or "results written")
+    return {**paths, "model": info.id, "mode": result.mode, "device": result.device, "timings": result.timings,
+            "missing": result.missing, "message": message,
+            "confidence": result.confidence.to_dict() if job["segment"] and result.confidence else None}  # fmt: skip
 
 
 def main(argv: list[str]) -> int:

@@ -4,6 +4,11 @@ Data path: four volume nodes -> :func:`.checks.check_inputs` -> arrays ``(z, y, 
 the T1 grid if asked) -> :class:`nslfcore.data.case.Case` (LPS) -> :mod:`.engine` -> fused volume
 node, segmentation node, tumour volumes table (RAS, exactly the T1 node's IJK-to-RAS).
 
+One of the four inputs may be ``None`` (any three sequences work): the engine gives the missing one
+no fusion weight, the results take the grid of the first given input (T1 unless T1 is missing,
+:func:`.checks.reference_modality`), and :attr:`NSLFOutputs.message` says which sequence was
+missing and what that costs (also logged).
+
 Nothing in the scene changes until the computation has finished: a failed check or a cancel
 (:meth:`NSLFLogicCore.requestCancel`, checked between phases and at every engine progress step)
 leaves the scene as it was. Outputs passed in are filled in place; otherwise new nodes are made.
@@ -23,7 +28,7 @@ import numpy as np
 from . import engine, ensure_engine_on_path
 from .app_setup import SlicerContext, default_context
 from .assign import assign_inputs
-from .checks import check_inputs
+from .checks import check_inputs, reference_modality
 from .hierarchy import place_with
 from .mrml_io import array_from_volume, case_from_nodes, geometry_of, new_node, set_volume
 from .resample import resample_to
@@ -44,17 +49,22 @@ class Cancelled(RuntimeError):
 
 @dataclass
 class NSLFOutputs:
-    """Nodes written by a run (``None`` for what was not asked)."""
+    """Nodes written by a run (``None`` for what was not asked); ``missing``: the modality the inputs
+    lacked (or ``None``), ``message``: the one sentence saying so and what it costs (``""`` with all four)."""
 
     fused: Any = None
     segmentation: Any = None
     table: Any = None
+    missing: str | None = None
+    message: str = ""
+    confidence: Any = None  # the segmentation's nslfcore.inference.Confidence (None without segmentation)
 
 
-def case_name(t1_name: str) -> str:
-    """The case's name from the T1 node name: the name without a last token naming T1 (``_t1``, ``-t1n``, `` T1w``...)."""
+def case_name(t1_name: str, modality: str = "t1") -> str:
+    """The case's name from the T1 node name (or the ``modality`` node's, when T1 is missing): the name
+    without a last token naming that modality (``_t1``, ``-t1n``, `` T1w``...)."""
     parts = re.fullmatch(rf"(.+?){SEPARATORS.pattern}([^-_.\s]+)", t1_name)
-    return parts[1] if parts and ALIASES.get(parts[2].lower()) == "t1" else t1_name
+    return parts[1] if parts and ALIASES.get(parts[2].lower()) == modality else t1_name
 
 
 class NSLFLogicCore:
@@ -83,11 +93,13 @@ class NSLFLogicCore:
         """``{"t1": node, "t1ce": ..., "t2": ..., "flair": ...}`` from node names (see :mod:`.assign`)."""
         return assign_inputs(self.scene if scene_or_nodes is None else scene_or_nodes)
 
-    def fuse(self, t1: Any, t1ce: Any, t2: Any, flair: Any, outputVolume: Any = None, **options: Any) -> Any:
-        """Fuse the four volumes; returns the fused ``vtkMRMLScalarVolumeNode`` (options: see :meth:`process`)."""
+    def fuse(self, t1: Any = None, t1ce: Any = None, t2: Any = None, flair: Any = None, outputVolume: Any = None,
+             **options: Any) -> Any:  # fmt: skip
+        """Fuse the volumes (one may be ``None``); returns the fused ``vtkMRMLScalarVolumeNode`` (options: :meth:`process`)."""
         return self.process(t1, t1ce, t2, flair, outputVolume=outputVolume, fuse=True, segment=False, **options).fused
 
-    def segment(self, t1: Any, t1ce: Any, t2: Any, flair: Any, outputSegmentation: Any = None, **options: Any) -> Any:
+    def segment(self, t1: Any = None, t1ce: Any = None, t2: Any = None, flair: Any = None, outputSegmentation: Any = None,
+                **options: Any) -> Any:  # fmt: skip
         """Segment the tumour; returns the ``vtkMRMLSegmentationNode`` (also fills the tumour volumes table)."""
         return self.process(
             t1, t1ce, t2, flair, outputSegmentation=outputSegmentation, fuse=False, segment=True, **options
@@ -95,10 +107,10 @@ class NSLFLogicCore:
 
     def process(
         self,
-        t1: Any,
-        t1ce: Any,
-        t2: Any,
-        flair: Any,
+        t1: Any = None,
+        t1ce: Any = None,
+        t2: Any = None,
+        flair: Any = None,
         outputVolume: Any = None,
         outputSegmentation: Any = None,
         outputTable: Any = None,
@@ -108,17 +120,21 @@ class NSLFLogicCore:
         resampleToReference: bool = False,
         fuse: bool = True,
         segment: bool = True,
+        mirror: str | None = None,
     ) -> NSLFOutputs:
         """Fuse and/or segment; blocking. Returns :class:`NSLFOutputs`.
 
         Args:
-            t1, t1ce, t2, flair: scalar volume nodes, on one grid (or see ``resampleToReference``).
+            t1, t1ce, t2, flair: scalar volume nodes, on one grid (or see ``resampleToReference``);
+                one of them may be ``None`` (see the module docstring).
             outputVolume, outputSegmentation, outputTable: nodes to fill in place, or ``None`` for new ones.
             model: model id, ``.pt`` path or URL (``None``: the default model), or an ``NSLF`` instance.
             device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
             progressCallback: ``callback(fraction, message)``, fraction in [0, 1].
             resampleToReference: resample T1ce, T2 and FLAIR to the T1 grid instead of refusing.
             fuse, segment: which results to compute.
+            mirror: test-time mirroring, ``"none"``, ``"lr"`` or ``"all"`` (``None``: the engine's default); the
+                segmentation's confidence goes into the table and :attr:`NSLFOutputs.confidence`.
 
         Raises:
             checks.InputError: bad inputs (message names the node); scene unchanged.
@@ -138,25 +154,33 @@ class NSLFLogicCore:
         step(0.1, "Loading the model")
         device = engine.resolve_device(device)
         net = self._model(model, device)
-        result = engine.run(case, net, device, fuse, segment, lambda f, m: step(0.15 + 0.75 * f, m))
+        result = engine.run(case, net, device, fuse, segment, lambda f, m: step(0.15 + 0.75 * f, m), mirror)
+        message = "" if result.missing is None else engine.missing_sentence(result.missing, model, fuse, segment)
+        if message:
+            log.info(message)
         step(0.9, "Writing results to the scene")
-        outputs = self.writeResults(nodes, name, result.fused, result.labels, outputVolume, outputSegmentation, outputTable)
+        outputs = self.writeResults(nodes, name, result.fused, result.labels, outputVolume, outputSegmentation, outputTable,
+                                    result.confidence)  # fmt: skip
+        outputs.missing, outputs.message = result.missing, message
         report(1.0, "Done")
         return outputs
 
     def prepareCase(
         self, nodes: dict[str, Any], resampleToReference: bool = False, checked: Callable[[], None] | None = None
     ) -> tuple[str, Any]:
-        """Check the four input nodes and read them as a :class:`nslfcore.data.case.Case` on the T1 grid (LPS).
+        """Check the input nodes and read them as a :class:`nslfcore.data.case.Case` on the T1 grid (LPS).
 
+        One node may be ``None`` (a missing sequence; the grid is then the first given input's).
         Returns ``(case name, case)``. Raises :class:`.checks.InputError` (scene unchanged).
         ``checked`` is called between the checks and the reading.
         """
         check_inputs(nodes, resampleToReference)
         if checked is not None:
             checked()
-        name = case_name(nodes["t1"].GetName())
-        return name, case_from_nodes(nodes, name, self._resampled(nodes) if resampleToReference else None)
+        reference = reference_modality(nodes)
+        name = case_name(nodes[reference].GetName(), reference)
+        arrays = self._resampled(nodes) if resampleToReference else None
+        return name, case_from_nodes(nodes, name, arrays, reference)
 
     def writeResults(
         self,
@@ -167,14 +191,17 @@ class NSLFLogicCore:
         volume: Any = None,
         segmentation: Any = None,
         table: Any = None,
+        confidence: Any = None,
     ) -> NSLFOutputs:
         """Put results on the T1 grid into the scene: fused volume (VR), segmentation, tumour volumes table.
 
         ``fused`` float32 and ``labels`` uint8 BraTS 2021 are ``(z, y, x)`` arrays on the T1 node's
-        grid (or ``None``). Given output nodes are filled in place; otherwise new nodes are made.
+        grid (the first given input's when T1 is missing) or ``None``. Given output nodes are filled
+        in place; otherwise new nodes are made. ``confidence`` (an :class:`nslfcore.inference.Confidence`
+        or ``None``) adds the confidence columns to the table (:func:`.tables.fill_table`).
         """
-        t1 = nodes["t1"]
-        out = NSLFOutputs()
+        t1 = nodes[reference_modality(nodes)]
+        out = NSLFOutputs(confidence=confidence)
         if fused is not None:
             out.fused = volume or new_node(self.scene, "vtkMRMLScalarVolumeNode", f"{name} NSLF fused")
             set_volume(out.fused, fused.astype(np.float32), t1)
@@ -186,14 +213,16 @@ class NSLFLogicCore:
             out.segmentation = segmentation or new_node(self.scene, "vtkMRMLSegmentationNode", f"{name} NSLF segmentation")
             fill_segmentation(out.segmentation, labels, t1)
             out.table = table or new_node(self.scene, "vtkMRMLTableNode", TABLE_NAME)
-            fill_table(out.table, labels, tuple(t1.GetSpacing()))  # type: ignore[arg-type]
+            fill_table(out.table, labels, tuple(t1.GetSpacing()), confidence)  # type: ignore[arg-type]
         place_with([n for n in (out.fused, out.segmentation, out.table) if n is not None], t1)
         return out
 
     # ----------------------------------------------------------------------------- internals
     def _resampled(self, nodes: dict[str, Any]) -> dict[str, np.ndarray]:
-        reference = geometry_of(nodes["t1"])
-        return {m: resample_to(array_from_volume(n), geometry_of(n), reference) for m, n in nodes.items() if m != "t1"}
+        first = reference_modality(nodes)
+        reference = geometry_of(nodes[first])
+        return {m: resample_to(array_from_volume(n), geometry_of(n), reference)
+                for m, n in nodes.items() if m != first and n is not None}  # fmt: skip
 
     def _model(self, spec: Any, device: str) -> Any:
         if not isinstance(spec, (str, type(None))):

@@ -84,14 +84,17 @@ def set_volume(node: Any, array: np.ndarray, reference: Any) -> None:
     node.SetAndObserveImageData(image_data_from_array(array))
 
 
-def case_from_nodes(nodes: dict[str, Any], name: str, arrays: dict[str, np.ndarray] | None = None) -> Case:
-    """A :class:`Case` of the four modality nodes (keys :data:`nslfcore.MODALITIES`), on the T1 grid (LPS).
+def case_from_nodes(
+    nodes: dict[str, Any], name: str, arrays: dict[str, np.ndarray] | None = None, reference: str = "t1"
+) -> Case:
+    """A :class:`Case` of the modality nodes (keys :data:`nslfcore.MODALITIES`), on the ``reference`` node's grid (LPS).
 
-    ``arrays`` replaces a node's voxels (e.g. after resampling to the T1 grid).
+    A ``None`` node is a missing modality (left out of the case: :attr:`Case.missing`). ``arrays``
+    replaces a node's voxels (e.g. after resampling to the reference grid).
     """
     arrays = arrays or {}
-    images = {m: arrays[m] if m in arrays else array_from_volume(nodes[m]) for m in MODALITIES}
-    return Case(name=name, images=images, label=None, geometry=geometry_of(nodes["t1"]))
+    images = {m: arrays[m] if m in arrays else array_from_volume(nodes[m]) for m in MODALITIES if nodes.get(m) is not None}
+    return Case(name=name, images=images, label=None, geometry=geometry_of(nodes[reference]))
 
 
 def load_volume(volumes_logic: Any, path: str | Path, name: str | None = None, labelmap: bool = False) -> Any:

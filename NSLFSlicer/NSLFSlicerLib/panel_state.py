@@ -29,6 +29,18 @@ def can_start_training(data: Any, run_dir: Any, running: bool) -> bool:
     return bool(path_text(data)) and bool(path_text(run_dir)) and not running
 
 
+def confidence_text(confidence: Any) -> tuple[str, bool]:
+    """The panel's confidence line after a segmentation and whether it is a warning (``("", False)`` without one).
+
+    ``confidence`` is the run's :class:`nslfcore.inference.Confidence` (:attr:`.logic.NSLFOutputs.confidence`);
+    a low one adds its plain warning sentence.
+    """
+    if confidence is None:
+        return "", False
+    text = f"Confidence: {confidence.summary()}."
+    return (f"{text} {confidence.warning}", True) if confidence.low else (text, False)
+
+
 def restore_index(values: Sequence[str], saved: str | None, default: str | None = None) -> int:
     """The index to select after filling a combo box: the saved value, else ``default``, else the first (``-1`` if empty).
 
@@ -39,6 +51,12 @@ def restore_index(values: Sequence[str], saved: str | None, default: str | None 
         if wanted is not None and wanted in values:
             return list(values).index(wanted)
     return 0 if values else -1
+
+
+def finished_status(done: str, message: str = "") -> str:
+    """The status line after a Fuse/Segment run: ``done`` (its time, translated) and, when a sequence was
+    missing, the sentence saying which and what that costs (``message``, :attr:`.logic.NSLFOutputs.message`)."""
+    return f"{done} {message}" if message else done
 
 
 class ChoiceList(Generic[T]):

@@ -1,14 +1,18 @@
 """Batch NSLF: fuse and segment BraTS-like cases from the command line, inside Slicer or in plain Python.
 
     Slicer --no-main-window --python-script nslf_batch.py -- --case DIR --out DIR [--model M] [--device D]
-    python nslf_batch.py --cases DIR --out DIR [--model M] [--device D] [--no-render] [--overwrite]
+    python nslf_batch.py --cases DIR --out DIR [--model M] [--device D] [--mirror none|lr|all] [--no-render] [--overwrite]
 
 Per case (a folder with T1, T1ce, T2 and FLAIR files named like BraTS 2021 ``*_t1.nii.gz``, 2023
 ``*-t1n.nii.gz`` or as :func:`nslfcore.data.modality_names.modality_of` reads names): the volumes are read through MRML storage nodes, the logic runs, and
 ``<out>[/<case>]/`` receives fused.nii.gz, segmentation.seg.nrrd, labels.nii.gz (BraTS 2021
-labels), tumor_volumes.csv, scene.mrb and render.png (offscreen 3-D view). A case whose output
+labels), tumor_volumes.csv (with the case's confidence columns), scene.mrb and render.png (offscreen
+3-D view); the confidence is printed, with a warning when low. A case whose output
 folder already holds results is refused unless ``--overwrite``. ``--cases`` processes every
 sub-folder in turn, skips failed cases and prints a report; the exit code is 1 if any case failed.
+A case folder may lack one of the four sequences: the case is processed from the other three and a
+line says which was missing and what that costs (:func:`nslfcore.inference.missing.missing_sentence`);
+a folder lacking two or more is refused.
 
 Nothing is lost or half-written: the input files are checked by the engine first (truncated
 ``.nii.gz``, NaN/Inf, impossible header sizes, label maps or identical images given as modalities:
@@ -35,6 +39,7 @@ from NSLFSlicerLib import ensure_engine_on_path  # noqa: E402
 ensure_engine_on_path()
 from NSLFSlicerLib.app_setup import create_standalone_context, in_slicer_application  # noqa: E402
 from NSLFSlicerLib.assign import load_case_folder  # noqa: E402
+from NSLFSlicerLib.checks import reference_modality  # noqa: E402
 from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
 from NSLFSlicerLib.rendering import render_png  # noqa: E402
 from NSLFSlicerLib.scene_io import existing_results, save_results  # noqa: E402
@@ -42,6 +47,7 @@ from NSLFSlicerLib.scene_io import existing_results, save_results  # noqa: E402
 from nslfcore.data.discovery import find_cases  # noqa: E402
 from nslfcore.data.output import OutputLock, install, verify_written  # noqa: E402
 from nslfcore.data.validation import DataValidationError, case_problems  # noqa: E402
+from nslfcore.inference.missing import MIN_SEQUENCES, too_few_sequences  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,13 +58,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--model", default=None, help="model id, .pt path or URL (default: the shipped model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--mirror", default=None, choices=("none", "lr", "all"),
+                        help="test-time mirroring (default: the engine's, none); lr doubles the time")
     parser.add_argument("--no-render", action="store_true", help="skip render.png")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     return parser.parse_args([a for a in argv if a != "--"] if argv[:1] == ["--"] else argv)
 
 
 def process_case(
-    case_dir: Path, out_dir: Path, model: str | None, device: str, render: bool, overwrite: bool = False
+    case_dir: Path, out_dir: Path, model: str | None, device: str, render: bool, overwrite: bool = False,
+    mirror: str | None = None,
 ) -> dict[str, Path]:
     """Process one case folder into ``out_dir`` in a fresh scene; returns the written files."""
     existing = existing_results(out_dir, ("render.png",))
@@ -68,15 +77,22 @@ def process_case(
     logic = NSLFLogicCore(create_standalone_context())
     nodes = load_case_folder(logic.context, case_dir)
     missing = [m for m in ("t1", "t1ce", "t2", "flair") if m not in nodes]
-    if missing:
-        raise ValueError(f"Case folder {case_dir} has no file for {', '.join(missing)}; name files like <case>_t1ce.nii.gz.")
+    if len(nodes) < MIN_SEQUENCES:
+        raise ValueError(f"Case folder {case_dir} has no file for {', '.join(missing)}; NSLF needs at least "
+                         f"{MIN_SEQUENCES} of the four, so add the files named like <case>_t1ce.nii.gz.")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "NSLF batch run"):
-        outputs = logic.process(**nodes, model=model, device=device,
+        outputs = logic.process(**nodes, model=model, device=device, mirror=mirror,
                                 progressCallback=lambda f, m: print(f"  {f:4.0%} {m}", flush=True))  # fmt: skip
+        if outputs.confidence is not None:
+            print(f"  confidence: {outputs.confidence.summary()}", flush=True)
+            if outputs.confidence.low:
+                print(f"  WARNING: {outputs.confidence.warning}", flush=True)
+        if outputs.message:  # a sequence was missing: which, and what it costs
+            print(f"  {outputs.message}", flush=True)
         staging = out_dir / f".staging-{os.getpid()}"
         try:
-            staged = save_results(logic.scene, outputs, staging, nodes["t1"], logic.context.segmentations)
+            staged = save_results(logic.scene, outputs, staging, nodes[reference_modality(nodes)], logic.context.segmentations)
             if render:
                 try:
                     render_png(outputs.fused, outputs.segmentation, staging / "render.png")
@@ -92,13 +108,18 @@ def process_case(
 
 
 def check_inputs(case_dir: Path) -> None:
-    """The engine's checks of the case's files (Slicer's readers zero-fill truncated files and read NaN as 0)."""
+    """The engine's checks of the case's files (Slicer's readers zero-fill truncated files and read NaN as 0).
+
+    One sequence may lack a file; two or more missing are refused in one sentence.
+    """
     if not case_dir.is_dir():
         raise FileNotFoundError(f"Case folder {case_dir} does not exist; check the path.")
     found = find_cases(case_dir)
     if len(found) != 1:
         raise ValueError(f"{case_dir} holds {len(found)} cases; give the folder of one case.")
-    problems = case_problems(dataclasses.replace(found[0], label=None), require_label=False)
+    if 4 - len(found[0].missing) < MIN_SEQUENCES:
+        raise DataValidationError([too_few_sequences(found[0].name, found[0].missing, "file")])
+    problems = case_problems(dataclasses.replace(found[0], label=None), require_label=False, missing_ok=True)
     if problems:
         raise DataValidationError(problems)
 
@@ -131,7 +152,7 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         print(f"{case_dir.name}:", flush=True)
         try:
-            paths = process_case(case_dir, out_dir, args.model, args.device, not args.no_render, args.overwrite)
+            paths = process_case(case_dir, out_dir, args.model, args.device, not args.no_render, args.overwrite, args.mirror)
             print(f"  done in {time.perf_counter() - start:.1f} s; results in {out_dir}:", flush=True)
             for key, path in paths.items():
                 print(f"    {key:12s} {path}", flush=True)

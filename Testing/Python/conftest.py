@@ -35,3 +35,14 @@ def logic():
     """A logic on a fresh standalone scene."""
     return NSLFLogicCore()
 
+
+@pytest.fixture
+def fresh_inputs(scenario):
+    """A logic on a fresh scene and the scenario's four inputs, loaded from its case folder into a study."""
+    from NSLFSlicerLib.testing import load_case_nodes, put_in_study
+
+    logic = NSLFLogicCore()
+    nodes = load_case_nodes(logic.context, scenario.case_dir)
+    put_in_study(nodes)
+    return logic, nodes
+

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from NSLFSlicerLib.background import BackgroundRun
 from NSLFSlicerLib.checks import InputError
-from NSLFSlicerLib.logic import NSLFLogicCore
 from NSLFSlicerLib.process_runner import ProcessRunner, parse_line
-from NSLFSlicerLib.testing import _labels_of, check_outputs, load_case_nodes, put_in_study
+from NSLFSlicerLib.testing import _labels_of, check_outputs
 
 
 def child(tmp_path: Path, body: str) -> list[str]:
@@ -102,14 +101,6 @@ def test_failure_surfaces_the_error_and_the_last_log_lines(tmp_path):
     crash = ProcessRunner(child(tmp_path, "print('about to crash', flush=True); sys.exit(3)\n")).start()
     run_to_end(crash)
     assert "exit code 3" in crash.failure_message() and "about to crash" in crash.failure_message()
-
-
-@pytest.fixture
-def fresh_inputs(scenario):
-    logic = NSLFLogicCore()
-    nodes = load_case_nodes(logic.context, scenario.case_dir)
-    put_in_study(nodes)
-    return logic, nodes
 
 
 def test_background_run_gives_the_blocking_results_and_touches_the_scene_only_at_the_end(fresh_inputs, scenario, tmp_path):

@@ -34,7 +34,8 @@ def _copy(logic, node, name, array=None):
 
 
 def test_missing_modality(logic, inputs):
-    _refused(logic, {**inputs, "flair": None}, "No FLAIR volume was given")
+    """One empty input is allowed (test_three_inputs.py); two are refused, naming both."""
+    _refused(logic, {**inputs, "t1ce": None, "flair": None}, "No T1ce and FLAIR volume was given", "at least 3")
 
 
 def test_non_scalar_volume(logic, inputs):

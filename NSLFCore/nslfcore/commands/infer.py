@@ -6,8 +6,14 @@ so a failure leaves no partial files. Every refusal is one line on stderr and ex
 (argument errors: 2).
 
 Outputs: ``fused.nii.gz`` (float32, fuse and run), ``seg.nii.gz`` (uint8 BraTS labels, segment
-and run) and, with ``--probabilities``, ``probabilities.nii.gz`` (float32, four components per
+and run), ``confidence.json`` (segment and run: agreement of the mirrored passes and mean entropy in
+the predicted tumour, :mod:`nslfcore.inference.confidence`; also printed, with a warning when low)
+and, with ``--probabilities``, ``probabilities.nii.gz`` (float32, four components per
 voxel: background, NCR, ED, ET; a NIfTI vector image, nibabel shape ``(x, y, z, 1, 4)``).
+
+Any three of the four images are enough (three files, or a case folder lacking one): the missing
+sequence gets no fusion weight, and one line says which it is and what it costs
+(:func:`nslfcore.inference.missing.missing_sentence`). Fewer than three are refused.
 
 ``--cases DIR``: every case of DIR into ``OUT/<case>/``, reading and writing overlapped with the
 network, finished cases skipped, failed cases reported, shards over ``torchrun`` ranks, and
@@ -35,8 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             description=f"NSLF inference on one case ({title}); outputs keep the inputs' exact geometry.",
         )
         for modality in MODALITIES:
-            parser.add_argument(f"--{modality}", type=Path, metavar="FILE", help=f"{modality.upper()} image")
-        parser.add_argument("--case", type=Path, metavar="DIR", help="a BraTS-layout case folder instead of four files")
+            parser.add_argument(f"--{modality}", type=Path, metavar="FILE",
+                                help=f"{modality.upper()} image (one of the four may be left out)")  # fmt: skip
+        parser.add_argument("--case", type=Path, metavar="DIR", help="a BraTS-layout case folder instead of the image files")
         parser.add_argument("--cases", type=Path, metavar="DIR",
                             help="a folder of cases (as nslf check-data reads it): each into OUT/<case>/, finished cases "
                             "skipped, OUT/summary.csv; under torchrun the cases are shared among the ranks")  # fmt: skip
@@ -54,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                             help="the network's number format: auto = bf16 on CUDA and on CPUs with native bf16 "
                             "(AMX, AVX-512 BF16), else fp32")  # fmt: skip
+        parser.add_argument("--mirror", default=None, choices=("none", "lr", "all"),
+                            help="test-time mirroring, class probabilities averaged: none (one pass), lr (also flipped "
+                            "left-right: two passes, about twice the network time), all (every flip of z, y, x: eight "
+                            "passes); default none (nslfcore.inference.DEFAULT_MIRROR)")  # fmt: skip
         parser.add_argument("--label-convention", default="brats2021", choices=("brats2021", "brats2023"))
         parser.add_argument("--probabilities", action="store_true", help="also write probabilities.nii.gz (4 classes)")
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -64,11 +75,14 @@ def _source(args: argparse.Namespace) -> Path | dict[str, Path]:
     files = {m: getattr(args, m) for m in MODALITIES if getattr(args, m) is not None}
     if args.case is not None:
         if files:
-            raise ValueError("Give either --case or the four image files, not both.")
+            raise ValueError("Give either --case or the image files, not both.")
         return args.case
+    from nslfcore.inference.missing import MIN_SEQUENCES
+
     missing = [f"--{m}" for m in MODALITIES if m not in files]
-    if missing:
-        raise ValueError(f"Missing inputs {' '.join(missing)}; give all four images or --case DIR.")
+    if len(files) < MIN_SEQUENCES:
+        raise ValueError(f"Missing inputs {' '.join(missing)}; give at least {MIN_SEQUENCES} of the four images "
+                         f"(--t1, --t1ce, --t2, --flair) or --case DIR.")  # fmt: skip
     return files
 
 
@@ -93,8 +107,9 @@ def _print_progress(fraction: float, message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nslfcore.cohort import one_line, output_names, write_outputs
-    from nslfcore.inference import MODE_DESCRIPTIONS, as_case, resolve_device
+    from nslfcore.inference import DEFAULT_MIRROR, MODE_DESCRIPTIONS, as_case, resolve_device
     from nslfcore.inference import run as infer
+    from nslfcore.inference.missing import missing_sentence
     from nslfcore.model_store import REGISTRY_NAME, default_model, load_model, registry_folder
 
     if args.cases is not None:
@@ -126,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         result = infer(
             case, model, fuse=args.task != "segment", segment=args.task != "fuse", device=device, mode=args.mode,
             label_convention=args.label_convention, probabilities=args.probabilities, progress=_print_progress,
-            precision=args.precision,
+            precision=args.precision, mirror=args.mirror or DEFAULT_MIRROR,
         )  # fmt: skip
         if sys.stdout.isatty():
             print()
@@ -152,6 +167,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"nslf {args.task}: time {time.perf_counter() - clock:.1f} s (reading and model {prepared_s:.1f} s, "
           f"preprocessing {t['preprocess']:.1f} s, network {t['inference']:.1f} s, pasting back {t['postprocess']:.1f} s, "
           f"writing {write_s:.1f} s)")  # fmt: skip
+    if result.missing is not None:
+        print(f"nslf {args.task}: {missing_sentence(result.missing, info.id, args.task != 'segment', args.task != 'fuse')}")
+    if result.confidence is not None and args.task != "fuse":
+        print(f"nslf {args.task}: confidence: {result.confidence.summary()}")
+        if result.confidence.low:
+            print(f"nslf {args.task}: warning: {result.confidence.warning}", file=sys.stderr)
     return 0
 
 
@@ -164,9 +185,12 @@ def _clean_up(created: Path | None) -> None:
 def _run_cohort(args: argparse.Namespace) -> int:
     """``--cases DIR``: :func:`nslfcore.cohort.run_cohort` with a progress bar (one line per case off a terminal)."""
     from nslfcore.cohort import CohortError, run_cohort
+    from nslfcore.inference import DEFAULT_MIRROR
+    from nslfcore.inference.missing import missing_sentence
 
     if args.case is not None or any(getattr(args, m) is not None for m in MODALITIES):
-        print(f"nslf {args.task}: error: give either --cases or one case (--case or four files), not both.", file=sys.stderr)
+        print(f"nslf {args.task}: error: give either --cases or one case (--case or the image files), not both.",
+              file=sys.stderr)  # fmt: skip
         return 1
     reporter = _CaseReporter(args.task)
     try:
@@ -174,7 +198,7 @@ def _run_cohort(args: argparse.Namespace) -> int:
             args.cases, args.out, args.model, fuse=args.task != "segment", segment=args.task != "fuse",
             device=args.device, mode=args.mode, label_convention=args.label_convention,
             probabilities=args.probabilities, overwrite=args.overwrite, download=args.download, progress=reporter,
-            precision=args.precision,
+            precision=args.precision, mirror=args.mirror or DEFAULT_MIRROR,
         )  # fmt: skip
     except CohortError as error:
         print(f"nslf {args.task}: error: {error}", file=sys.stderr)
@@ -191,6 +215,14 @@ def _run_cohort(args: argparse.Namespace) -> int:
           f"{summary.wall_s:.1f} s{rate}; summary in {summary.out_dir / 'summary.csv'}")  # fmt: skip
     for outcome in summary.failed:
         print(f"nslf {args.task}: {outcome.case} failed: {outcome.error}", file=sys.stderr)
+    for missing in MODALITIES:  # one sentence per missing sequence, naming the cases that lacked it
+        lacking = [o.case for o in summary.outcomes if o.missing == missing and o.status != "failed"]
+        if lacking:
+            sentence = missing_sentence(missing, summary.model, args.task != "segment", args.task != "fuse")
+            print(f"nslf {args.task}: {len(lacking)} case(s) without {missing} ({', '.join(lacking)}): {sentence}")
+    for outcome in summary.outcomes:
+        if outcome.confidence is not None and outcome.confidence.low:
+            print(f"nslf {args.task}: warning: {outcome.case}: {outcome.confidence.warning}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 
@@ -211,7 +243,9 @@ class _CaseReporter:
             self.bar.update(1)
             return
         rank = f"[rank {outcome.rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-        detail = {"done": f"in {outcome.seconds:.1f} s ({outcome.mode} on {outcome.device})",
+        low = "; low confidence" if outcome.confidence is not None and outcome.confidence.low else ""
+        low += f"; without {outcome.missing}" if outcome.missing else ""
+        detail = {"done": f"in {outcome.seconds:.1f} s ({outcome.mode} on {outcome.device}){low}",
                   "skipped": "(outputs already complete)", "failed": f": {outcome.error}"}[outcome.status]  # fmt: skip
         print(f"nslf {self.task}: {rank}[{finished}/{total}] {outcome.case} {outcome.status} {detail}", flush=True)
 

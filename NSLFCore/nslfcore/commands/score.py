@@ -34,7 +34,8 @@ def _read_on_grid(path: Path, geometry, what: str) -> np.ndarray:
 
 
 def format_scores(row: dict[str, float | str]) -> str:
-    """A short plain-text table: Dice / HD95 / sensitivity / specificity per region, then the fusion metrics."""
+    """A short plain-text table: Dice / HD95 / sensitivity / specificity per region, then the fusion metrics and
+    the lesion conspicuity (the fused whole-tumour CNR over the best source's) where they are defined."""
     from nslfcore.evaluation import FUSION_COLUMNS, REGION_NAMES
 
     lines = [f"{'region':6s} {'Dice':>7s} {'HD95 mm':>8s} {'Sens':>7s} {'Spec':>7s}"]
@@ -45,6 +46,9 @@ def format_scores(row: dict[str, float | str]) -> str:
         )
     if not math.isnan(float(row["ssim"])):
         lines.append("fusion: " + ", ".join(f"{k.upper()} {float(row[k]):.4f}" for k in FUSION_COLUMNS))
+    if not math.isnan(float(row.get("cnr_ratio", math.nan))):
+        lines.append(f"lesion CNR: fused / best source {float(row['cnr_ratio']):.3f} (fused {float(row['cnr_fused']):.3f}, "
+                     f"best source {float(row['cnr_best']):.3f})")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -106,6 +106,32 @@ class RandPerModalityd(Randomizable, MapTransform):
         return d
 
 
+class RandDropSequenced(Randomizable, MapTransform):
+    """Sequence dropout: with probability ``prob`` one channel of ``key``, drawn at random, becomes all zeros.
+
+    A zero channel is how a missing sequence reaches the network (the normalisation maps a
+    constant channel to zeros, and the fusion gives it no weight), so a model trained with this
+    works on any three of the four sequences. Applied last, after clipping.
+    """
+
+    def __init__(self, key: str = "image", prob: float = 0.0) -> None:
+        MapTransform.__init__(self, [key])
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"sequence dropout {prob} must lie in [0, 1].")
+        self.key, self.prob = key, float(prob)
+
+    def randomize(self, data: Any = None) -> None:  # one draw per call in __call__
+        return None
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.R.rand() < self.prob:
+            image = np.array(d[self.key], copy=True)
+            image[self.R.randint(image.shape[0])] = 0
+            d[self.key] = image
+        return d
+
+
 def augmentation_transforms(level: str, keys: Sequence[str] = ("image", "label")) -> list[Any]:
     """The MONAI transforms of augmentation ``level`` (:data:`AUGMENTATION_LEVELS`), in order."""
     if level not in AUGMENTATION_LEVELS:

@@ -25,17 +25,19 @@ from nslfcore.data.labels import to_internal
 from nslfcore.data.validation import DataValidationError, inspect_case
 
 
-def load_case(files: CaseFiles, require_label: bool = False) -> Case:
+def load_case(files: CaseFiles, require_label: bool = False, missing_ok: bool = False) -> Case:
     """Read and check one case; raises :class:`~nslfcore.data.validation.DataValidationError` on any problem.
 
     Returns a :class:`Case` with float32 images ``(z, y, x)``, the label (if any) mapped to the
-    internal classes (uint8), and the grid (``(x, y, z)``, mm, LPS) of the files.
+    internal classes (uint8), and the grid (``(x, y, z)``, mm, LPS) of the files. ``missing_ok``: a
+    modality without a file is left out of the case (:attr:`Case.missing`) instead of refused.
     """
-    inspection = inspect_case(files, require_label=require_label)
+    inspection = inspect_case(files, require_label=require_label, missing_ok=missing_ok)
     if inspection.problems:
         raise DataValidationError(inspection.problems)
-    assert inspection.geometry is not None
-    images = {m: inspection.arrays[m].astype(np.float32, copy=False) for m in MODALITIES}
+    if inspection.geometry is None:
+        raise DataValidationError([f"{files.name}: no modality file found; add the t1, t1ce, t2 and flair volumes."])
+    images = {m: inspection.arrays[m].astype(np.float32, copy=False) for m in MODALITIES if m in inspection.arrays}
     label = inspection.arrays.get("seg")
     if label is not None:
         label = to_internal(label, files.label_convention)  # type: ignore[arg-type]

@@ -105,7 +105,8 @@ class Case:
 
     Attributes:
         name: case identifier (e.g. ``BraTS2021_00000``).
-        images: modality name (see :data:`nslfcore.MODALITIES`) -> float32 array ``(z, y, x)``.
+        images: modality name (see :data:`nslfcore.MODALITIES`) -> float32 array ``(z, y, x)``; an
+            inference input may lack one (:attr:`missing`, see :mod:`nslfcore.inference.inputs`).
         label: uint8 internal labels ``(z, y, x)`` (0 bg, 1 NCR, 2 ED, 3 ET; see
             :mod:`nslfcore.data.labels`), or ``None`` when the case has no segmentation.
         geometry: the shared voxel grid (``(x, y, z)`` sizes, mm, LPS).
@@ -118,9 +119,19 @@ class Case:
     geometry: Geometry
     paths: dict[str, Path] = field(default_factory=dict)
 
+    @property
+    def missing(self) -> list[str]:
+        """Modalities (in :data:`nslfcore.MODALITIES` order) the case has no volume of (inference accepts one missing)."""
+        return [m for m in MODALITIES if m not in self.images]
+
     def stacked(self) -> np.ndarray:
-        """The four modalities as one float32 array ``(4, z, y, x)`` in :data:`nslfcore.MODALITIES` order."""
-        return np.stack([np.asarray(self.images[m], dtype=np.float32) for m in MODALITIES])
+        """The four modalities as one float32 array ``(4, z, y, x)`` in :data:`nslfcore.MODALITIES` order.
+
+        A :attr:`missing` modality is an all-zero channel (which normalisation keeps at zero).
+        """
+        shape = self.geometry.shape
+        return np.stack([np.asarray(self.images[m], dtype=np.float32) if m in self.images else np.zeros(shape, np.float32)
+                         for m in MODALITIES])  # fmt: skip
 
 
 @dataclass

@@ -39,6 +39,7 @@ class BratsCropDataset(Dataset):
         augment: augmentation level of :func:`~nslfcore.data.transforms.train_transforms`
             (``"none"``, ``"light"``, ``"strong"``; ``True`` is ``"light"``).
         et_fraction: share of training crops centred on an enhancing-tumour voxel.
+        sequence_dropout: probability that a training crop loses one modality (all zeros).
         samples_per_case: items per case per epoch.
         cache: the :class:`~nslfcore.data.cache.CaseCache` (default: in memory, ``"robust"`` normalisation).
         seed: base seed; item ``i`` of epoch seed ``e`` (see :meth:`set_epoch`) is a pure function of
@@ -59,6 +60,7 @@ class BratsCropDataset(Dataset):
         cache: CaseCache | None = None,
         seed: int = 0,
         et_fraction: float = 0.0,
+        sequence_dropout: float = 0.0,
     ) -> None:
         if not cases:
             raise ValueError("BratsCropDataset got no cases; check the data folder and the split lists.")
@@ -71,7 +73,8 @@ class BratsCropDataset(Dataset):
         self.epoch_seed = 0
         clip = self.cache.normalization in ("paper", "robust")  # [0, 1] intensities
         self.transform = (
-            train_transforms(self.crop_size, tumour_fraction, augment, clip_to_unit=clip, et_fraction=et_fraction)
+            train_transforms(self.crop_size, tumour_fraction, augment, clip_to_unit=clip, et_fraction=et_fraction,
+                             sequence_dropout=sequence_dropout)
             if train
             else valid_transforms(self.crop_size)
         )

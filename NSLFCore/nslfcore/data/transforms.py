@@ -300,15 +300,17 @@ def train_transforms(
     augment: bool | str = True,
     clip_to_unit: bool = True,
     et_fraction: float = 0.0,
+    sequence_dropout: float = 0.0,
 ) -> Compose:
     """Random training crop of ``crop_size`` (z, y, x) and augmentations (MONAI dictionary transforms).
 
     Steps: pad to ``crop_size``; :class:`RandTumourCropd` (``tumour_fraction``, ``et_fraction``);
     the augmentation level ``augment`` (``"none"``, ``"light"``, ``"strong"``; ``True`` is
     ``"light"``, ``False`` ``"none"``; see :mod:`nslfcore.data.augmentation`); if ``clip_to_unit``
-    (for ``"paper"``/``"robust"`` normalisation): clip the image to [0, 1].
+    (for ``"paper"``/``"robust"`` normalisation): clip the image to [0, 1]; then, with probability
+    ``sequence_dropout``, one modality set to zeros (:class:`~nslfcore.data.augmentation.RandDropSequenced`).
     """
-    from nslfcore.data.augmentation import augmentation_transforms
+    from nslfcore.data.augmentation import RandDropSequenced, augmentation_transforms
 
     keys = ["image", "label"]
     level = ("light" if augment else "none") if isinstance(augment, bool) else augment
@@ -322,4 +324,6 @@ def train_transforms(
             ThresholdIntensityd("image", threshold=0.0, above=True, cval=0.0),
             ThresholdIntensityd("image", threshold=1.0, above=False, cval=1.0),
         ]
+    if sequence_dropout > 0:
+        steps.append(RandDropSequenced("image", sequence_dropout))
     return Compose(steps)

@@ -187,11 +187,15 @@ class CaseInspection:
     missing: list[str] = field(default_factory=list)
 
 
-def inspect_case(files: CaseFiles, require_label: bool = True) -> CaseInspection:
-    """Read every file of ``files`` and collect all problems (see the module docstring)."""
+def inspect_case(files: CaseFiles, require_label: bool = True, missing_ok: bool = False) -> CaseInspection:
+    """Read every file of ``files`` and collect all problems (see the module docstring).
+
+    ``missing_ok``: a modality without a file is not a problem (inference decides how many may
+    lack one, :mod:`nslfcore.inference.inputs`); it stays in :attr:`CaseInspection.missing`.
+    """
     problems = list(files.problems)
     missing = list(files.missing)
-    for modality in files.missing:
+    for modality in [] if missing_ok else files.missing:
         problems.append(f"{files.name}: no {modality} file found; add the {modality} volume to the case folder.")
     if require_label and files.label is None:
         missing.append("seg")
@@ -239,9 +243,9 @@ def inspect_case(files: CaseFiles, require_label: bool = True) -> CaseInspection
     return CaseInspection(problems=problems, arrays=arrays, geometry=reference, missing=missing)
 
 
-def case_problems(files: CaseFiles, require_label: bool = True) -> list[str]:
-    """All problems of one case (empty when the case is usable)."""
-    return inspect_case(files, require_label).problems
+def case_problems(files: CaseFiles, require_label: bool = True, missing_ok: bool = False) -> list[str]:
+    """All problems of one case (empty when the case is usable; ``missing_ok`` as for :func:`inspect_case`)."""
+    return inspect_case(files, require_label, missing_ok).problems
 
 
 def validate_case(files: CaseFiles, require_label: bool = True) -> None:

@@ -7,10 +7,13 @@ from the same pass; the four modalities go through CU-Net in one batched call) -
 the original grid, zero outside the brain -> labels in BraTS 2021 ``{0, 1, 2, 4}`` or 2023
 ``{0, 1, 2, 3}``.
 
-One file per job: :mod:`~nslfcore.inference.inputs` (checked cases from files or folders),
+One file per job: :mod:`~nslfcore.inference.inputs` (checked cases from files or folders; three of
+the four sequences suffice), :mod:`~nslfcore.inference.missing` (what a missing sequence costs, in one sentence),
 :mod:`~nslfcore.inference.devices` (device choice), :mod:`~nslfcore.inference.memory` (memory
 estimate and out-of-memory detection), :mod:`~nslfcore.inference.strategies` (whole volume, one
-modality at a time, or sliding windows, with the fallback between them) and
+modality at a time, or sliding windows, with the fallback between them),
+:mod:`~nslfcore.inference.mirroring` (test-time mirroring: flipped passes, probabilities averaged),
+:mod:`~nslfcore.inference.confidence` (agreement of the mirrored passes, entropy in the tumour) and
 :mod:`~nslfcore.inference.pipeline` (:func:`run`, :func:`fuse`, :func:`segment`).
 
 Arrays are numpy ``(z, y, x)`` (SimpleITK order); the geometry is the input's (ITK ``(x, y, z)``
@@ -29,15 +32,24 @@ Example:
     True
 """
 
+from nslfcore.inference.confidence import CONFIDENCE_NAME, Confidence, read_confidence
 from nslfcore.inference.devices import resolve_device
-from nslfcore.inference.inputs import Source, as_case, check_case
+from nslfcore.inference.inputs import Source, as_case, check_case, load_inputs
 from nslfcore.inference.memory import available_bytes, estimate_memory_bytes
+from nslfcore.inference.mirroring import DEFAULT_MIRROR, MIRRORS, Mirror
+from nslfcore.inference.missing import MISSING_SEQUENCE_COST, missing_sentence
 from nslfcore.inference.pipeline import InferenceResult, LabelConvention, fuse, run, segment
 from nslfcore.inference.precision import PRECISIONS, Precision, cpu_has_native_bf16, resolve_precision
 from nslfcore.inference.strategies import DEFAULT_ROI, MODE_DESCRIPTIONS, Mode, Progress
 
 __all__ = [
+    "CONFIDENCE_NAME",
+    "Confidence",
+    "DEFAULT_MIRROR",
+    "MIRRORS",
+    "Mirror",
     "DEFAULT_ROI",
+    "MISSING_SEQUENCE_COST",
     "MODE_DESCRIPTIONS",
     "PRECISIONS",
     "Precision",
@@ -52,7 +64,10 @@ __all__ = [
     "cpu_has_native_bf16",
     "estimate_memory_bytes",
     "fuse",
+    "load_inputs",
+    "missing_sentence",
     "resolve_device",
+    "read_confidence",
     "resolve_precision",
     "run",
     "segment",

@@ -4,8 +4,9 @@
 case folder; :func:`~nslfcore.inference.inputs.as_case`) ->
 :func:`~nslfcore.data.transforms.preprocess_case` (brain mask, crop to the brain's box,
 normalisation) -> one network pass per volume or per window
-(:mod:`~nslfcore.inference.strategies`) -> paste back onto the original grid, zero outside the
-brain -> labels in BraTS 2021 ``{0, 1, 2, 4}`` or 2023 ``{0, 1, 2, 3}``.
+(:mod:`~nslfcore.inference.strategies`), on flipped copies too with test-time mirroring
+(:mod:`~nslfcore.inference.mirroring`) -> confidence (:mod:`~nslfcore.inference.confidence`) ->
+paste back onto the original grid, zero outside the brain -> labels in BraTS 2021 ``{0, 1, 2, 4}`` or 2023 ``{0, 1, 2, 3}``.
 
 Arrays are numpy ``(z, y, x)`` (SimpleITK order); the geometry is the input's (ITK ``(x, y, z)``
 mm, LPS).
@@ -26,8 +27,10 @@ from nslfcore import MODALITIES
 from nslfcore.data.case import Geometry
 from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
+from nslfcore.inference.confidence import Confidence, measure_confidence
 from nslfcore.inference.devices import resolve_device
 from nslfcore.inference.inputs import Source, as_case
+from nslfcore.inference.mirroring import DEFAULT_MIRROR, Mirror, PassOutput, check_mirror, mirrored_inference
 from nslfcore.inference.precision import PRECISIONS, Precision, compute_dtype
 from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
 from nslfcore.models import Network
@@ -50,6 +53,10 @@ class InferenceResult:
         timings: seconds per phase (``preprocess``, ``inference``, ``postprocess``, ``total``).
         mode: ``"whole"``, ``"sequential"`` or ``"sliding"``; device: where the network ran (after any fallback).
         precision: the network's number format there, ``"fp32"``, ``"bf16"`` or ``"fp64"`` (a float64 network).
+        confidence: agreement of the mirrored passes and entropy in the predicted tumour
+            (:mod:`nslfcore.inference.confidence`), or ``None`` without segmentation.
+        missing: the modality the case lacked (``"t1"``, ``"t1ce"``, ``"t2"`` or ``"flair"``; the
+            results come from the other three, :mod:`nslfcore.inference.missing`), or ``None``.
     """
 
     fused: np.ndarray | None
@@ -60,6 +67,8 @@ class InferenceResult:
     mode: str = ""
     device: str = ""
     precision: str = ""
+    confidence: Confidence | None = None
+    missing: str | None = None
 
 
 def run(
@@ -76,11 +85,13 @@ def run(
     probabilities: bool = False,
     progress: Progress | None = None,
     precision: Precision = "auto",
+    mirror: Mirror = DEFAULT_MIRROR,
 ) -> InferenceResult:
     """Fuse and/or segment one case; results on the input grid (see :class:`InferenceResult`).
 
     Args:
-        source: a :class:`Case`, ``{modality: path}``, or a BraTS-layout case folder.
+        source: a :class:`Case`, ``{modality: path}``, or a BraTS-layout case folder; one of the
+            four modalities may be missing (:attr:`InferenceResult.missing`: it gets no fusion weight).
         model: a :class:`~nslfcore.models.interface.Network` (moved to ``device`` and put in eval mode
             here): an :class:`~nslfcore.models.NSLF`, or a segmentation-only network such as
             :class:`nslfcore.baseline.BaselineUNet` (``fuse=False``); or a model id, file or downloaded
@@ -98,6 +109,9 @@ def run(
             back, and at 1.0 when done.
         precision: the network's number format: ``"fp32"``, ``"bf16"`` (autocast), or ``"auto"``
             (bf16 on CUDA and on CPUs with native bf16, else fp32; see :mod:`nslfcore.inference.precision`).
+        mirror: test-time mirroring (:mod:`nslfcore.inference.mirroring`): ``"none"`` (one pass), ``"lr"``
+            (also flipped along x, two passes) or ``"all"`` (every flip of z, y, x, eight passes); the class
+            probabilities are averaged, the fused volume is the unflipped pass's.
     """
     if label_convention not in ("brats2021", "brats2023"):
         raise ValueError(f"label_convention must be 'brats2021' or 'brats2023', got {label_convention!r}.")
@@ -105,6 +119,7 @@ def run(
         raise ValueError(f"mode must be 'auto', 'whole', 'sequential' or 'sliding', got {mode!r}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}.")
+    check_mirror(mirror)
     if len(roi) != 3 or min(roi) < 1:
         raise ValueError(f"roi must be three positive sizes (z, y, x), got {tuple(roi)}.")
     overlaps = (float(overlap),) * 3 if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
@@ -127,27 +142,36 @@ def run(
         raise ValueError(f"{type(model).__name__} is a fusion-only network; it cannot segment (use segment=False).")
     prepared = preprocess_case(case)
     record = prepared.record
-    brain = brain_mask(np.stack([record.crop(np.asarray(case.images[m])) for m in MODALITIES]))
+    brain = brain_mask(np.stack([record.crop(np.asarray(case.images[m])) for m in MODALITIES if m in case.images]))
+    missing = case.missing[0] if case.missing else None  # as_case allows one; its channel is zero after normalisation
+    present = None if missing is None else torch.tensor([[m in case.images for m in MODALITIES]])
+    if missing is not None:
+        report(0.1, f"{missing} is missing: using the other three sequences")
     timings = {"preprocess": time.perf_counter() - clock}
     report(0.1, f"brain box {prepared.image.shape[1:]} voxels (z, y, x)")
 
     start = time.perf_counter()
-    fused_t, probs_t, used_mode, torch_device = infer_with_fallback(
-        model.eval(), prepared.image, torch_device, mode, roi, overlaps, segment or probabilities, report, precision
-    )
+    network, wanted = model.eval(), segment or probabilities
+
+    def one_pass(image: np.ndarray, mode: str, device: torch.device, progress: Progress) -> PassOutput:
+        return infer_with_fallback(network, image, device, mode, roi, overlaps, wanted, progress, precision, present=present)
+
+    mirrored = mirrored_inference(one_pass, prepared.image, mode, torch_device, model.segmentation_output, report, mirror)
+    fused_t, probs_t, used_mode, torch_device = mirrored.fused, mirrored.probabilities, mirrored.mode, mirrored.device
     timings["inference"] = time.perf_counter() - start
 
     report(0.9, "pasting the results back onto the input grid")
     start = time.perf_counter()
-    fused = labels = probs = None
+    fused = labels = probs = confidence = None
     if fuse and fused_t is not None:
         fused = record.uncrop(np.where(brain, fused_t.numpy(), 0).astype(np.float32))
     if probs_t is not None:
         probs_box = probs_t.numpy()
         probs_box[:, ~brain] = 0.0
         probs_box[0][~brain] = 1.0  # background outside the brain
+        internal = labels_from_probabilities(torch.from_numpy(probs_box), model.segmentation_output, channel_dim=0)
+        confidence = measure_confidence(torch.from_numpy(probs_box), mirrored.whole_tumour, torch.from_numpy(brain), internal > 0)
         if segment:
-            internal = labels_from_probabilities(torch.from_numpy(probs_box), model.segmentation_output, channel_dim=0)
             labels = from_internal(record.uncrop(internal.numpy().astype(np.uint8)), label_convention)
         if probabilities:  # background 1 outside the box too
             probs = np.concatenate([record.uncrop(probs_box[:1], fill=1.0), record.uncrop(probs_box[1:])])
@@ -155,7 +179,8 @@ def run(
     timings["total"] = time.perf_counter() - clock
     report(1.0, "done")
     used_precision = {torch.bfloat16: "bf16", torch.float64: "fp64"}.get(compute_dtype(precision, torch_device, model), "fp32")
-    return InferenceResult(fused, labels, probs, case.geometry, timings, used_mode, str(torch_device), used_precision)
+    return InferenceResult(fused, labels, probs, case.geometry, timings, used_mode, str(torch_device), used_precision,
+                           confidence, missing)  # fmt: skip
 
 
 def fuse(source: Source, model: Network | str | Path | None, **options) -> InferenceResult:

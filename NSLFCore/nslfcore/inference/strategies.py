@@ -60,15 +60,20 @@ class _Predictor:
 
     def __init__(
         self, model: Network, segment: bool, progress: Progress | None, total: int, start: float, span: float,
-        sequential: bool = False,
+        sequential: bool = False, present: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
         self.model, self.segment, self.progress, self.sequential = model, segment, progress, sequential
+        self.present = present  # (1, 4) bool, the case's modalities (None: all four), for every window
         self.total, self.start, self.span = max(total, 1), start, span
         self.calls = 0
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        fused, logits = self.model.predict(x, self.segment, self.sequential)
+        if self.present is None:  # a network written before missing sequences needs no present argument
+            fused, logits = self.model.predict(x, self.segment, self.sequential)
+        else:
+            present = self.present.to(x.device).expand(x.shape[0], -1)
+            fused, logits = self.model.predict(x, self.segment, self.sequential, present=present)
         out: dict[str, torch.Tensor] = {}
         if fused is not None:
             out["fused"] = fused.float()
@@ -91,21 +96,25 @@ def _infer(
     segment: bool,
     progress: Progress | None,
     precision: str = "auto",
+    present: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Fused ``(z, y, x)`` and probabilities ``(4, z, y, x)`` (each or ``None``) of a ``(4, z, y, x)`` box, on the CPU.
 
     The network runs in :func:`~nslfcore.inference.precision.compute_dtype`'s number format; the
-    input has the network's dtype (float64 for a float64 network).
+    input has the network's dtype (float64 for a float64 network). ``present``: the case's ``(1, 4)``
+    mask of modalities (``None``: all four), given to every window: a window outside the brain is
+    all-zero in every channel, but no sequence is missing there.
     """
     with warnings.catch_warnings():  # a read-only input (a memory-mapped cached case) is only read, never written
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device, network_dtype(model))
     with torch.inference_mode(), autocast(device, compute_dtype(precision, device, model)):
         if mode in ("whole", "sequential"):
-            out = _Predictor(model, segment, progress, 1, 0.1, 0.8, sequential=mode == "sequential")(x)
+            out = _Predictor(model, segment, progress, 1, 0.1, 0.8, sequential=mode == "sequential", present=present)(x)
         else:
             window = tuple(min(r, s) for r, s in zip(roi, x.shape[2:]))
-            predictor = _Predictor(model, segment, progress, _count_windows(x.shape[2:], window, overlap), 0.1, 0.8)
+            predictor = _Predictor(model, segment, progress, _count_windows(x.shape[2:], window, overlap), 0.1, 0.8,
+                                   present=present)  # fmt: skip
             windows = sliding_window_inference(x, window, 1, predictor, overlap=overlap, mode="gaussian")
             out = cast(dict[str, torch.Tensor], windows)  # the predictor's dict, stitched
     fused, probs = out.get("fused"), out.get("probs")
@@ -128,8 +137,12 @@ def infer_with_fallback(
     segment: bool,
     progress: Progress,
     precision: str = "auto",
+    *,
+    present: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, str, torch.device]:
     """:func:`_infer`, retried when memory runs out: whole volume -> windows -> smaller windows -> (CUDA) the CPU.
+
+    ``present``: ``(1, 4)`` bool, the modalities the case has (``None``: all four; see :func:`_infer`).
 
     Returns the outputs and the mode and device that produced them. Each retry is announced with a
     ``RuntimeWarning`` and a progress message; when nothing is left to try, ``MemoryError`` says so.
@@ -139,7 +152,7 @@ def infer_with_fallback(
     while True:
         try:
             model.to(device, memory_format=torch.channels_last_3d)
-            fused, probs = _infer(model, image, device, mode, window, overlap, segment, progress, precision)  # type: ignore[arg-type]
+            fused, probs = _infer(model, image, device, mode, window, overlap, segment, progress, precision, present)  # type: ignore[arg-type]
             return fused, probs, mode, device
         except Exception as error:  # noqa: BLE001 - only running out of memory is retried
             if not out_of_memory(error):

@@ -8,6 +8,8 @@ Low-level terms (each a small ``nn.Module`` callable on plain tensors), one fami
   makes the positive view (``contrastive.py``);
 * stage 2 (fusion): :class:`FidelityLoss`, :class:`BrightnessLoss` ("light"), :class:`SourceSSIMLoss`
   (FCD, ``fusion.py``); :class:`SourceLNCCLoss`, :class:`DVFSmoothnessLoss` (GMN, ``registration.py``);
+  beyond the paper, off by default: :class:`MaxGradientLoss` (``detail.py``) and
+  :class:`ContrastPreservationLoss` (``contrast.py``: local contrast no lower than the sources');
 * stage 3 (segmentation, FSD): :class:`WeightedCrossEntropyLoss`, :class:`ForegroundDiceLoss`
   (class outputs), :class:`RegionBCELoss`, :class:`RegionDiceLoss` (region outputs; ``segmentation.py``).
 
@@ -33,6 +35,7 @@ Conventions: tensors are ``(B, C, D, H, W)`` with spatial axes ``(z, y, x)``; th
 ``reduction`` follows MONAI: ``"mean"`` over the batch, ``"sum"``, or ``"none"`` for ``(B,)``.
 """
 
+from nslfcore.losses.contrast import ContrastPreservationLoss
 from nslfcore.losses.contrastive import InfoNCEContrastiveLoss, MarginContrastiveLoss, intensity_noise_augment
 from nslfcore.losses.detail import MaxGradientLoss
 from nslfcore.losses.fusion import BrightnessLoss, FidelityLoss, SourceSSIMLoss
@@ -58,6 +61,7 @@ __all__ = [
     "MarginContrastiveLoss",
     "FidelityLoss",
     "MaxGradientLoss",
+    "ContrastPreservationLoss",
     "BrightnessLoss",
     "SourceSSIMLoss",
     "SourceLNCCLoss",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from nslfcore.config import SegmentationOutput
+from nslfcore.losses.contrast import ContrastPreservationLoss
 from nslfcore.losses.contrastive import InfoNCEContrastiveLoss, MarginContrastiveLoss
 from nslfcore.losses.detail import MaxGradientLoss
 from nslfcore.losses.fusion import BrightnessLoss, FidelityLoss, SourceSSIMLoss
@@ -113,7 +114,8 @@ class Stage2Loss(nn.Module):
     :class:`SourceSSIMLoss` (``-mean SSIM``, so the total may be negative), ``ncc``
     :class:`SourceLNCCLoss` (negative squared local NCC of the GMN-warped fused volume), ``smooth``
     :class:`DVFSmoothnessLoss`; beyond the paper and off by default, ``detail``
-    :class:`~nslfcore.losses.detail.MaxGradientLoss`.
+    :class:`~nslfcore.losses.detail.MaxGradientLoss` and ``contrast``
+    :class:`~nslfcore.losses.contrast.ContrastPreservationLoss` (its window is ``ssim_window``).
 
     Args:
         weights: :class:`Stage2LossWeights`.
@@ -126,8 +128,8 @@ class Stage2Loss(nn.Module):
     ``(B, 3, D, H, W)`` (``NSLFOutput.registration.dvf``). ``warped`` / ``dvf`` are required when
     the ``ncc`` / ``smooth`` weights are not 0.
 
-    Returns ``{"fidelity", "light", "ssim", "ncc", "smooth", "detail", "total"}`` (scalars), without
-    the terms whose weight is 0.
+    Returns ``{"fidelity", "light", "ssim", "ncc", "smooth", "detail", "contrast", "total"}``
+    (scalars), without the terms whose weight is 0.
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class Stage2Loss(nn.Module):
         self.ncc = SourceLNCCLoss(kernel_size=ncc_window)
         self.smooth = DVFSmoothnessLoss(difference=smooth_difference)
         self.detail = MaxGradientLoss()
+        self.contrast = ContrastPreservationLoss(win_size=ssim_window)
 
     def forward(
         self,
@@ -155,7 +158,7 @@ class Stage2Loss(nn.Module):
     ) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         active = _active(self.weights)
-        for name in ("fidelity", "light", "ssim", "detail"):
+        for name in ("fidelity", "light", "ssim", "detail", "contrast"):
             if name in active:
                 terms[name] = getattr(self, name)(fused, x)
         if "ncc" in active:

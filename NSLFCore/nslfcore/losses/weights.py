@@ -31,6 +31,8 @@ class Stage2LossWeights:
     smooth: float = 1.0
     #: Beyond the paper (issue 16 point 7): :class:`~nslfcore.losses.detail.MaxGradientLoss`; 0 = off (the paper).
     detail: float = 0.0
+    #: Beyond the paper (issue 31 point 5): :class:`~nslfcore.losses.contrast.ContrastPreservationLoss`; 0 = off.
+    contrast: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ Plain functions, no training-loop knowledge; single metrics return Python floats
 * ``fusion_2d.py`` -- the paper's 2-D evaluation: :func:`fusion_metrics_2d` (FSIM, VIFP, NMI, IFC
   on axial slice pairs) and :func:`select_axial_slices`; needs ``nslfcore[metrics2d]`` when called;
 * ``ifc.py`` -- :func:`ifc`, the information fidelity criterion on a wavelet GSM model;
+* ``conspicuity.py`` -- lesion conspicuity: :func:`lesion_cnr` (contrast-to-noise of a lesion
+  against a reference tissue), :func:`normal_white_matter` (NAWM from T1) and
+  :func:`conspicuity_ratio` (the fused volume's CNR over the best source's);
 * ``utils.py`` -- the :data:`Array` type and the shape checks all share.
 
 Arrays: every volume is 3-D ``(z, y, x)`` (the order of a SimpleITK array and of nslfcore tensors
@@ -31,6 +34,7 @@ specificity, accuracy; over the whole volume and, given a brain mask, over the b
 :func:`hd95`, with the BraTS conventions for empty regions.
 """
 
+from nslfcore.metrics.conspicuity import conspicuity_ratio, lesion_cnr, normal_white_matter
 from nslfcore.metrics.fusion import (
     DIAGONAL_WEIGHT,
     NMIMethod,
@@ -68,6 +72,9 @@ __all__ = [
     "fusion_metrics_2d",
     "select_axial_slices",
     "ifc",
+    "lesion_cnr",
+    "normal_white_matter",
+    "conspicuity_ratio",
     "HD95_EMPTY",
     "HD95_DEFINITIONS",
     "HD95Definition",

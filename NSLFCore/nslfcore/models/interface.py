@@ -50,12 +50,14 @@ class Network(Protocol):
     def segmentation_output(self) -> SegmentationOutput: ...
 
     def predict(
-        self, x: torch.Tensor, segment: bool = True, sequential: bool = False
+        self, x: torch.Tensor, segment: bool = True, sequential: bool = False, present: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(fused (B, 1, D, H, W) or None, logits (B, C, D, H, W) or None)`` for ``x`` ``(B, 4, D, H, W)``.
 
         ``fused`` is ``None`` unless the network fuses; ``logits`` may be ``None`` when ``segment``
-        is false (a network may return them anyway when they cost nothing extra).
+        is false (a network may return them anyway when they cost nothing extra). ``present``:
+        ``(B, 4)`` bool, the modalities each case has; an absent one is an all-zero channel of ``x``
+        (``None``: all four). Inference passes it only when a sequence is missing.
         """
         ...
 

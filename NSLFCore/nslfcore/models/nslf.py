@@ -10,6 +10,11 @@ With ``config.feature_stride == 2`` CU-Net sees the 2x average-pooled volume: it
 (and the FSD's first blocks) live on that coarser grid, while the fusion weights, the
 reconstruction, the GMN's displacements and the logits are brought back to the input grid (see
 :class:`~nslfcore.config.NSLFConfig`). Local features are then returned on the padded coarse grid.
+
+Every pass takes ``present``, a ``(B, 4)`` boolean mask of the modalities each case has (``None``:
+all four, bit-identical to a pass without it): a missing sequence is an all-zero channel of ``x``
+and gets fusion weight exactly 0 (:meth:`~nslfcore.models.fcd.FusionDecoder.combine`), so the fused
+volume, and the FSD that reads it, use the other three.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import nn
 
 from nslfcore.config import NSLFConfig, SegmentationOutput
 from nslfcore.models.cunet import CUNet, CUNetOutput
-from nslfcore.models.fcd import FusionDecoder, FusionOutput
+from nslfcore.models.fcd import FusionDecoder, FusionOutput, check_present
 from nslfcore.models.fsd import SegmentationDecoder
 from nslfcore.models.gmn import GeometricMatchingNetwork, GMNOutput
 
@@ -133,8 +138,9 @@ class NSLF(nn.Module):
             stride=config.feature_stride,
         )
 
-    def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, slice, slice]]:
+    def _prepare(self, x: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[slice, slice, slice]]:
         check_input(x, len(self.config.modalities))
+        check_present(present, x.shape[0], x.shape[1])
         return _pad_to_multiple(x, self.config.size_multiple)
 
     def _to_feature_grid(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,37 +174,42 @@ class NSLF(nn.Module):
         padded, crop = _pad_to_multiple(x, self.config.size_multiple)
         return self._crop_features(self._features(padded), crop)
 
-    def _encode_and_fuse(self, padded: torch.Tensor, reconstruct: bool = False) -> tuple[CUNetOutput, FusionOutput]:
+    def _encode_and_fuse(
+        self, padded: torch.Tensor, reconstruct: bool = False, present: torch.Tensor | None = None
+    ) -> tuple[CUNetOutput, FusionOutput]:
         sources = self._features(padded, reconstruct)
         b, m = padded.shape[:2]
         raw = self.fcd.raw_weight(sources.global_features.flatten(0, 1), sources.local_features.flatten(0, 1))
         raw = self._to_input_grid(raw.reshape(b, m, *raw.shape[2:]), padded.shape[2:])
-        return sources, self.fcd.combine(raw, padded)
+        return sources, self.fcd.combine(raw, padded, present)
 
     def _segment(self, sources: CUNetOutput, fusion: FusionOutput, padded: torch.Tensor) -> torch.Tensor:
         return self.fsd(sources.local_features, fusion.fused, padded)
 
-    def fuse(self, x: torch.Tensor) -> FusionOutput:
-        """Fused volume ``(B, 1, D, H, W)`` and normalised weights ``(B, 4, D, H, W)`` for ``x`` ``(B, 4, D, H, W)``."""
-        padded, crop = self._prepare(x)
-        _, fusion = self._encode_and_fuse(padded)
+    def fuse(self, x: torch.Tensor, present: torch.Tensor | None = None) -> FusionOutput:
+        """Fused volume ``(B, 1, D, H, W)`` and normalised weights ``(B, 4, D, H, W)`` for ``x`` ``(B, 4, D, H, W)``.
+
+        ``present``: ``(B, 4)`` bool, the modalities each case has (``None``: all; see the module docstring).
+        """
+        padded, crop = self._prepare(x, present)
+        _, fusion = self._encode_and_fuse(padded, present=present)
         return FusionOutput(*(_crop(t, crop) for t in fusion))
 
-    def segment(self, x: torch.Tensor) -> torch.Tensor:
-        """FSD logits ``(B, config.output_channels, D, H, W)`` for ``x`` ``(B, 4, D, H, W)``."""
-        padded, crop = self._prepare(x)
-        sources, fusion = self._encode_and_fuse(padded)
+    def segment(self, x: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """FSD logits ``(B, config.output_channels, D, H, W)`` for ``x`` ``(B, 4, D, H, W)`` (``present``: see :meth:`fuse`)."""
+        padded, crop = self._prepare(x, present)
+        sources, fusion = self._encode_and_fuse(padded, present=present)
         return _crop(self._segment(sources, fusion, padded), crop)
 
-    def fuse_and_segment(self, x: torch.Tensor) -> tuple[FusionOutput, torch.Tensor]:
+    def fuse_and_segment(self, x: torch.Tensor, present: torch.Tensor | None = None) -> tuple[FusionOutput, torch.Tensor]:
         """Both :meth:`fuse` and :meth:`segment` from one pass through CU-Net and FCD."""
-        padded, crop = self._prepare(x)
-        sources, fusion = self._encode_and_fuse(padded)
+        padded, crop = self._prepare(x, present)
+        sources, fusion = self._encode_and_fuse(padded, present=present)
         logits = self._segment(sources, fusion, padded)
         return FusionOutput(*(_crop(t, crop) for t in fusion)), _crop(logits, crop)
 
     def fuse_and_segment_sequential(
-        self, x: torch.Tensor, segment: bool = True, unets: list[CUNet] | None = None
+        self, x: torch.Tensor, segment: bool = True, unets: list[CUNet] | None = None, present: torch.Tensor | None = None
     ) -> tuple[FusionOutput, torch.Tensor | None]:
         """:meth:`fuse_and_segment` with one modality at a time through CU-Net and the FCD (inference).
 
@@ -207,9 +218,9 @@ class NSLF(nn.Module):
         batched pass: whole volumes fit where the batched pass would need windows. This is also the
         public code's procedure (one CU-Net call per modality). ``unets`` are
         :meth:`CUNet.split_modalities` (made here when not given; pass them to reuse across calls).
-        Returns the fusion and the logits (``None`` unless ``segment``).
+        Returns the fusion and the logits (``None`` unless ``segment``); ``present``: see :meth:`fuse`.
         """
-        padded, crop = self._prepare(x)
+        padded, crop = self._prepare(x, present)
         unets = unets if unets is not None else self.cunet.split_modalities()
         low = self._to_feature_grid(padded)
         b, m = low.shape[:2]
@@ -220,25 +231,26 @@ class NSLF(nn.Module):
             local[:, index] = out.local_features[:, 0]
             raw[:, index] = self.fcd.raw_weight(out.global_features[:, 0], out.local_features[:, 0])[:, 0]
             del out
-        fusion = self.fcd.combine(self._to_input_grid(raw, padded.shape[2:]), padded)
+        fusion = self.fcd.combine(self._to_input_grid(raw, padded.shape[2:]), padded, present)
         logits = _crop(self.fsd(local, fusion.fused, padded), crop) if segment else None
         return FusionOutput(*(_crop(t, crop) for t in fusion)), logits
 
     def predict(
-        self, x: torch.Tensor, segment: bool = True, sequential: bool = False
+        self, x: torch.Tensor, segment: bool = True, sequential: bool = False, present: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fused volume ``(B, 1, D, H, W)`` and logits ``(B, config.output_channels, D, H, W)`` (``None`` unless ``segment``).
 
         One pass: :meth:`fuse` alone (the FSD is skipped) without ``segment``, else
-        :meth:`fuse_and_segment`; ``sequential``: :meth:`fuse_and_segment_sequential`.
+        :meth:`fuse_and_segment`; ``sequential``: :meth:`fuse_and_segment_sequential`. ``present``
+        ``(B, 4)`` bool: the modalities each case has (``None``: all four; see :meth:`fuse`).
         """
         if sequential:
-            fusion, logits = self.fuse_and_segment_sequential(x, segment)
+            fusion, logits = self.fuse_and_segment_sequential(x, segment, present=present)
             return fusion.fused, logits
         if segment:
-            fusion, logits = self.fuse_and_segment(x)
+            fusion, logits = self.fuse_and_segment(x, present)
             return fusion.fused, logits
-        return self.fuse(x).fused, None
+        return self.fuse(x, present).fused, None
 
     def inference_bytes_per_voxel(self, sequential: bool = False) -> int:
         """Rough peak float32 activation memory of one whole-volume :meth:`predict`, per padded voxel.
@@ -267,16 +279,20 @@ class NSLF(nn.Module):
         """``kind`` ``"weights"`` and the configuration as JSON: what a model file stores besides the weights."""
         return {"kind": "weights", "config": self.config.to_json()}
 
-    def forward(self, x: torch.Tensor, with_gmn: bool = True, with_fsd: bool = True) -> NSLFOutput:
+    def forward(
+        self, x: torch.Tensor, with_gmn: bool = True, with_fsd: bool = True, present: torch.Tensor | None = None
+    ) -> NSLFOutput:
         """Training-time pass returning everything the stage losses need (see :class:`NSLFOutput`).
 
         Args:
             x: ``(B, 4, D, H, W)``, spatial ``(z, y, x)``, intensities in ``[0, 1]``.
             with_gmn: run the GMN (stage 2); ignored when the configuration has no GMN.
             with_fsd: run the FSD (stage 3).
+            present: ``(B, 4)`` bool, the modalities each crop has (``None``: all four). With
+                sequence dropout, :func:`~nslfcore.models.fcd.present_channels` of the crops.
         """
-        padded, crop = self._prepare(x)
-        sources, fusion = self._encode_and_fuse(padded, reconstruct=True)
+        padded, crop = self._prepare(x, present)
+        sources, fusion = self._encode_and_fuse(padded, reconstruct=True, present=present)
         fused_features = registration = logits = None
         if with_gmn and self.gmn is not None:
             fused_features = self.cunet.extract_single(self._to_feature_grid(fusion.fused))

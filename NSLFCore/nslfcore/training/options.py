@@ -58,6 +58,9 @@ class TrainingOptions:
             Dice over NCR, edema and ET together, dominated by the large edema) or ``"class"`` (one
             Dice per class, averaged: small classes such as ET weigh as much as edema); see
             :class:`nslfcore.losses.ForegroundDiceLoss`.
+        sequence_dropout: probability that a training crop loses one modality, drawn at random
+            (an all-zero channel, as a missing sequence reaches the network), so that the model
+            works on any three of the four (:class:`nslfcore.data.augmentation.RandDropSequenced`).
     """
 
     stages: tuple[int, ...] = (1, 2, 3)
@@ -88,6 +91,7 @@ class TrainingOptions:
     case_validation_max_cases: int = 8
     loss_weights: tuple[tuple[str, float], ...] = ()
     dice_average: Literal["pooled", "class"] = "pooled"
+    sequence_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.stages or any(s not in (1, 2, 3) for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
@@ -115,6 +119,8 @@ class TrainingOptions:
             raise ValueError(f"case_validation_every must be at least 1 epoch, got {self.case_validation_every}.")
         if not self.case_validation_max_cases >= 1:
             raise ValueError(f"case_validation_max_cases must be at least 1, got {self.case_validation_max_cases}.")
+        if not 0.0 <= self.sequence_dropout <= 1.0:
+            raise ValueError(f"sequence_dropout must lie in [0, 1], got {self.sequence_dropout}.")
         if not 0.0 <= self.tumour_fraction <= 1.0:
             raise ValueError(f"tumour_fraction must lie in [0, 1], got {self.tumour_fraction}.")
         from nslfcore.losses import Stage1LossWeights, Stage2LossWeights, Stage3LossWeights

@@ -210,6 +210,7 @@ def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, op
         train_set = BratsCropDataset(
             train_cases, crop, train=True, tumour_fraction=options.tumour_fraction, cache=cache, seed=options.seed,
             samples_per_case=options.samples_per_case, augment=options.augmentation, et_fraction=options.et_fraction,
+            sequence_dropout=options.sequence_dropout,
         )
         valid_set = BratsCropDataset(valid_cases, crop, train=False, cache=cache, seed=options.seed)
         if options.num_workers:

@@ -41,7 +41,7 @@ from nslfcore.losses import (
     Stage3LossWeights,
     intensity_noise_augment,
 )
-from nslfcore.models import NSLF
+from nslfcore.models import NSLF, present_channels
 from nslfcore.models.outputs import labels_from_logits
 from nslfcore.training.case_validation import CASE_DICE_KEYS
 from nslfcore.training.options import TrainingOptions
@@ -264,7 +264,9 @@ class SegmentationStage(Stage):
     def compute(
         self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
     ) -> dict[str, torch.Tensor]:
-        out = step.model(image, with_gmn=False, with_fsd=True)
+        # a sequence dropped by --sequence-dropout is an all-zero channel: the fusion leaves it out,
+        # as inference does for a missing sequence (a crop with every sequence keeps all four)
+        out = step.model(image, with_gmn=False, with_fsd=True, present=present_channels(image))
         step.last_logits = out.logits.detach()  # read by validation_metrics
         return step.fp32_loss(out.logits, label)
 
