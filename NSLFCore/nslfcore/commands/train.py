@@ -9,6 +9,7 @@ from nslfcore.config import PRESETS, NSLFConfig, get_config
 from nslfcore.data.augmentation import AUGMENTATION_LEVELS
 from nslfcore.data.validation import DataValidationError
 from nslfcore.training.options import TrainingOptions
+from nslfcore.training.recipe import RecipeError, list_recipes, load_recipe
 from nslfcore.training.run import TrainingSetupError, train
 
 _STAGES = {"1": (1,), "2": (2,), "3": (3,), "all": (1, 2, 3)}
@@ -16,7 +17,13 @@ _STAGES = {"1": (1,), "2": (2,), "3": (3,), "all": (1, 2, 3)}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainingOptions()
-    parser.add_argument("--data", required=True, help="BraTS-layout folder, phantom:N or phantom-tiny:N")
+    parser.add_argument("--data", required=True,
+                        help="BraTS-layout folder, phantom:N or phantom-tiny:N; with --recipe, the folder of the recipe's "
+                             "cases (generated there when it holds none)")  # fmt: skip
+    parser.add_argument("--recipe", default=None, metavar="NAME",
+                        help=f"train as a recipe says ({', '.join(list_recipes())}, or a recipe .json file): its cases "
+                             "into --data, its stages into --out/stage<N>, the model as --out/<NAME>.pt; it fixes every "
+                             "training option (only --device, --resume, --cache-dir and --events go with it)")  # fmt: skip
     parser.add_argument("--stage", default="all", choices=sorted(_STAGES), help="stage to train (default: all)")
     parser.add_argument("--config", default=None,
                         help=f"network configuration: {sorted(PRESETS)} or a .json file (default: the --init file's, "
@@ -70,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--loss-weight", action="append", default=[], metavar="STAGEN.TERM=W",
         help="override a loss-term weight, e.g. stage2.ssim=2 (repeatable; terms as in nslfcore.losses)",
     )  # fmt: skip
+    parser.add_argument("--sequence-dropout", type=float, default=defaults.sequence_dropout, metavar="P",
+                        help="probability that a training crop loses one sequence (all zeros), so that the model "
+                        "works on any three of the four (default 0)")  # fmt: skip
     parser.add_argument("--dice-average", default=defaults.dice_average, choices=("pooled", "class"),
                         help="stage-3 Dice over the tumour classes: pooled (public code) or class (per class, averaged; "
                              "helps small classes such as ET)")  # fmt: skip
@@ -125,6 +135,7 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         amp=not args.no_amp,
         contrastive=not args.no_contrastive,
         dice_average=args.dice_average,
+        sequence_dropout=args.sequence_dropout,
     )
 
 
@@ -140,17 +151,54 @@ def default_config(init: str | None) -> NSLFConfig:
     return PRESETS["fast"]
 
 
+#: What goes with ``--recipe``; every other argument is the recipe's to set.
+_RECIPE_ARGUMENTS = ("recipe", "data", "out", "device", "resume", "cache_dir", "events")
+
+
+def _fixed_by_recipe(args: argparse.Namespace) -> list[str]:
+    """The arguments given with ``--recipe`` that the recipe fixes: those that differ from their defaults."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args(["--data", "-", "--out", "-"]))
+    return [f"--{name.replace('_', '-')}" for name, default in defaults.items()
+            if name not in _RECIPE_ARGUMENTS and _plain(getattr(args, name, default)) != _plain(default)]  # fmt: skip
+
+
+def _plain(value: object) -> object:
+    """A tuple default as the list argparse makes of a given value (``--fusion-crop 64 80 80``)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _train_recipe(args: argparse.Namespace) -> str:
+    """``nslf train --recipe``: :func:`~nslfcore.training.recipe_run.run_recipe` on the recipe named."""
+    from nslfcore.training.recipe_run import run_recipe
+
+    fixed = _fixed_by_recipe(args)
+    if fixed:
+        raise RecipeError(f"--recipe {args.recipe} sets every training option; leave out {', '.join(fixed)} "
+                          "(or train without --recipe).")  # fmt: skip
+    recipe = load_recipe(args.recipe)
+    status = run_recipe(recipe, args.data, args.out, args.device, args.resume, args.cache_dir, args.events,
+                        progress=lambda message: print(f"nslf train: {message}", file=sys.stderr))  # fmt: skip
+    if status == "completed":
+        print(f"nslf train: recipe {recipe.name} completed; model {args.out}/{recipe.name}.pt", file=sys.stderr)
+    return status
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        config = get_config(args.config) if args.config is not None else default_config(args.init)
-        if args.no_gmn:
-            config = config.replace(use_gmn=False)
-        if args.fused_only:
-            config = config.replace(segmenter_input="fused_only")
-        if args.segmentation_output is not None:
-            config = config.replace(segmentation_output=args.segmentation_output)
-        status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume, args.init,
-                       args.cache_dir)
+        if args.recipe is not None:
+            status = _train_recipe(args)
+        else:
+            config = get_config(args.config) if args.config is not None else default_config(args.init)
+            if args.no_gmn:
+                config = config.replace(use_gmn=False)
+            if args.fused_only:
+                config = config.replace(segmenter_input="fused_only")
+            if args.segmentation_output is not None:
+                config = config.replace(segmentation_output=args.segmentation_output)
+            status = train(args.data, args.out, config, options_from_args(args), args.device, args.events, args.resume,
+                           args.init, args.cache_dir)
     except (TrainingSetupError, DataValidationError, FileNotFoundError, ValueError) as error:
         print(f"nslf train: error: {error}", file=sys.stderr)
         return 1
