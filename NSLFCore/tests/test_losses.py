@@ -417,3 +417,29 @@ def test_stage_losses_stay_float32_under_bf16_autocast():
     assert abs(float(mixed["total"]) - float(reference["total"])) < 0.1
     exact = float(SourceLNCCLoss()(smooth[:, :1], smooth))
     assert abs(float(raw) - exact) > 0.05 or not math.isfinite(float(raw))  # what the step protects against
+
+
+def test_stage3_fusion_term_keeps_the_fusion_and_skips_crops_missing_a_sequence():
+    """Issue 31 point 2: with stage3.fusion > 0 the stage-2 fusion terms (no GMN) join the segmentation
+    loss, over the batch items that have all four sequences; off by default."""
+    from nslfcore.losses import Stage2Loss, Stage2LossWeights, Stage3Loss, Stage3LossWeights
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 16, 16, 16)
+    labels = torch.randint(0, 4, (2, 16, 16, 16))
+    x = torch.rand(2, 4, 16, 16, 16)
+    fused = x.mean(dim=1, keepdim=True)
+    plain = Stage3Loss()(logits, labels)
+    assert "fusion" not in plain
+    loss = Stage3Loss(Stage3LossWeights(fusion=0.5))
+    both = loss(logits, labels, x, fused)
+    expected = Stage2Loss(Stage2LossWeights(ncc=0.0, smooth=0.0))(x, fused)["total"]
+    assert torch.allclose(both["fusion"], expected, atol=1e-6)
+    assert torch.allclose(both["total"], plain["total"] + 0.5 * expected, atol=1e-6)
+    dropped = x.clone()
+    dropped[1, 2] = 0  # the second crop lost T2: only the first counts
+    one = loss(logits, labels, dropped, fused)
+    first = Stage2Loss(Stage2LossWeights(ncc=0.0, smooth=0.0))(x[:1], fused[:1])["total"]
+    assert torch.allclose(one["fusion"], first, atol=1e-6)
+    with pytest.raises(ValueError, match="fusion term"):
+        loss(logits, labels)

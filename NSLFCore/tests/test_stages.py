@@ -94,3 +94,16 @@ def test_stage_1_selects_on_reconstruction_the_others_on_the_total():
             progress.record_validation(stage.selection_metric(metrics))
         assert progress.best_epoch == best_epoch, number
     assert stage_for(1, TrainingOptions(), model).selection_metric({"loss": 0.4}) == 0.4  # reconstruction weighted 0
+
+
+def test_stage_3_adds_the_fusion_term_when_weighted_with_the_stage_2_overrides():
+    model = NSLF(PRESETS["compact"])
+    options = TrainingOptions(loss_weights=(("stage3.fusion", 0.2), ("stage2.contrast", 1.0)))
+    step = StageStep(model, stage_for(3, options, model), options)
+    assert step.loss.fusion.weights.contrast == 1.0 and step.loss.fusion.weights.ncc == 0.0
+    terms = step(torch.rand(1, 4, 16, 32, 32), torch.randint(0, 4, (1, 16, 32, 32)))
+    assert set(terms) == {"ce", "dice", "fusion", "total"}
+    terms["total"].backward()
+    assert model.fcd.weight_head[0].weight.grad is not None
+    plain = StageStep(model, stage_for(3, TrainingOptions(), model), TrainingOptions())
+    assert "fusion" not in plain(torch.rand(1, 4, 16, 32, 32), torch.randint(0, 4, (1, 16, 32, 32)))

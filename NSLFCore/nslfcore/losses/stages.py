@@ -11,6 +11,7 @@ weight is 0 is neither computed nor reported. Inputs are ``(B, C, D, H, W)`` wit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Literal
@@ -189,8 +190,15 @@ class Stage3Loss(nn.Module):
             class outputs only.
         output: ``"classes"`` or ``"regions"`` (:attr:`nslfcore.config.NSLFConfig.segmentation_output`).
 
-    ``forward(logits, labels)``: ``(B, 4, D, H, W)`` (``(B, 3, D, H, W)`` for regions) and int64 ``(B, D, H, W)``.
-    Returns ``{"ce", "dice", "total"}`` (scalars), without the terms whose weight is 0.
+    Beyond the paper, ``fusion`` (weight 0 by default) keeps the fusion while the FCD fine-tunes: the
+    stage-2 fusion terms of ``fusion_weights`` (:class:`Stage2Loss` without its GMN terms) on the fused
+    volume, over the batch items that have all four sequences (a crop with a dropped sequence has no
+    source to be faithful to in that channel).
+
+    ``forward(logits, labels, x=None, fused=None)``: ``(B, 4, D, H, W)`` (``(B, 3, D, H, W)`` for regions)
+    and int64 ``(B, D, H, W)``; ``x`` ``(B, 4, D, H, W)`` and ``fused`` ``(B, 1, D, H, W)`` are needed
+    when the fusion weight is not 0. Returns ``{"ce", "dice", "fusion", "total"}`` (scalars), without
+    the terms whose weight is 0.
     """
 
     def __init__(
@@ -199,15 +207,26 @@ class Stage3Loss(nn.Module):
         class_weights: Sequence[float] = CLASS_WEIGHTS,
         dice_average: Literal["pooled", "class"] = "pooled",
         output: SegmentationOutput = "classes",
+        fusion_weights: Stage2LossWeights = Stage2LossWeights(),
     ) -> None:
         super().__init__()
         self.weights = weights
+        self.fusion = Stage2Loss(dataclasses.replace(fusion_weights, ncc=0.0, smooth=0.0))
         regions = output == "regions"
         self.ce = RegionBCELoss() if regions else WeightedCrossEntropyLoss(class_weights)
         self.dice = RegionDiceLoss() if regions else ForegroundDiceLoss(average=dice_average)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, x: torch.Tensor | None = None, fused: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         for name in _active(self.weights):
-            terms[name] = getattr(self, name)(logits, labels)
+            if name != "fusion":
+                terms[name] = getattr(self, name)(logits, labels)
+        if self.weights.fusion:
+            if x is None or fused is None:
+                raise ValueError("Stage3Loss needs the sources and the fused volume for its fusion term; pass x and fused.")
+            complete = x.flatten(2).abs().amax(dim=2).gt(0).all(dim=1)  # items with all four sequences
+            terms["fusion"] = (self.fusion(x[complete], fused[complete])["total"] if bool(complete.any())
+                               else logits.new_zeros(()))  # fmt: skip
         return _weighted_total(terms, self.weights, logits)

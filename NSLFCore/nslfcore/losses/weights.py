@@ -41,3 +41,7 @@ class Stage3LossWeights:
 
     ce: float = 0.5
     dice: float = 0.5
+    #: Beyond the paper (issue 31 point 2): the stage-2 fusion terms (fidelity, light, SSIM and the
+    #: contrast term, with their stage-2 weights; no GMN) on the fused volume, so that fine-tuning the
+    #: FCD for segmentation keeps the fusion; 0 = off (the paper).
+    fusion: float = 0.0

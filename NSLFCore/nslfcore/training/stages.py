@@ -259,7 +259,8 @@ class SegmentationStage(Stage):
         return {"adam": _two_rate_adam(_params(model.fsd), _cunet_body(model) + _params(model.fcd), options)}
 
     def build_loss(self, model: NSLF, options: TrainingOptions) -> nn.Module:
-        return Stage3Loss(self.loss_weights(options), dice_average=options.dice_average, output=model.segmentation_output)
+        return Stage3Loss(self.loss_weights(options), dice_average=options.dice_average, output=model.segmentation_output,
+                          fusion_weights=Stage2LossWeights(**options.weights_for_stage(2)))  # fmt: skip
 
     def compute(
         self, step: StageStep, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None
@@ -268,6 +269,8 @@ class SegmentationStage(Stage):
         # as inference does for a missing sequence (a crop with every sequence keeps all four)
         out = step.model(image, with_gmn=False, with_fsd=True, present=present_channels(image))
         step.last_logits = out.logits.detach()  # read by validation_metrics
+        if step.loss.weights.fusion:  # type: ignore[union-attr]
+            return step.fp32_loss(out.logits, label, image, out.fusion.fused)
         return step.fp32_loss(out.logits, label)
 
     def crop(self, options: TrainingOptions) -> tuple[int, int, int]:
