@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -87,7 +88,7 @@ def main() -> None:
 
 
 def _mean(values: list[float]) -> float:
-    finite = [v for v in values if v == v]
+    finite = [v for v in values if not math.isnan(v)]
     return round(statistics.fmean(finite), 4) if finite else float("nan")
 
 

@@ -68,7 +68,7 @@ def main() -> None:
             axes[row, 4].imshow(structures[z][:, ::-1], cmap=STRUCTURE_COLOURS, vmin=0, vmax=L.NUM_LABELS - 1,
                                 interpolation="nearest")  # fmt: skip
             axes[row, 4].set_title("structures: vessels red, WMH cyan, choroid pink,\nventricles blue, residue tan", fontsize=7)
-        _show(axes[row, 5], case.images["flair"][z], "training labels on FLAIR: NCR red, ED green, ET yellow")
+        _show(axes[row, 5], case.images["flair"][z], "labels on FLAIR: NCR red,\nED green, ET yellow")
         axes[row, 5].imshow(case.label[z][:, ::-1], cmap=TARGET_COLOURS, vmin=0, vmax=3, interpolation="nearest")
         for ax in axes[row]:
             ax.axis("off")

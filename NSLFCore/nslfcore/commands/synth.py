@@ -22,6 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--start", type=int, default=0, help="index of the first case (names Synth-XXXXX)")
     parser.add_argument("--device", default="cpu", help="torch device of the image synthesis (cpu, cuda, cuda:N)")
     parser.add_argument("--overwrite", action="store_true", help="replace cases of the same names already in --out")
+    parser.add_argument("--bank", action="store_true",
+                        help="write label maps only (a label bank for nslf train --data synth:FOLDER: "
+                             "<out>/labels-XXXXX.npy and bank.json; resumes an interrupted bank)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="with --bank: processes drawing label maps")
     parser.set_defaults(func=run)
 
 
@@ -31,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         print("nslf synth: --n must be at least 1.")
         return 2
+    if args.bank:
+        return _run_bank(args)
     start = time.perf_counter()
     last = [start]
 
@@ -46,4 +52,28 @@ def run(args: argparse.Namespace) -> int:
         return 1
     total = time.perf_counter() - start
     print(f"wrote {args.n} cases to {args.out} in {total:.1f} s ({total / args.n:.2f} s per case)")
+    return 0
+
+
+def _run_bank(args: argparse.Namespace) -> int:
+    """``nslf synth --bank``: label maps only (:func:`nslfcore.synthesis.bank.write_label_bank`)."""
+    from nslfcore.errors import NSLFError
+    from nslfcore.synthesis.bank import BankEntry, write_label_bank
+
+    start = time.perf_counter()
+    written = [0]
+
+    def progress(entry: BankEntry) -> None:
+        written[0] += 1
+        print(f"label map {entry.name} ({entry.tumour_type}): {written[0]} new, "
+              f"{time.perf_counter() - start:.1f} s", flush=True)  # fmt: skip
+
+    try:
+        bank = write_label_bank(args.out, args.n, args.seed, args.start, args.workers, progress)
+    except (ModuleNotFoundError, NSLFError) as error:
+        print(f"nslf synth: {error}")
+        return 1
+    total = time.perf_counter() - start
+    print(f"label bank {args.out}: {len(bank)} maps ({written[0]} new in {total:.1f} s); "
+          f"train with nslf train --data synth:{args.out}")  # fmt: skip
     return 0

@@ -13,10 +13,12 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import Dataset
 
 from nslfcore.config import NSLFConfig
 from nslfcore.data.brats import find_cases, read_split_lists, seeded_split, select_cases
@@ -33,6 +35,9 @@ from nslfcore.training.options import TrainingOptions
 from nslfcore.training.stages import Stage
 from nslfcore.training.trainer import STOP_FILE, Trainer
 
+if TYPE_CHECKING:
+    from nslfcore.training.synthesis_data import SynthesisData
+
 
 class TrainingSetupError(NSLFError, ValueError):
     """A training argument that cannot work (one sentence, naming the thing to fix)."""
@@ -40,15 +45,22 @@ class TrainingSetupError(NSLFError, ValueError):
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where the cases come from: a folder, or ``count`` generated phantoms (``tiny`` for the procedural ones)."""
+    """Where the cases come from: a folder, ``count`` generated phantoms (``tiny`` for the procedural ones),
+    or a label bank whose cases are synthesised on the fly (:mod:`nslfcore.training.synthesis_data`)."""
 
     folder: Path | None = None
     phantom_count: int = 0
     tiny: bool = False
+    bank: Path | None = None
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
-        """``DIR``, ``phantom:N`` (realistic 240x240x155 phantoms) or ``phantom-tiny:N`` (48^3 procedural)."""
+        """``DIR``, ``phantom:N`` (realistic 240x240x155 phantoms), ``phantom-tiny:N`` (48^3 procedural) or
+        ``synth:FOLDER`` (a label bank of ``nslf synth --bank``)."""
+        if text.startswith("synth:"):
+            if not text[len("synth:") :]:
+                raise TrainingSetupError("--data synth: give the label bank's folder, e.g. synth:bank.")
+            return cls(bank=Path(text[len("synth:") :]))
         for prefix, tiny in (("phantom-tiny:", True), ("phantom:", False)):
             if text.startswith(prefix):
                 try:
@@ -63,6 +75,8 @@ class DataSpec:
     def describe(self) -> str:
         if self.folder is not None:
             return str(self.folder)
+        if self.bank is not None:
+            return f"synth:{self.bank}"
         return f"phantom{'-tiny' if self.tiny else ''}:{self.phantom_count}"
 
 
@@ -101,6 +115,13 @@ def folder_cases(folder: Path) -> tuple[list[CaseFiles], dict[str, list[str]]]:
     if not split["valid"]:  # a single case: validate on the training case rather than on nothing
         split["valid"] = split["train"][:1]
     return cases, {"train": split["train"], "valid": split["valid"]}
+
+
+def _open_bank(folder: Path, options: TrainingOptions) -> SynthesisData:
+    """The label bank of ``--data synth:FOLDER``, split for training and validation (imported here: it needs SciPy)."""
+    from nslfcore.training.synthesis_data import SynthesisData
+
+    return SynthesisData.open(folder, options)
 
 
 def _phantom_folder(spec: DataSpec, run_dir: Path, seed: int, context: DistributedContext) -> Path:
@@ -176,6 +197,7 @@ def train(
                       f"the model this run writes needs stage {', '.join(map(str, stale))} again before segmenting "
                       f"(train --stage all, or --stage {stale[-1]} --init on the result).", stacklevel=2)  # fmt: skip
     folder_data = folder_cases(spec.folder) if spec.folder is not None else None
+    synthesis = _open_bank(spec.bank, options) if spec.bank is not None else None  # checked before anything is written
     lock = None
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +205,7 @@ def train(
         (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP left by an earlier stop would end this run at once
     try:
         return _train_in(run_dir, spec, folder_data, config, options, torch_device, context, events, resume, init,
-                         weights, inherited, cache_dir)  # fmt: skip
+                         weights, inherited, cache_dir, synthesis)  # fmt: skip
     finally:
         if lock is not None:
             lock.release()
@@ -191,10 +213,14 @@ def train(
 
 def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, options: TrainingOptions,
               torch_device: torch.device, context: DistributedContext, events, resume: bool, init: Path | None,
-              weights: dict | None, inherited: tuple[int, ...], cache_dir) -> str:  # fmt: skip
+              weights: dict | None, inherited: tuple[int, ...], cache_dir,
+              synthesis: SynthesisData | None = None) -> str:  # fmt: skip
     """:func:`train` once the arguments are checked and the run folder is locked."""
     if folder_data is not None:
         cases, split = folder_data
+    elif synthesis is not None:  # training crops synthesised on the fly, validation on cases written once
+        cases = find_cases(synthesis.validation_folder(run_dir, torch_device, context))
+        split = synthesis.split([c.name for c in cases])
     else:
         cases, split = folder_cases(_phantom_folder(spec, run_dir, options.seed, context))
 
@@ -203,19 +229,23 @@ def _train_in(run_dir: Path, spec: DataSpec, folder_data, config: NSLFConfig, op
     if weights is not None:
         model.load_state_dict(weights)
     cache = CaseCache(cache_dir=cache_dir)
-    train_cases, valid_cases = select_cases(cases, split["train"]), select_cases(cases, split["valid"])
+    train_cases = select_cases(cases, split["train"]) if synthesis is None else []  # synthesis: map names, no files
+    valid_cases = select_cases(cases, split["valid"])
 
-    def datasets(stage: Stage) -> tuple[BratsCropDataset, BratsCropDataset]:
+    def datasets(stage: Stage) -> tuple[Dataset, BratsCropDataset]:
         crop = stage.crop(options)
+        valid_set = BratsCropDataset(valid_cases, crop, train=False, cache=cache, seed=options.seed)
+        if options.num_workers:
+            valid_set.preload()
+        if synthesis is not None:  # nothing to preload: the label maps are memory-mapped
+            return synthesis.train_set(crop, options, torch_device), valid_set
         train_set = BratsCropDataset(
             train_cases, crop, train=True, tumour_fraction=options.tumour_fraction, cache=cache, seed=options.seed,
             samples_per_case=options.samples_per_case, augment=options.augmentation, et_fraction=options.et_fraction,
             sequence_dropout=options.sequence_dropout,
         )
-        valid_set = BratsCropDataset(valid_cases, crop, train=False, cache=cache, seed=options.seed)
         if options.num_workers:
             train_set.preload()
-            valid_set.preload()
         return train_set, valid_set
 
     if context.is_main:
