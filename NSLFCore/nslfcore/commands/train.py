@@ -18,8 +18,8 @@ _STAGES = {"1": (1,), "2": (2,), "3": (3,), "all": (1, 2, 3)}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainingOptions()
     parser.add_argument("--data", required=True,
-                        help="BraTS-layout folder, phantom:N, phantom-tiny:N or synth:BANK (nslf synth --bank); with --recipe, the folder of the recipe's "
-                             "cases (generated there when it holds none)")  # fmt: skip
+                        help="BraTS-layout folder, phantom:N, phantom-tiny:N or synth:BANK (nslf synth --bank); "
+                             "with --recipe, the folder of the recipe's cases (generated there when it holds none)")  # fmt: skip
     parser.add_argument("--recipe", default=None, metavar="NAME",
                         help=f"train as a recipe says ({', '.join(list_recipes())}, or a recipe .json file): its cases "
                              "into --data, its stages into --out/stage<N>, the model as --out/<NAME>.pt; it fixes every "
