@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 
@@ -26,27 +25,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nslfcore.commands.case_writing import write_cases
     from nslfcore.data.phantom import write_phantom_dataset
 
     if args.n < 1:
-        print("error: --n must be at least 1.")
+        print("nslf phantom: --n must be at least 1.")
         return 2
     if args.size is not None and not args.tiny:
-        print("error: --size needs --tiny; realistic phantoms are always 240 x 240 x 155 voxels (x, y, z).")
+        print("nslf phantom: --size needs --tiny; realistic phantoms are always 240 x 240 x 155 voxels (x, y, z).")
         return 2
-    start = time.perf_counter()
-    last = [start]
-
-    def progress(index: int, folder: Path) -> None:
-        now = time.perf_counter()
-        print(f"case {index - args.start + 1}/{args.n}: {folder} ({now - last[0]:.1f} s)", flush=True)
-        last[0] = now
-
-    try:
-        write_phantom_dataset(args.out, args.n, args.seed, args.tiny, args.size, args.start, progress, args.overwrite)
-    except (ModuleNotFoundError, FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"error: {error}")
-        return 1
-    total = time.perf_counter() - start
-    print(f"wrote {args.n} cases to {args.out} in {total:.1f} s ({total / args.n:.2f} s per case)")
-    return 0
+    return write_cases("phantom", args, lambda progress: write_phantom_dataset(
+        args.out, args.n, args.seed, args.tiny, args.size, args.start, progress, args.overwrite))

@@ -30,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nslfcore.commands.case_writing import write_cases
     from nslfcore.synthesis.generator import write_synthetic_dataset
 
     if args.n < 1:
@@ -37,22 +38,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.bank:
         return _run_bank(args)
-    start = time.perf_counter()
-    last = [start]
-
-    def progress(index: int, folder: Path) -> None:
-        now = time.perf_counter()
-        print(f"case {index - args.start + 1}/{args.n}: {folder} ({now - last[0]:.1f} s)", flush=True)
-        last[0] = now
-
-    try:
-        write_synthetic_dataset(args.out, args.n, args.seed, args.start, args.device, args.overwrite, progress)
-    except (ModuleNotFoundError, FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"nslf synth: {error}")
-        return 1
-    total = time.perf_counter() - start
-    print(f"wrote {args.n} cases to {args.out} in {total:.1f} s ({total / args.n:.2f} s per case)")
-    return 0
+    return write_cases("synth", args, lambda progress: write_synthetic_dataset(
+        args.out, args.n, args.seed, args.start, args.device, args.overwrite, progress))
 
 
 def _run_bank(args: argparse.Namespace) -> int:
