@@ -13,7 +13,7 @@ from nslfcore.config import PRESETS
 from nslfcore.model_store import list_models
 from nslfcore.training.checkpoint import load_checkpoint
 from nslfcore.training.options import TrainingOptions
-from nslfcore.training.recipe import RECIPES_DIR, Recipe, RecipeError, expand_names, list_recipes, load_recipe
+from nslfcore.training.recipe import RECIPES_DIR, DataEntry, Recipe, RecipeError, expand_names, list_recipes, load_recipe
 
 #: A recipe of 4 tiny phantoms (3 of seed 3, 1 of seed 4 at index 10) and all three stages, cut to one step each.
 TINY_STEPS = {"epochs": 1, "max_steps_per_epoch": 1, "fusion_crop": [16, 32, 32], "segmentation_crop": [16, 32, 32],
@@ -29,6 +29,9 @@ TINY = {
     "stages": [{"stage": n, "options": dict(TINY_STEPS)} for n in (1, 2, 3)],
 }  # fmt: skip
 CASES = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00010"]
+BANK_ENTRY = {"generator": "bank", "n": 2, "seed": 5, "start": 0}
+#: TINY on a label bank of 2 maps: crops synthesised on the fly, the bank's last 2 maps validating.
+TINY_BANK = {**TINY, "name": "tiny-bank", "data": [BANK_ENTRY], "split": None}
 
 
 def _recipe_file(folder: Path, recipe: dict | None = None, name: str = "tiny.json") -> Path:
@@ -77,6 +80,21 @@ def test_the_v5_recipe_is_the_command_that_trains_v5():
     )  # fmt: skip
 
 
+def test_the_v6_recipe_trains_the_fast_configuration_from_scratch_on_a_label_bank():
+    recipe = load_recipe("nslf-synth-fast-v6")
+    assert (recipe.config, recipe.init, recipe.split) == ("fast", None, None)
+    assert recipe.data == (DataEntry("bank", 160, 11, 0),) and recipe.bank == recipe.data[0]
+    assert [s.stage for s in recipe.stages] == [1, 2, 3]
+    assert [s.options.time_limit_s for s in recipe.stages] == [50, 75, 270]  # with the bank, one 10-minute device call
+    assert {(s.options.num_workers, s.options.amp, s.options.case_validation_max_cases) for s in recipe.stages} == {(0, True, 6)}
+    assert [(s.options.batch_size, s.options.fusion_crop if s.stage < 3 else s.options.segmentation_crop)
+            for s in recipe.stages] == [(4, (64, 96, 96)), (4, (64, 96, 96)), (2, (96, 160, 160))]  # fmt: skip
+    three = recipe.stages[2].options
+    assert (three.sequence_dropout, three.dice_average, three.tumour_fraction, three.et_fraction,
+            three.case_validation_every, three.loss_weights) == (
+        0.25, "class", 0.8, 0.35, 2, (("stage3.fusion", 0.2), ("stage2.contrast", 1.0)))  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ the format
 def test_ranges_expand_to_every_name_between_their_ends():
     assert expand_names(["Synth-00008..Synth-00011", "BraTS2021_00009"], "split") == [
@@ -116,6 +134,9 @@ def test_bad_ranges_are_refused(text):
         (lambda r: r["data"][0].update(generator="brats"), "generator 'brats' must be"),
         (lambda r: r["data"][0].update(n=0), "n must be an integer >= 1"),
         (lambda r: r["data"][1].update(start=2), "data entries overlap on BraTS2021_00002"),
+        (lambda r: r["data"].append(dict(BANK_ENTRY)), "a bank entry must be the only data entry"),
+        (lambda r: r.update(data=[dict(BANK_ENTRY)]), "split must be null for a bank"),
+        (lambda r: r.update(split=None), "split must be an object"),
     ],
 )
 def test_bad_recipes_are_refused_in_one_sentence(change, message):
@@ -289,3 +310,43 @@ def test_a_recipe_trains_tiny_phantoms_end_to_end(tmp_path):
                                                                    "valid": ["BraTS2021_00002"]}  # fmt: skip
     ends = [json.loads(line) for line in events.read_text().splitlines() if '"run_end"' in line]
     assert [e["status"] for e in ends] == ["completed"] * 3
+
+
+@pytest.fixture
+def fake_bank(monkeypatch):
+    """``write_label_bank`` replaced by one that records its arguments and writes only ``bank.json``."""
+    import nslfcore.synthesis.bank as bank
+
+    calls: list[dict] = []
+
+    def write(folder, n, seed=0, start=0, workers=1, progress=None):
+        calls.append({"folder": Path(folder), "n": n, "seed": seed, "start": start, "workers": workers})
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        maps = {str(i): {"tumour_type": "glioblastoma", "start": [0, 0, 0], "shape": [1, 1, 1]} for i in range(start, start + n)}
+        (Path(folder) / bank.BANK_FILE).write_text(json.dumps({"format": 1, "seed": seed, "maps": maps}))
+
+    monkeypatch.setattr(bank, "write_label_bank", write)
+    return calls
+
+
+def test_a_bank_recipe_draws_its_maps_once_per_run_and_trains_every_stage_on_the_fly(tmp_path, fake_train, fake_bank):
+    import os
+
+    recipe, data, run = _recipe_file(tmp_path, TINY_BANK), tmp_path / "data", tmp_path / "run"
+    assert nslf_main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(run), "--device", "cpu"]) == 0
+    assert fake_bank == [{"folder": data / "bank", "n": 2, "seed": 5, "start": 0, "workers": os.cpu_count()}]
+    assert [(c["stage"], c["data"]) for c in fake_train] == [(n, f"synth:{data / 'bank'}") for n in (1, 2, 3)]
+    assert _files(data) == ["bank", "bank/bank.json"] and (run / "tiny-bank.pt").is_file()
+    assert json.loads((run / "recipe.json").read_text())["recipe"]["split"] is None
+
+
+def test_a_bank_of_another_seed_or_with_other_maps_is_refused_before_anything_is_written(tmp_path, fake_train,
+                                                                                           fake_bank, capsys):  # fmt: skip
+    recipe, data = _recipe_file(tmp_path, TINY_BANK), tmp_path / "data"
+    (data / "bank").mkdir(parents=True)
+    for seed, maps in ((6, ["0", "1"]), (5, ["0", "1", "2"])):
+        (data / "bank" / "bank.json").write_text(json.dumps({"format": 1, "seed": seed, "maps": dict.fromkeys(maps, {})}))
+        assert nslf_main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(tmp_path / "run")]) == 1
+        error = capsys.readouterr().err.strip()
+        assert f"holds label maps of seed {seed} ({len(maps)} maps), not maps 0..1 of seed 5 of recipe tiny-bank" in error
+        assert "\n" not in error and not fake_bank and not fake_train and not (tmp_path / "run").exists()

@@ -21,6 +21,16 @@ on the CPU) or ``"phantom"`` (:func:`~nslfcore.data.phantom.write_phantom_datase
 from index ``start`` (default 0) of ``seed``; ``"tiny": true`` (phantom only, default false) gives
 48^3 procedural phantoms, for tests. No two entries may produce the same case name.
 
+``generator`` ``"bank"`` (:func:`~nslfcore.synthesis.bank.write_label_bank`, one process per CPU
+core) writes label maps ``start .. start + n - 1`` of ``seed`` into ``DIR/bank``, and every stage
+trains on ``--data synth:DIR/bank``: crops synthesised on the fly (on the training device when it
+is CUDA and ``num_workers`` is 0), validation on cases drawn once from the bank's last
+``max(2, case_validation_max_cases)`` maps (:mod:`nslfcore.training.synthesis_data`). A bank entry
+is then the recipe's only data entry (cases cannot train beside on-the-fly crops) and its
+``split`` is ``null`` (the bank splits itself)::
+
+    "data": [{"generator": "bank", "n": 160, "seed": 11, "start": 0}], "split": null
+
 ``split``: the case names of ``train`` and ``valid`` (written as ``train.txt`` / ``valid.txt``),
 each a name or a compact range ``"FIRST..LAST"`` of names that differ only in their trailing
 number, written with the same number of digits: ``"Synth-00000..Synth-00035"`` is the 36 names
@@ -63,14 +73,16 @@ class RecipeError(NSLFError, ValueError):
 class DataEntry:
     """``n`` cases ``start .. start + n - 1`` of ``seed`` from one of the engine's generators (``tiny``: phantom only)."""
 
-    generator: Literal["synth", "phantom"]
+    generator: Literal["synth", "phantom", "bank"]
     n: int
     seed: int
     start: int = 0
     tiny: bool = False
 
     def case_names(self) -> list[str]:
-        """The folder names the generator writes: ``Synth-XXXXX`` or ``BraTS2021_XXXXX``."""
+        """The folder names the generator writes: ``Synth-XXXXX`` or ``BraTS2021_XXXXX`` (none for a bank)."""
+        if self.generator == "bank":
+            return []
         prefix = "Synth-" if self.generator == "synth" else "BraTS2021_"
         return [f"{prefix}{index:05d}" for index in range(self.start, self.start + self.n)]
 
@@ -85,19 +97,24 @@ class RecipeStage:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe (see the module docstring); ``split`` holds the expanded case names."""
+    """A validated recipe (see the module docstring); ``split`` holds the expanded case names (``None``: a bank)."""
 
     name: str
     description: str
     config: str | None
     init: str | None
     data: tuple[DataEntry, ...]
-    split: dict[str, tuple[str, ...]]
+    split: dict[str, tuple[str, ...]] | None
     stages: tuple[RecipeStage, ...]
 
     def case_names(self) -> list[str]:
         """Every case the ``data`` entries generate, in order."""
         return [name for entry in self.data for name in entry.case_names()]
+
+    @property
+    def bank(self) -> DataEntry | None:
+        """The label-bank entry when the recipe trains on the fly (then its only entry), else ``None``."""
+        return self.data[0] if self.data[0].generator == "bank" else None
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON-ready data (split ranges expanded; stage options that differ from their defaults)."""
@@ -109,7 +126,8 @@ class Recipe:
             stages.append({"stage": stage.stage, "options": options})
         return {"name": self.name, "description": self.description, "config": self.config, "init": self.init,
                 "data": [dataclasses.asdict(entry) for entry in self.data],
-                "split": {part: list(names) for part, names in self.split.items()}, "stages": stages}  # fmt: skip
+                "split": None if self.split is None else {part: list(names) for part, names in self.split.items()},
+                "stages": stages}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "the recipe") -> Recipe:
@@ -129,7 +147,7 @@ class Recipe:
         if config is None and init is None:
             raise RecipeError(f"{source}: config null means the init model's configuration, so name a config or an init.")
         entries = _data_entries(data["data"], source)
-        split = _split(data["split"], entries, source)
+        split = None if entries[0].generator == "bank" and data["split"] is None else _split(data["split"], entries, source)
         stages = _stages(data["stages"], source)
         if stages[0].stage == 3 and init is None:
             raise RecipeError(f"{source}: a first stage 3 needs a trained fusion network; add stage 2 before it or an init.")
@@ -216,14 +234,17 @@ def _data_entries(items: Any, source: str) -> tuple[DataEntry, ...]:
             raise RecipeError(f"{where} must be an object with the keys {list(_ENTRY_KEYS)}.")
         _check_keys(item, _ENTRY_KEYS, where, required=("generator", "n", "seed"))
         entry = DataEntry(**item)
-        if entry.generator not in ("synth", "phantom"):
-            raise RecipeError(f"{where}: generator {entry.generator!r} must be \"synth\" or \"phantom\".")
+        if entry.generator not in ("synth", "phantom", "bank"):
+            raise RecipeError(f"{where}: generator {entry.generator!r} must be \"synth\", \"phantom\" or \"bank\".")
         if not (_is_int(entry.n) and entry.n >= 1 and _is_int(entry.seed) and entry.seed >= 0
                 and _is_int(entry.start) and entry.start >= 0):  # fmt: skip
             raise RecipeError(f"{where}: n must be an integer >= 1, seed and start integers >= 0.")
         if not isinstance(entry.tiny, bool) or (entry.tiny and entry.generator != "phantom"):
             raise RecipeError(f"{where}: tiny must be true or false, and true only for the phantom generator.")
         entries.append(entry)
+    if len(entries) > 1 and any(entry.generator == "bank" for entry in entries):
+        raise RecipeError(f"{source}: a bank entry must be the only data entry (its crops are synthesised on the fly, "
+                          "and cases cannot train beside them); give the bank alone or only case entries.")  # fmt: skip
     names = [name for entry in entries for name in entry.case_names()]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -232,6 +253,8 @@ def _data_entries(items: Any, source: str) -> tuple[DataEntry, ...]:
 
 
 def _split(data: Any, entries: tuple[DataEntry, ...], source: str) -> dict[str, tuple[str, ...]]:
+    if entries[0].generator == "bank":
+        raise RecipeError(f"{source}: split must be null for a bank (it validates on its last maps).")
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: split must be an object with the lists train and valid.")
     _check_keys(data, ("train", "valid"), f"{source}: split", required=("train", "valid"))

@@ -5,6 +5,10 @@ entry by the engine's own writer, with ``train.txt`` / ``valid.txt``) or all of 
 are); a folder with only some is refused, as are split lists that disagree with the recipe's.
 Cases are generated into a hidden folder beside ``DIR`` and moved in when all are written, so an
 interrupted generation leaves ``DIR`` without any of them and the next run starts again.
+A recipe whose data is a label bank writes it into ``DIR/bank`` instead (one process per CPU
+core; an interrupted bank keeps its complete maps and the next run draws the others), refuses a
+bank there of another seed or with maps the recipe does not draw, and trains every stage on
+``--data synth:DIR/bank``.
 
 The run folder::
 
@@ -30,11 +34,14 @@ from nslfcore.config import PRESETS, NSLFConfig
 from nslfcore.data.brats import read_split_lists
 from nslfcore.data.output import OutputLock, atomic_copy, atomic_write_text
 from nslfcore.distributed import DistributedContext, device_for_rank
+from nslfcore.synthesis.bank import BANK_FILE, BankEntry
 from nslfcore.training import run as training_run
 from nslfcore.training.recipe import DataEntry, Recipe, RecipeError
 
 #: The run folder's record of the recipe and its finished stages.
 STATE_NAME = "recipe.json"
+#: The label bank's folder inside the data folder of a bank recipe.
+BANK_FOLDER = "bank"
 
 Progress = Callable[[str], None]
 
@@ -62,13 +69,17 @@ def run_recipe(recipe: Recipe, data_dir: str | Path, run_dir: str | Path, device
         raise RecipeError(f"--device {device}: {error}") from None
     init = _init_model(recipe)
     config = _config(recipe, init)
-    generate = _needs_generation(recipe, data_dir)
-    write_lists = _check_split_lists(recipe, data_dir)
-
-    if generate:
-        _generate(recipe, data_dir, say)
-    elif write_lists:
-        _write_split_lists(recipe, data_dir)
+    if recipe.bank is not None:
+        data = f"synth:{_check_bank(recipe, data_dir)}"
+        _write_bank(recipe.bank, data_dir / BANK_FOLDER, say)
+    else:
+        data = str(data_dir)
+        generate = _needs_generation(recipe, data_dir)
+        write_lists = _check_split_lists(recipe, data_dir)
+        if generate:
+            _generate(recipe, data_dir, say)
+        elif write_lists:
+            _write_split_lists(recipe, data_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(run_dir, "nslf train --recipe"):
         _write_state(recipe, data_dir, run_dir, finished)
@@ -79,7 +90,7 @@ def run_recipe(recipe: Recipe, data_dir: str | Path, run_dir: str | Path, device
                 say(f"stage {stage.stage}: finished earlier ({best})")
             else:
                 say(f"stage {stage.stage}: training into {stage_dir}, starting from {init or 'random weights'}")
-                status = training_run.train(str(data_dir), stage_dir, config, stage.options, device, events, resume, init,
+                status = training_run.train(data, stage_dir, config, stage.options, device, events, resume, init,
                                             cache_dir)  # fmt: skip
                 if status != "completed":
                     return status
@@ -156,8 +167,46 @@ def _needs_generation(recipe: Recipe, data_dir: Path) -> bool:
     return not present
 
 
+def _check_bank(recipe: Recipe, data_dir: Path) -> Path:
+    """``data_dir/bank``; refused when it holds a bank of another seed or maps outside the recipe's range."""
+    entry, folder = recipe.bank, data_dir / BANK_FOLDER
+    assert entry is not None
+    if data_dir.exists() and not data_dir.is_dir():
+        raise RecipeError(f"--data {data_dir} is a file; give a folder for the recipe's label bank.")
+    try:
+        index = json.loads((folder / BANK_FILE).read_text(encoding="utf-8"))
+        seed, maps = int(index["seed"]), [int(key) for key in index["maps"]]
+    except FileNotFoundError:
+        return folder
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RecipeError(f"--data {data_dir}: {folder / BANK_FILE} cannot be read; remove {folder} to draw the bank "
+                          "again.") from None  # fmt: skip
+    extra = [i for i in maps if not entry.start <= i < entry.start + entry.n]
+    if seed != entry.seed or extra:
+        raise RecipeError(f"--data {data_dir}: {folder} holds label maps of seed {seed} ({len(maps)} maps), not maps "
+                          f"{entry.start}..{entry.start + entry.n - 1} of seed {entry.seed} of recipe {recipe.name}; "
+                          "give another folder.")  # fmt: skip
+    return folder
+
+
+def _write_bank(entry: DataEntry, folder: Path, say: Progress) -> None:
+    """The recipe's label maps in ``folder``, drawn in one process per CPU core (complete ones kept)."""
+    from nslfcore.synthesis.bank import write_label_bank
+
+    done = [0]
+
+    def counted(drawn: BankEntry) -> None:
+        done[0] += 1
+        say(f"drew label map {drawn.name} ({done[0]} new)")
+
+    workers = os.cpu_count() or 1
+    say(f"label bank: maps {entry.start}..{entry.start + entry.n - 1} of seed {entry.seed} in {folder}, {workers} processes")
+    write_label_bank(folder, entry.n, entry.seed, entry.start, workers, counted)
+
+
 def _check_split_lists(recipe: Recipe, data_dir: Path) -> bool:
     """True when the split lists are to be written; refused when ``data_dir`` has lists that disagree with the recipe."""
+    assert recipe.split is not None  # a recipe of cases
     try:
         lists = read_split_lists(data_dir)
     except FileNotFoundError:
@@ -169,6 +218,7 @@ def _check_split_lists(recipe: Recipe, data_dir: Path) -> bool:
 
 
 def _write_split_lists(recipe: Recipe, folder: Path) -> None:
+    assert recipe.split is not None  # a recipe of cases
     for part in ("train", "valid"):
         atomic_write_text(folder / f"{part}.txt", "".join(f"{name}\n" for name in recipe.split[part]))
 
