@@ -6,7 +6,10 @@ Modules (one job each):
   grid, physical positions kept), :func:`resample_like` (one image onto another's grid);
 * :mod:`~nslfcore.preprocess.registration` -- :func:`register_rigid` (mutual information,
   multi-resolution, :class:`RegistrationResult`, :class:`RegistrationError`), :func:`coregister`
-  (every sequence onto the reference's grid, :class:`Coregistration`).
+  (every sequence onto the reference's grid, :class:`Coregistration`);
+* :mod:`~nslfcore.preprocess.atlas` -- :func:`atlas_reference` (the MNI152 T1 template on the phantoms'
+  BraTS grid), :func:`register_to_atlas` (rigid then affine, :class:`AtlasAlignment`), :func:`to_atlas`,
+  :func:`from_atlas` (labels by nearest neighbour and the fused volume back onto the native grid).
 
 Images are ``SimpleITK.Image`` (geometry ``(x, y, z)``, mm, LPS); an array taken from one with
 ``sitk.GetArrayFromImage`` is ``(z, y, x)``.
@@ -14,6 +17,7 @@ Images are ``SimpleITK.Image`` (geometry ``(x, y, z)``, mm, LPS); an array taken
 
 from __future__ import annotations
 
+from nslfcore.preprocess.atlas import AtlasAlignment, atlas_reference, from_atlas, register_to_atlas, to_atlas
 from nslfcore.preprocess.orientation import resample_like, to_lps
 from nslfcore.preprocess.registration import (
     Coregistration,
@@ -23,4 +27,17 @@ from nslfcore.preprocess.registration import (
     register_rigid,
 )
 
-__all__ = ["Coregistration", "RegistrationError", "RegistrationResult", "coregister", "register_rigid", "resample_like", "to_lps"]
+__all__ = [
+    "AtlasAlignment",
+    "Coregistration",
+    "RegistrationError",
+    "RegistrationResult",
+    "atlas_reference",
+    "coregister",
+    "from_atlas",
+    "register_rigid",
+    "register_to_atlas",
+    "resample_like",
+    "to_atlas",
+    "to_lps",
+]

@@ -109,7 +109,9 @@ class Coregistration:
         return {name: result.transform for name, result in self.registrations.items()}
 
 
-def _metric_method(sampling: float, seed: int) -> sitk.ImageRegistrationMethod:
+def metric_method(sampling: float, seed: int) -> sitk.ImageRegistrationMethod:
+    """A registration method with the metric every registration here uses: Mattes mutual information
+    (:data:`HISTOGRAM_BINS` bins), ``sampling`` of the voxels drawn at random with ``seed``."""
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
     method.SetMetricSamplingStrategy(method.RANDOM)
@@ -119,7 +121,7 @@ def _metric_method(sampling: float, seed: int) -> sitk.ImageRegistrationMethod:
 
 
 def _evaluate(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, sampling: float, seed: int) -> float:
-    method = _metric_method(sampling, seed)
+    method = metric_method(sampling, seed)
     method.SetInitialTransform(sitk.Euler3DTransform(transform), inPlace=True)
     return float(method.MetricEvaluate(fixed, moving))
 
@@ -180,7 +182,7 @@ def register_rigid(
     )
     transform = sitk.Euler3DTransform(initial)
 
-    method = _metric_method(sampling, seed)
+    method = metric_method(sampling, seed)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=2.0, minStep=1e-3, numberOfIterations=int(iterations), relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6
     )
