@@ -38,7 +38,7 @@ import SimpleITK as sitk
 
 from nslfcore.data.phantom_anatomy import PACKAGED_TEMPLATE_DIR, TEMPLATE_FILES
 from nslfcore.preprocess.orientation import resample_like
-from nslfcore.preprocess.registration import MIN_MUTUAL_INFORMATION, RegistrationError, metric_method
+from nslfcore.preprocess.registration import RegistrationError, evaluate_metric, metric_problem, optimise
 
 ATLAS_SIZE = (240, 240, 155)
 """The atlas grid's size ``(x, y, z)``: the BraTS grid of the phantoms (1 mm, origin ``(0, -239, 0)``, LPS)."""
@@ -122,13 +122,9 @@ class AtlasAlignment:
 
     def problem(self) -> str | None:
         """Why the alignment is implausible (a sentence fragment), or ``None`` when it is plausible."""
-        if not math.isfinite(self.metric) or not self.metric < self.initial_metric:
-            return f"mutual information did not improve ({self.initial_metric:.4f} -> {self.metric:.4f})"
-        if -self.metric < MIN_MUTUAL_INFORMATION:
-            shared = -self.metric
-            return (
-                f"the aligned images share almost no information (mutual information {shared:.3f} < {MIN_MUTUAL_INFORMATION:g})"
-            )
+        metric = metric_problem(self.metric, self.initial_metric)
+        if metric is not None:
+            return metric
         if np.linalg.det(np.asarray(self.transform.GetMatrix()).reshape(3, 3)) <= 0:
             return "it mirrors the brain"
         if not all(MIN_SCALE <= s <= MAX_SCALE for s in self.scales):
@@ -162,37 +158,6 @@ def _isotropic(image: sitk.Image, spacing: float) -> sitk.Image:
     first = [(spacing / s - 1.0) / 2.0 for s in image.GetSpacing()]  # keep the field of view's centre
     grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(first))
     return resample_like(image, grid, None, "linear")
-
-
-def _optimise(
-    fixed: sitk.Image,
-    moving: sitk.Image,
-    mask: sitk.Image,
-    transform: sitk.Transform,
-    sampling: float,
-    seed: int,
-    iterations: int,
-) -> None:
-    method = metric_method(sampling, seed)
-    method.SetMetricFixedMask(mask)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=int(iterations), relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
-    method.SetSmoothingSigmasPerLevel(list(SMOOTHING_SIGMAS_MM))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(transform, inPlace=True)
-    method.Execute(fixed, moving)
-
-
-def _evaluate(
-    fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image, transform: sitk.Transform, sampling: float, seed: int
-) -> float:
-    method = metric_method(sampling, seed)
-    method.SetMetricFixedMask(mask)
-    method.SetInitialTransform(transform, inPlace=False)
-    return float(method.MetricEvaluate(fixed, moving))
 
 
 def register_to_atlas(
@@ -232,14 +197,14 @@ def register_to_atlas(
                 fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
             )
         )
-        initial_metric = _evaluate(fixed, moving, mask, rigid, sampling, seed)
-        _optimise(fixed, moving, mask, rigid, sampling, seed, iterations)
+        initial_metric = evaluate_metric(fixed, moving, rigid, sampling, seed, mask)
+        optimise(fixed, moving, rigid, sampling, seed, iterations, SHRINK_FACTORS, SMOOTHING_SIGMAS_MM, mask)
         affine = sitk.AffineTransform(3)
         affine.SetCenter(rigid.GetCenter())
         affine.SetMatrix(rigid.GetMatrix())
         affine.SetTranslation(rigid.GetTranslation())
-        _optimise(fixed, moving, mask, affine, sampling, seed, iterations)
-        metric = _evaluate(fixed, moving, mask, affine, sampling, seed)
+        optimise(fixed, moving, affine, sampling, seed, iterations, SHRINK_FACTORS, SMOOTHING_SIGMAS_MM, mask)
+        metric = evaluate_metric(fixed, moving, affine, sampling, seed, mask)
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise RegistrationError(

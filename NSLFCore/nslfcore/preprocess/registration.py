@@ -77,13 +77,9 @@ class RegistrationResult:
 
     def problem(self) -> str | None:
         """Why the result is not :attr:`converged` (a sentence fragment), or ``None`` when it is."""
-        if not math.isfinite(self.metric) or not self.metric < self.initial_metric:
-            return f"mutual information did not improve ({self.initial_metric:.4f} -> {self.metric:.4f})"
-        if -self.metric < MIN_MUTUAL_INFORMATION:
-            shared = -self.metric
-            return (
-                f"the aligned images share almost no information (mutual information {shared:.3f} < {MIN_MUTUAL_INFORMATION:g})"
-            )
+        metric = metric_problem(self.metric, self.initial_metric)
+        if metric is not None:
+            return metric
         if self.rotation_degrees >= MAX_ROTATION_DEGREES:
             return f"it needs a rotation of {self.rotation_degrees:.1f} degrees (at most {MAX_ROTATION_DEGREES:g} is plausible)"
         if self.translation_mm >= MAX_TRANSLATION_MM:
@@ -109,6 +105,16 @@ class Coregistration:
         return {name: result.transform for name, result in self.registrations.items()}
 
 
+def metric_problem(metric: float, initial_metric: float) -> str | None:
+    """Why a final Mattes metric (negative mutual information) is not a registration, or ``None``: it did
+    not improve on ``initial_metric``, or the mutual information stays under :data:`MIN_MUTUAL_INFORMATION`."""
+    if not math.isfinite(metric) or not metric < initial_metric:
+        return f"mutual information did not improve ({initial_metric:.4f} -> {metric:.4f})"
+    if -metric < MIN_MUTUAL_INFORMATION:
+        return f"the aligned images share almost no information (mutual information {-metric:.3f} < {MIN_MUTUAL_INFORMATION:g})"
+    return None
+
+
 def metric_method(sampling: float, seed: int) -> sitk.ImageRegistrationMethod:
     """A registration method with the metric every registration here uses: Mattes mutual information
     (:data:`HISTOGRAM_BINS` bins), ``sampling`` of the voxels drawn at random with ``seed``."""
@@ -120,10 +126,37 @@ def metric_method(sampling: float, seed: int) -> sitk.ImageRegistrationMethod:
     return method
 
 
-def _evaluate(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, sampling: float, seed: int) -> float:
+def evaluate_metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, sampling: float, seed: int,
+                    mask: sitk.Image | None = None) -> float:  # fmt: skip
+    """The Mattes metric of :func:`metric_method` for ``transform`` (left unchanged), within ``mask`` of ``fixed`` if given."""
     method = metric_method(sampling, seed)
-    method.SetInitialTransform(sitk.Euler3DTransform(transform), inPlace=True)
+    if mask is not None:
+        method.SetMetricFixedMask(mask)
+    method.SetInitialTransform(transform, inPlace=False)
     return float(method.MetricEvaluate(fixed, moving))
+
+
+def optimise(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, sampling: float, seed: int, iterations: int,
+             shrink_factors: tuple[int, ...], smoothing_mm: tuple[float, ...],
+             mask: sitk.Image | None = None) -> tuple[int, str]:  # fmt: skip
+    """Optimise ``transform`` in place: :func:`metric_method`, regular-step gradient descent with physical-shift
+    scales, one level per shrink factor and smoothing (mm); returns the iterations over all levels and the
+    optimizer's stop condition."""
+    method = metric_method(sampling, seed)
+    if mask is not None:
+        method.SetMetricFixedMask(mask)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-3, numberOfIterations=int(iterations), relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(shrink_factors))
+    method.SetSmoothingSigmasPerLevel(list(smoothing_mm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(transform, inPlace=True)
+    count = [0]
+    method.AddCommand(sitk.sitkIterationEvent, lambda: count.__setitem__(0, count[0] + 1))
+    method.Execute(fixed, moving)
+    return count[0], method.GetOptimizerStopConditionDescription()
 
 
 def _rotation_degrees(transform: sitk.Euler3DTransform) -> float:
@@ -182,21 +215,11 @@ def register_rigid(
     )
     transform = sitk.Euler3DTransform(initial)
 
-    method = metric_method(sampling, seed)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=int(iterations), relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
-    method.SetSmoothingSigmasPerLevel(list(SMOOTHING_SIGMAS_MM))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(transform, inPlace=True)
-    count = [0]
-    method.AddCommand(sitk.sitkIterationEvent, lambda: count.__setitem__(0, count[0] + 1))
     try:
-        initial_metric = _evaluate(fixed32, moving32, initial, sampling, seed)
-        method.Execute(fixed32, moving32)
-        metric = _evaluate(fixed32, moving32, transform, sampling, seed)
+        initial_metric = evaluate_metric(fixed32, moving32, initial, sampling, seed)
+        iterations_run, stop = optimise(fixed32, moving32, transform, sampling, seed, iterations,
+                                        SHRINK_FACTORS, SMOOTHING_SIGMAS_MM)  # fmt: skip
+        metric = evaluate_metric(fixed32, moving32, transform, sampling, seed)
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise RegistrationError(
@@ -207,10 +230,10 @@ def register_rigid(
         transform=transform,
         metric=metric,
         initial_metric=initial_metric,
-        iterations=count[0],
+        iterations=iterations_run,
         rotation_degrees=_rotation_degrees(transform),
         translation_mm=float(np.linalg.norm(np.subtract(transform.TransformPoint(centre), centre))),
-        stop_condition=method.GetOptimizerStopConditionDescription(),
+        stop_condition=stop,
         converged=False,
     )
     problem = result.problem()
