@@ -29,12 +29,16 @@ from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference.confidence import Confidence, measure_confidence
 from nslfcore.inference.devices import resolve_device
-from nslfcore.inference.inputs import Source, as_case
+from nslfcore.inference.inputs import Source, as_case, check_case
 from nslfcore.inference.mirroring import DEFAULT_MIRROR, Mirror, PassOutput, check_mirror, mirrored_inference
 from nslfcore.inference.precision import PRECISIONS, Precision, compute_dtype
 from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
 from nslfcore.models import Network
 from nslfcore.models.outputs import labels_from_probabilities
+from nslfcore.preprocess.pipeline import PreparedExam, PreprocessOptions, prepare_exam, read_exam
+
+PREPROCESS_SHARE = 0.5
+"""The share of ``progress`` that raw-exam preprocessing takes (the network and the way back the rest)."""
 
 LabelConvention = Literal["brats2021", "brats2023"]
 
@@ -57,6 +61,9 @@ class InferenceResult:
             (:mod:`nslfcore.inference.confidence`), or ``None`` without segmentation.
         missing: the modality the case lacked (``"t1"``, ``"t1ce"``, ``"t2"`` or ``"flair"``; the
             results come from the other three, :mod:`nslfcore.inference.missing`), or ``None``.
+        preprocessed: with ``preprocess``, the raw exam's way to the atlas grid and back
+            (:class:`~nslfcore.preprocess.pipeline.PreparedExam`: registrations, brain mask, atlas-space
+            inputs; :meth:`~nslfcore.preprocess.pipeline.PreparedExam.write` keeps them), else ``None``.
     """
 
     fused: np.ndarray | None
@@ -69,6 +76,7 @@ class InferenceResult:
     precision: str = ""
     confidence: Confidence | None = None
     missing: str | None = None
+    preprocessed: PreparedExam | None = None
 
 
 def run(
@@ -86,6 +94,7 @@ def run(
     progress: Progress | None = None,
     precision: Precision = "auto",
     mirror: Mirror = DEFAULT_MIRROR,
+    preprocess: bool | PreprocessOptions = False,
 ) -> InferenceResult:
     """Fuse and/or segment one case; results on the input grid (see :class:`InferenceResult`).
 
@@ -112,6 +121,12 @@ def run(
         mirror: test-time mirroring (:mod:`nslfcore.inference.mirroring`): ``"none"`` (one pass), ``"lr"``
             (also flipped along x, two passes) or ``"all"`` (every flip of z, y, x, eight passes); the class
             probabilities are averaged, the fused volume is the unflipped pass's.
+        preprocess: a raw exam (sequences on different grids, skull on, any orientation and spacing):
+            ``True`` or :class:`~nslfcore.preprocess.pipeline.PreprocessOptions` co-registers, skull-strips
+            and aligns it to the atlas first (:func:`~nslfcore.preprocess.pipeline.prepare_exam`, the first
+            half of ``progress``); the results come back on the reference's (T1ce's) native grid and
+            :attr:`InferenceResult.preprocessed` holds the intermediate results. ``source`` is then a
+            ``{modality: path}`` mapping, a case folder or a :class:`Case` whose images share its grid.
     """
     if label_convention not in ("brats2021", "brats2023"):
         raise ValueError(f"label_convention must be 'brats2021' or 'brats2023', got {label_convention!r}.")
@@ -129,7 +144,19 @@ def run(
     clock = time.perf_counter()
     torch_device = resolve_device(device)
     report(0.0, "reading and checking the inputs")
-    case = as_case(source)
+    exam: PreparedExam | None = None
+    if preprocess:
+        options = preprocess if isinstance(preprocess, PreprocessOptions) else PreprocessOptions(
+            device="cuda" if torch_device.type == "cuda" else "cpu")  # fmt: skip
+        name, images = read_exam(source)
+        exam = prepare_exam(images, name, options,
+                            progress=lambda fraction, message: report(PREPROCESS_SHARE * fraction, message))  # fmt: skip
+        case = exam.case()
+        check_case(case)
+        outer = report
+        report = lambda fraction, message: outer(PREPROCESS_SHARE + (1.0 - PREPROCESS_SHARE) * fraction, message)  # noqa: E731
+    else:
+        case = as_case(source)
     if model is None or isinstance(model, (str, Path)):
         from nslfcore.model_store import load_model
 
@@ -175,12 +202,17 @@ def run(
             labels = from_internal(record.uncrop(internal.numpy().astype(np.uint8)), label_convention)
         if probabilities:  # background 1 outside the box too
             probs = np.concatenate([record.uncrop(probs_box[:1], fill=1.0), record.uncrop(probs_box[1:])])
+    geometry = case.geometry
+    if exam is not None:
+        report(0.95, f"bringing the results back onto the {exam.reference} grid")
+        labels, fused, probs, geometry = exam.restore(labels, fused, probs)
+        timings.update({f"preprocess_{step}": seconds for step, seconds in exam.timings.items()})
     timings["postprocess"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - clock
     report(1.0, "done")
     used_precision = {torch.bfloat16: "bf16", torch.float64: "fp64"}.get(compute_dtype(precision, torch_device, model), "fp32")
-    return InferenceResult(fused, labels, probs, case.geometry, timings, used_mode, str(torch_device), used_precision,
-                           confidence, missing)  # fmt: skip
+    return InferenceResult(fused, labels, probs, geometry, timings, used_mode, str(torch_device), used_precision,
+                           confidence, missing, exam)  # fmt: skip
 
 
 def fuse(source: Source, model: Network | str | Path | None, **options) -> InferenceResult:
