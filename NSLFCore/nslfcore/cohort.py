@@ -63,6 +63,7 @@ from nslfcore.inference import (
 from nslfcore.inference import run as infer
 from nslfcore.inference.inputs import load_inputs
 from nslfcore.models import Network
+from nslfcore.preprocess.pipeline import PreprocessOptions, read_exam
 
 #: The summary file of a cohort, in its output folder.
 SUMMARY_NAME = "summary.csv"
@@ -73,12 +74,19 @@ class CohortError(NSLFError, ValueError):
     """A cohort cannot start (no cases, a bad output folder, a model or device that cannot be used)."""
 
 
-def output_names(fuse: bool = True, segment: bool = True, probabilities: bool = False) -> list[str]:
+def output_names(fuse: bool = True, segment: bool = True, probabilities: bool = False, brain_mask: bool = False) -> list[str]:
     """The output files of one case, in writing order: ``fused.nii.gz``, ``seg.nii.gz``, ``confidence.json``
-    (with the segmentation), ``probabilities.nii.gz``."""
+    (with the segmentation), ``probabilities.nii.gz``, ``brain_mask.nii.gz`` (a preprocessed raw exam's,
+    kept with ``--keep-preprocessed``)."""
     wanted = (("fused.nii.gz", fuse), ("seg.nii.gz", segment), (CONFIDENCE_NAME, segment),
-              ("probabilities.nii.gz", probabilities))  # fmt: skip
+              ("probabilities.nii.gz", probabilities), (BRAIN_MASK_NAME, brain_mask))  # fmt: skip
     return [name for name, want in wanted if want]
+
+
+BRAIN_MASK_NAME = "brain_mask.nii.gz"
+PREPROCESSED_FOLDER = "preprocessed"
+"""With ``--keep-preprocessed``: the folder (in the case's output folder) that keeps the intermediate
+results of preprocessing (:meth:`nslfcore.preprocess.pipeline.PreparedExam.write`)."""
 
 
 def write_outputs(result: InferenceResult, folder: Path, names: Sequence[str]) -> list[Path]:
@@ -90,7 +98,9 @@ def write_outputs(result: InferenceResult, folder: Path, names: Sequence[str]) -
     ``fused.nii.gz`` is float32, ``seg.nii.gz`` uint8 labels, ``confidence.json`` the case's
     :class:`~nslfcore.inference.Confidence` (:meth:`~nslfcore.inference.Confidence.to_dict`),
     ``probabilities.nii.gz`` float32 with four components per voxel (background, NCR, ED, ET;
-    nibabel shape ``(x, y, z, 1, 4)``).
+    nibabel shape ``(x, y, z, 1, 4)``), ``brain_mask.nii.gz`` uint8 (a preprocessed exam's, native grid).
+    With :data:`BRAIN_MASK_NAME` among ``names``, the other intermediate results of preprocessing are
+    then written into ``folder/preprocessed/`` (:data:`PREPROCESSED_FOLDER`).
     """
     outputs = [folder / name for name in names]
     temps = [p.with_name(f".partial-{os.getpid()}-{p.name}") for p in outputs]
@@ -103,6 +113,8 @@ def write_outputs(result: InferenceResult, folder: Path, names: Sequence[str]) -
             with contextlib.suppress(OSError):  # e.g. the folder is a file: the first error is the one to report
                 temp.unlink(missing_ok=True)
         raise
+    if BRAIN_MASK_NAME in names and result.preprocessed is not None:
+        outputs += result.preprocessed.write(folder / PREPROCESSED_FOLDER, brain_mask=False)
     return outputs
 
 
@@ -111,6 +123,12 @@ def _write(name: str, result: InferenceResult, temp: Path) -> None:
 
     from nslfcore.data.io import write_image
 
+    if name == BRAIN_MASK_NAME:
+        if result.preprocessed is None:
+            raise ValueError(f"{name} was asked for but the inputs were not preprocessed (use --preprocess).")
+        sitk.WriteImage(result.preprocessed.brain.native, str(temp), True, imageIO="NiftiImageIO")
+        verify_written(temp)
+        return
     if name == CONFIDENCE_NAME:
         if result.confidence is None:
             raise ValueError(f"{name} was asked for but the network did not segment.")
@@ -234,6 +252,8 @@ def run_cohort(
     progress: CaseProgress | None = None,
     precision: Precision = "auto",
     mirror: Mirror = DEFAULT_MIRROR,
+    preprocess: bool | PreprocessOptions = False,
+    keep_preprocessed: bool = False,
 ) -> CohortSummary:
     """Run NSLF on every case in ``cases_dir``, writing ``out_dir/<case>/``; see the module docstring.
 
@@ -248,6 +268,9 @@ def run_cohort(
         overwrite: recompute cases whose outputs are complete (otherwise they are skipped).
         download: download a registry or URL model that is not on this machine.
         progress: called after each case of this rank (see :data:`CaseProgress`).
+        preprocess: raw exams (:func:`nslfcore.inference.run`'s ``preprocess``): each case's sequences are
+            read as they are and co-registered, skull-stripped and aligned to the atlas first.
+        keep_preprocessed: with ``preprocess``, also write ``brain_mask.nii.gz`` and ``preprocessed/``.
 
     Returns:
         The merged :class:`CohortSummary` (the same on every rank); rank 0 has written ``out_dir/summary.csv``.
@@ -255,9 +278,12 @@ def run_cohort(
     Raises:
         CohortError: before any case is run, when the cohort cannot start (one sentence).
     """
-    names = output_names(fuse, segment, probabilities)
+    if keep_preprocessed and not preprocess:
+        raise CohortError("keep_preprocessed (--keep-preprocessed) needs preprocess (--preprocess).")
+    names = output_names(fuse, segment, probabilities, brain_mask=keep_preprocessed)
     options: dict[str, Any] = dict(fuse=fuse, segment=segment, mode=mode, label_convention=label_convention,
-                                   probabilities=probabilities, precision=precision, mirror=mirror)  # run()'s, but the device
+                                   probabilities=probabilities, precision=precision, mirror=mirror,
+                                   preprocess=preprocess)  # run()'s, but the device
     started = dist.is_available() and not dist.is_initialized()
     context = distributed_context()
     try:
@@ -355,15 +381,18 @@ def _complete(folder: Path, names: Sequence[str]) -> bool:
 @dataclass
 class _Read:
     files: CaseFiles
-    case: Case | None
+    case: Case | dict[str, Any] | None  # a raw exam's sequences (each on its own grid) with preprocess
     seconds: float
     error: str = ""
 
 
-def _read(files: CaseFiles) -> _Read:
+def _read(files: CaseFiles, raw: bool = False) -> _Read:
     start = time.perf_counter()
     try:
-        case = load_inputs(files)  # the inputs only (three of four suffice), checked as nslf run checks them
+        if raw:  # read as they are: preprocessing puts them on one grid
+            case: Case | dict[str, Any] = read_exam(dict(files.images))[1]
+        else:
+            case = load_inputs(files)  # the inputs only (three of four suffice), checked as nslf run checks them
     except Exception as error:  # noqa: BLE001 - a case that cannot be read fails alone
         return _Read(files, None, time.perf_counter() - start, _described(error))
     return _Read(files, case, time.perf_counter() - start)
@@ -408,12 +437,13 @@ def _process(shard: list[CaseFiles], out_dir: Path, names: Sequence[str], networ
         else:
             todo.append(files)
     with ThreadPoolExecutor(1, "nslf-read") as reader, ThreadPoolExecutor(1, "nslf-write") as writer:
-        reading = reader.submit(_read, todo[0]) if todo else None
+        raw = bool(options.get("preprocess"))
+        reading = reader.submit(_read, todo[0], raw) if todo else None
         writing: Future[CaseOutcome] | None = None
         for index in range(len(todo)):
             assert reading is not None
             read = reading.result()
-            reading = reader.submit(_read, todo[index + 1]) if index + 1 < len(todo) else None
+            reading = reader.submit(_read, todo[index + 1], raw) if index + 1 < len(todo) else None
             if read.case is None:
                 report(CaseOutcome(read.files.name, "failed", read.seconds, error=read.error, rank=rank))
                 continue

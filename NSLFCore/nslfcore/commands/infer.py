@@ -68,6 +68,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--label-convention", default="brats2021", choices=("brats2021", "brats2023"))
         parser.add_argument("--probabilities", action="store_true", help="also write probabilities.nii.gz (4 classes)")
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        raw = parser.add_argument_group("raw exams (sequences on different grids, thick or oblique slices, skull on)")
+        raw.add_argument("--preprocess", action="store_true",
+                         help="co-register the sequences to T1ce (rigid), extract the brain (deepbet), align to the atlas "
+                         "(affine), run NSLF there and bring the results back onto the T1ce's own grid")  # fmt: skip
+        raw.add_argument("--keep-preprocessed", action="store_true",
+                         help="with --preprocess, also write brain_mask.nii.gz and OUT/preprocessed/ (co-registered "
+                         "sequences, atlas-space inputs, transforms as .tfm files)")  # fmt: skip
+        raw.add_argument("--brain-extractor", default="deepbet", choices=("deepbet", "hd-bet", "synthstrip"),
+                         help="the brain-extraction network (hd-bet and synthstrip: their commands, when installed)")
+        raw.add_argument("--bias-correction", action="store_true",
+                         help="with --preprocess, N4 bias-field correction of each sequence inside the brain")
         parser.set_defaults(func=run, task=name)
 
 
@@ -100,6 +111,18 @@ def _check_out_is_not_an_input_folder(out: Path, source) -> None:
                              "choose a folder outside it (results there would be read as part of the case).")  # fmt: skip
 
 
+def _preprocess_options(args: argparse.Namespace, device: str):
+    """``preprocess=`` for :func:`nslfcore.inference.run` from the raw-exam flags (``False`` without ``--preprocess``)."""
+    from nslfcore.preprocess.pipeline import PreprocessOptions
+
+    if not args.preprocess:
+        if args.keep_preprocessed or args.bias_correction or args.brain_extractor != "deepbet":
+            raise ValueError("--keep-preprocessed, --bias-correction and --brain-extractor need --preprocess.")
+        return False
+    return PreprocessOptions(extractor=args.brain_extractor, bias_correction=args.bias_correction,
+                             device="cuda" if str(device).startswith("cuda") else "cpu")  # fmt: skip
+
+
 def _print_progress(fraction: float, message: str) -> None:
     if sys.stdout.isatty():
         print(f"\r{fraction:4.0%} {message[:60]:<60}", end="", flush=True)
@@ -107,14 +130,14 @@ def _print_progress(fraction: float, message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nslfcore.cohort import one_line, output_names, write_outputs
-    from nslfcore.inference import DEFAULT_MIRROR, MODE_DESCRIPTIONS, as_case, resolve_device
+    from nslfcore.inference import DEFAULT_MIRROR, MODE_DESCRIPTIONS, Source, as_case, resolve_device
     from nslfcore.inference import run as infer
     from nslfcore.inference.missing import missing_sentence
     from nslfcore.model_store import REGISTRY_NAME, default_model, load_model, registry_folder
 
     if args.cases is not None:
         return _run_cohort(args)
-    names = output_names(args.task != "segment", args.task != "fuse", args.probabilities)
+    names = output_names(args.task != "segment", args.task != "fuse", args.probabilities, brain_mask=args.keep_preprocessed)
     outputs = [args.out / n for n in names]
     created = not args.out.exists()
     lock: OutputLock | None = None
@@ -133,15 +156,23 @@ def run(args: argparse.Namespace) -> int:
                 "give a model file (.pt), a model id or a URL."
             )
         device = resolve_device(args.device)
-        case = as_case(source)  # reads and validates the inputs
+        preprocess = _preprocess_options(args, str(device))
+        inputs: Source
+        if preprocess:
+            from nslfcore.preprocess.pipeline import read_exam
+
+            name, inputs = read_exam(source)  # reads and checks the raw sequences (each on its own grid)
+        else:
+            inputs = as_case(source)  # reads and validates the inputs
+            name = inputs.name
         model, info = load_model(args.model, download=args.download)
         args.out.mkdir(parents=True, exist_ok=True)  # before computing: an unwritable folder fails now
         lock = OutputLock(args.out, f"nslf {args.task}").acquire()  # a second run into this folder is refused
         prepared_s = time.perf_counter() - clock
         result = infer(
-            case, model, fuse=args.task != "segment", segment=args.task != "fuse", device=device, mode=args.mode,
+            inputs, model, fuse=args.task != "segment", segment=args.task != "fuse", device=device, mode=args.mode,
             label_convention=args.label_convention, probabilities=args.probabilities, progress=_print_progress,
-            precision=args.precision, mirror=args.mirror or DEFAULT_MIRROR,
+            precision=args.precision, mirror=args.mirror or DEFAULT_MIRROR, preprocess=preprocess,
         )  # fmt: skip
         if sys.stdout.isatty():
             print()
@@ -162,11 +193,17 @@ def run(args: argparse.Namespace) -> int:
         _clean_up(args.out if created else None)
         raise
     t = result.timings
-    print(f"nslf {args.task}: {case.name} with model {info.id!r}: {MODE_DESCRIPTIONS.get(result.mode, result.mode)} "
+    print(f"nslf {args.task}: {name} with model {info.id!r}: {MODE_DESCRIPTIONS.get(result.mode, result.mode)} "
           f"on {result.device} ({result.precision}); wrote " + ", ".join(str(p) for p in outputs))  # fmt: skip
     print(f"nslf {args.task}: time {time.perf_counter() - clock:.1f} s (reading and model {prepared_s:.1f} s, "
           f"preprocessing {t['preprocess']:.1f} s, network {t['inference']:.1f} s, pasting back {t['postprocess']:.1f} s, "
           f"writing {write_s:.1f} s)")  # fmt: skip
+    if result.preprocessed is not None:
+        steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.preprocessed.timings.items())
+        print(f"nslf {args.task}: preprocessing: {steps}; brain {result.preprocessed.brain.volume_ml:.0f} ml "
+              f"({result.preprocessed.brain.method}); results on the {result.preprocessed.reference} grid")  # fmt: skip
+    if result.advice is not None:
+        print(f"nslf {args.task}: warning: {result.advice}", file=sys.stderr)
     if result.missing is not None:
         print(f"nslf {args.task}: {missing_sentence(result.missing, info.id, args.task != 'segment', args.task != 'fuse')}")
     if result.confidence is not None and args.task != "fuse":
@@ -199,8 +236,9 @@ def _run_cohort(args: argparse.Namespace) -> int:
             device=args.device, mode=args.mode, label_convention=args.label_convention,
             probabilities=args.probabilities, overwrite=args.overwrite, download=args.download, progress=reporter,
             precision=args.precision, mirror=args.mirror or DEFAULT_MIRROR,
+            preprocess=_preprocess_options(args, args.device), keep_preprocessed=args.keep_preprocessed,
         )  # fmt: skip
-    except CohortError as error:
+    except (CohortError, ValueError) as error:
         print(f"nslf {args.task}: error: {error}", file=sys.stderr)
         return 1
     finally:

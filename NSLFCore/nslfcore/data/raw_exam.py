@@ -153,7 +153,8 @@ def build_head(case: Case, tissues: dict[str, np.ndarray], rng: np.random.Genera
     images = np.stack([np.pad(np.asarray(case.images[m], np.float32), pad) for m in MODALITIES])
     labels = np.pad(np.asarray(case.label if case.label is not None else np.zeros(case.geometry.shape), np.uint8), pad)
     brain = np.pad(tissues["brain"] > 0.5, pad)
-    geometry = case.geometry.cropped((-pad[0][0], -pad[1][0], -pad[2][0]), (int(images.shape[1]), int(images.shape[2]), int(images.shape[3])))
+    padded_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    geometry = case.geometry.cropped((-pad[0][0], -pad[1][0], -pad[2][0]), padded_shape)
     white = _white_matter_levels(case, tissues)
 
     outside = _envelope_distance(brain)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from nslfcore import MODALITIES
 from nslfcore.data.brats import find_cases, load_case
@@ -24,8 +25,11 @@ from nslfcore.data.case import Case, CaseFiles
 from nslfcore.data.io import missing_file_reason
 from nslfcore.data.validation import DataValidationError, plausibility_problems
 from nslfcore.inference.missing import MIN_SEQUENCES, too_few_sequences
+from nslfcore.preprocess.detection import DIFFERENT_GRIDS, preprocessing_advice, preprocessing_reasons, read_grids
 
-Source = Case | Mapping[str, str | Path] | str | Path
+Source = Case | Mapping[str, str | Path] | Mapping[str, sitk.Image] | str | Path
+"""What inference reads: a case, ``{modality: file}``, a case folder; or, for preprocessing only,
+``{modality: SimpleITK image}`` (a raw exam's sequences as read, :func:`nslfcore.preprocess.pipeline.read_exam`)."""
 
 
 def check_case(case: Case) -> None:
@@ -53,12 +57,25 @@ def check_case(case: Case) -> None:
 def load_inputs(files: CaseFiles) -> Case:
     """Read and check the image files of one case (labels are not read); one of the four may lack a file.
 
-    Raises :class:`DataValidationError`: one sentence when more than one sequence has no file,
-    else one line per problem of the files (see :func:`nslfcore.data.brats.load_case`).
+    Raises :class:`DataValidationError`: one sentence when more than one sequence has no file, one
+    sentence naming ``--preprocess`` when the files lie on different grids (a raw exam,
+    :func:`nslfcore.preprocess.detection.preprocessing_advice`), else one line per problem of the
+    files (see :func:`nslfcore.data.brats.load_case`).
     """
     if len(MODALITIES) - len(files.missing) < MIN_SEQUENCES:
         raise DataValidationError([too_few_sequences(files.name, files.missing, "file")])
+    reasons = preprocessing_reasons(read_grids(files.images))
+    if reasons and reasons[0] == DIFFERENT_GRIDS:
+        raise DataValidationError([preprocessing_advice(reasons, files.name) or DIFFERENT_GRIDS])
     return load_case(dataclasses.replace(files, label=None), missing_ok=True)
+
+
+def raw_exam_advice(case: Case) -> str | None:
+    """One sentence when a loaded case still looks raw (thick or oblique voxels, a head with its skull on the
+    T1ce or first sequence) and ``--preprocess`` would help, else ``None`` (see :mod:`nslfcore.preprocess.detection`)."""
+    first = "t1ce" if "t1ce" in case.images else next(iter(case.images))
+    reasons = preprocessing_reasons({first: case.geometry}, head=case.geometry.to_image(np.asarray(case.images[first])))
+    return preprocessing_advice(reasons, case.name)
 
 
 def as_case(source: Source) -> Case:
@@ -74,7 +91,10 @@ def as_case(source: Source) -> Case:
         check_case(source)
         return source
     if isinstance(source, Mapping):
-        paths = {m: Path(source[m]) for m in MODALITIES if source.get(m) is not None}
+        if any(isinstance(v, sitk.Image) for v in source.values()):
+            raise TypeError("SimpleITK images are inputs of preprocessing only; pass files, a case folder or a Case "
+                            "(or preprocess=True).")  # fmt: skip
+        paths = {m: Path(source[m]) for m in MODALITIES if source.get(m) is not None}  # type: ignore[arg-type]
         missing = [m for m in MODALITIES if m not in paths]
         if len(paths) < MIN_SEQUENCES:
             raise DataValidationError([too_few_sequences("The inputs", missing)])

@@ -29,7 +29,7 @@ from nslfcore.data.labels import from_internal
 from nslfcore.data.transforms import brain_mask, preprocess_case
 from nslfcore.inference.confidence import Confidence, measure_confidence
 from nslfcore.inference.devices import resolve_device
-from nslfcore.inference.inputs import Source, as_case, check_case
+from nslfcore.inference.inputs import Source, as_case, check_case, raw_exam_advice
 from nslfcore.inference.mirroring import DEFAULT_MIRROR, Mirror, PassOutput, check_mirror, mirrored_inference
 from nslfcore.inference.precision import PRECISIONS, Precision, compute_dtype
 from nslfcore.inference.strategies import DEFAULT_ROI, Mode, Progress, infer_with_fallback
@@ -64,6 +64,9 @@ class InferenceResult:
         preprocessed: with ``preprocess``, the raw exam's way to the atlas grid and back
             (:class:`~nslfcore.preprocess.pipeline.PreparedExam`: registrations, brain mask, atlas-space
             inputs; :meth:`~nslfcore.preprocess.pipeline.PreparedExam.write` keeps them), else ``None``.
+        advice: without ``preprocess``, one sentence when the inputs still look raw (thick or oblique
+            voxels, a head with its skull) and ``preprocess`` would help
+            (:func:`~nslfcore.inference.inputs.raw_exam_advice`), else ``None``.
     """
 
     fused: np.ndarray | None
@@ -77,6 +80,7 @@ class InferenceResult:
     confidence: Confidence | None = None
     missing: str | None = None
     preprocessed: PreparedExam | None = None
+    advice: str | None = None
 
 
 def run(
@@ -157,6 +161,7 @@ def run(
         report = lambda fraction, message: outer(PREPROCESS_SHARE + (1.0 - PREPROCESS_SHARE) * fraction, message)  # noqa: E731
     else:
         case = as_case(source)
+    advice = raw_exam_advice(case) if exam is None else None
     if model is None or isinstance(model, (str, Path)):
         from nslfcore.model_store import load_model
 
@@ -212,7 +217,7 @@ def run(
     report(1.0, "done")
     used_precision = {torch.bfloat16: "bf16", torch.float64: "fp64"}.get(compute_dtype(precision, torch_device, model), "fp32")
     return InferenceResult(fused, labels, probs, geometry, timings, used_mode, str(torch_device), used_precision,
-                           confidence, missing, exam)  # fmt: skip
+                           confidence, missing, exam, advice)  # fmt: skip
 
 
 def fuse(source: Source, model: Network | str | Path | None, **options) -> InferenceResult:

@@ -30,14 +30,13 @@ that SimpleITK and Slicer read.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
 from nslfcore.data.phantom_anatomy import PACKAGED_TEMPLATE_DIR, TEMPLATE_FILES
-from nslfcore.preprocess.orientation import resample_like
+from nslfcore.preprocess.orientation import isotropic_copy, resample_like
 from nslfcore.preprocess.registration import RegistrationError, evaluate_metric, metric_problem, optimise
 
 ATLAS_SIZE = (240, 240, 155)
@@ -145,21 +144,6 @@ def _scales_and_shear(matrix: np.ndarray) -> tuple[tuple[float, float, float], f
     return (float(scales[0]), float(scales[1]), float(scales[2])), shear
 
 
-def _isotropic(image: sitk.Image, spacing: float) -> sitk.Image:
-    """``image`` (float32) smoothed and resampled to ``spacing`` mm along its own axes, same extent."""
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    sigmas = [0.5 * math.sqrt(max(spacing**2 - s**2, 0.0)) for s in image.GetSpacing()]
-    if max(sigmas) > 0:
-        image = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigmas])
-    size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    grid = sitk.Image(size, sitk.sitkFloat32)
-    grid.SetSpacing([spacing] * 3)
-    grid.SetDirection(image.GetDirection())
-    first = [(spacing / s - 1.0) / 2.0 for s in image.GetSpacing()]  # keep the field of view's centre
-    grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(first))
-    return resample_like(image, grid, None, "linear")
-
-
 def register_to_atlas(
     t1ce: sitk.Image, *, seed: int = DEFAULT_SEED, sampling: float = 0.5, iterations: int = 200, name: str = "t1ce"
 ) -> AtlasAlignment:
@@ -183,7 +167,7 @@ def register_to_atlas(
     fixed = sitk.BinShrink(reference, [int(WORKING_SPACING_MM)] * 3)
     radius = int(round(MASK_MARGIN_MM / WORKING_SPACING_MM))
     mask = sitk.BinaryDilate(sitk.Cast(fixed > 0, sitk.sitkUInt8), [radius] * 3)
-    moving = _isotropic(t1ce, WORKING_SPACING_MM)
+    moving = isotropic_copy(t1ce, WORKING_SPACING_MM)
     stats = sitk.StatisticsImageFilter()
     stats.Execute(moving)
     if not stats.GetMaximum() > stats.GetMinimum():

@@ -15,6 +15,7 @@ are not used here.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import SimpleITK as sitk
@@ -75,3 +76,19 @@ def resample_like(
         float(default),
         moving.GetPixelID(),
     )
+
+
+def isotropic_copy(image: sitk.Image, spacing: float) -> sitk.Image:
+    """``image`` (float32) smoothed (Gaussian, so that coarser voxels average rather than alias) and resampled
+    (linear) to ``spacing`` mm along its own axes, over the same field of view: a working copy for registration."""
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    sigmas = [0.5 * math.sqrt(max(spacing**2 - s**2, 0.0)) for s in image.GetSpacing()]
+    if max(sigmas) > 0:
+        image = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigmas])
+    size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    grid = sitk.Image(size, sitk.sitkFloat32)
+    grid.SetSpacing([spacing] * 3)
+    grid.SetDirection(image.GetDirection())
+    first = [(spacing / s - 1.0) / 2.0 for s in image.GetSpacing()]  # keep the field of view's centre
+    grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(first))
+    return resample_like(image, grid, None, "linear")

@@ -43,7 +43,7 @@ from nslfcore.preprocess.atlas import AtlasAlignment, register_to_atlas
 from nslfcore.preprocess.bias import correct_bias
 from nslfcore.preprocess.brain_extraction import BrainMask, extract_brain
 from nslfcore.preprocess.orientation import resample_like
-from nslfcore.preprocess.registration import RegistrationResult, register_rigid
+from nslfcore.preprocess.registration import RAW_WORKING_SPACING_MM, RegistrationResult, register_rigid
 
 REFERENCE_ORDER = ("t1ce", "t1", "flair", "t2")
 """The reference sequence is the first of these the exam has."""
@@ -156,14 +156,15 @@ class PreparedExam:
             for name, image in self.native.items()
         }
 
-    def write(self, folder: str | Path) -> list[Path]:
+    def write(self, folder: str | Path, brain_mask: bool = True) -> list[Path]:
         """Keep the intermediate results under ``folder`` (created); returns the files written.
 
         ``brain_mask.nii.gz`` (uint8, reference's native grid), ``coregistered_<seq>.nii.gz`` (native
         grid), ``atlas_<seq>.nii.gz`` and ``atlas_brain_mask.nii.gz`` (atlas grid),
         ``<seq>_to_<reference>.tfm`` (rigid: maps reference points to the sequence's, ITK/Slicer
         convention, i.e. it resamples the sequence onto the reference) and
-        ``<reference>_to_atlas.tfm`` (affine: maps atlas points to the reference's).
+        ``<reference>_to_atlas.tfm`` (affine: maps atlas points to the reference's). ``brain_mask=False``
+        leaves out ``brain_mask.nii.gz`` (written beside the results by the command line).
         """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,8 @@ class PreparedExam:
             sitk.WriteImage(img, str(path), useCompression=True)
             written.append(path)
 
-        image(self.brain.native, "brain_mask.nii.gz")
+        if brain_mask:
+            image(self.brain.native, "brain_mask.nii.gz")
         for name, img in self.coregistered().items():
             image(img, f"coregistered_{name}.nii.gz")
         for name, img in self.atlas_images.items():
@@ -190,8 +192,8 @@ class PreparedExam:
         return written
 
 
-def read_exam(source: Case | Mapping[str, str | Path | None] | str | Path) -> tuple[str, dict[str, sitk.Image]]:
-    """The name and sequences of a raw exam: ``{modality: path}`` (three or four), one case folder, or a :class:`Case`.
+def read_exam(source: Case | Mapping[str, str | Path | sitk.Image | None] | str | Path) -> tuple[str, dict[str, sitk.Image]]:
+    """The name and sequences of a raw exam: ``{modality: path or image}`` (three or four), one case folder, or a :class:`Case`.
 
     Files are read as they are (any grid, orientation, pixel type); a :class:`Case`'s arrays become
     images on its grid. Raises :class:`~nslfcore.data.validation.DataValidationError` (one line per
@@ -204,6 +206,11 @@ def read_exam(source: Case | Mapping[str, str | Path | None] | str | Path) -> tu
 
     if isinstance(source, Case):
         return source.name, {m: source.geometry.to_image(np.asarray(source.images[m], np.float32)) for m in source.images}
+    if isinstance(source, Mapping) and all(isinstance(v, sitk.Image) for v in source.values() if v is not None):
+        given = {m: source[m] for m in MODALITIES if source.get(m) is not None}
+        if len(given) < MIN_SEQUENCES:
+            raise DataValidationError([too_few_sequences("The inputs", [m for m in MODALITIES if m not in given], "image")])
+        return "case", given  # type: ignore[return-value]
     if isinstance(source, Mapping):
         paths = {m: Path(source[m]) for m in MODALITIES if source.get(m) is not None}  # type: ignore[arg-type]
         first = next(iter(paths.values()), Path("case"))
@@ -280,7 +287,8 @@ def prepare_exam(
     others = [m for m in native if m != reference]
     for i, sequence in enumerate(others):
         report(0.3 * i / max(len(others), 1), f"{name}: registering {sequence} to {reference} (rigid)")
-        registrations[sequence] = register_rigid(fixed, native[sequence], seed=options.seed, name=f"{name}'s {sequence}")
+        registrations[sequence] = register_rigid(fixed, native[sequence], seed=options.seed, name=f"{name}'s {sequence}",
+                                                 working_spacing_mm=RAW_WORKING_SPACING_MM)  # fmt: skip
     timings["coregister"] = time.perf_counter() - start
 
     report(0.3, f"{name}: extracting the brain from {reference} ({options.extractor})")
