@@ -40,14 +40,14 @@ MIN_MUTUAL_INFORMATION = 0.05
 sequences share about 0.2 to 1, unrelated images (noise) almost none."""
 
 HISTOGRAM_BINS = 50
-SHRINK_FACTORS = (4, 2, 1)
-SMOOTHING_SIGMAS_MM = (2.0, 1.0, 0.0)
+SHRINK_FACTORS: tuple[int, ...] = (4, 2, 1)
+SMOOTHING_SIGMAS_MM: tuple[float, ...] = (2.0, 1.0, 0.0)
 DEFAULT_SEED = 32
 
 RAW_WORKING_SPACING_MM = 2.0
 """The isotropic working spacing (mm) raw exams are co-registered at (see :func:`register_rigid`)."""
-WORKING_SHRINK_FACTORS = (2, 1)
-WORKING_SMOOTHING_SIGMAS_MM = (2.0, 0.0)
+WORKING_SHRINK_FACTORS: tuple[int, ...] = (2, 1)
+WORKING_SMOOTHING_SIGMAS_MM: tuple[float, ...] = (2.0, 0.0)
 
 
 class RegistrationError(NSLFError, RuntimeError):
