@@ -28,6 +28,7 @@ physical coordinates are LPS mm. Everything is drawn from ``np.random.default_rn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,3 +382,30 @@ def write_raw_exam(exam: RawExam, out: str | Path) -> Path:
     seg.CopyInformation(exam.truth)
     sitk.WriteImage(seg, str(folder / f"{exam.name}_seg.nii.gz"), useCompression=True)
     return folder
+
+
+def write_raw_dataset(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    start: int = 0,
+    progress: Callable[[int, Path], None] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Simulate and write raw exams ``start .. start + n - 1`` (:func:`write_raw_exam`); returns the folders.
+
+    A folder that already holds one of the case names is refused (``FileExistsError``, before
+    anything is written) unless ``overwrite``.
+    """
+    taken = [case_name(i) for i in range(start, start + n) if (Path(out) / case_name(i)).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
+            "choose another folder or --start, or pass --overwrite to replace them."
+        )
+    folders = []
+    for index in range(start, start + n):
+        folders.append(write_raw_exam(simulate_raw_exam(seed, index), out))
+        if progress is not None:
+            progress(index, folders[-1])
+    return folders
