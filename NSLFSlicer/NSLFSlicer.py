@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import qt
 import slicer
+import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -30,7 +31,7 @@ from slicer.util import VTKObservationMixin
 from NSLFSlicerLib import sample_case
 from NSLFSlicerLib.app_setup import default_context
 from NSLFSlicerLib.background import BackgroundRun
-from NSLFSlicerLib.checks import InputError
+from NSLFSlicerLib.checks import InputError, preprocessing_reason
 from NSLFSlicerLib.compatibility import running_slicer_problem
 from NSLFSlicerLib.dependencies import ensure_dependencies
 from NSLFSlicerLib.engine import device_choices
@@ -39,6 +40,7 @@ from NSLFSlicerLib.model_manager import add_model, download, installed_models, r
 from NSLFSlicerLib.panel_state import (
     ChoiceList,
     DatasetChecker,
+    PreprocessProposal,
     Show3DPreference,
     can_start_training,
     confidence_text,
@@ -67,6 +69,10 @@ brain tumour (necrotic core, edema, enhancing tumour) with the NSLF network, on 
 Select the four inputs (or press Auto-assign; any three work, and the status line says what the
 missing one costs), a model and a device, then Fuse, Segment or Fuse + Segment. Results: a fused
 volume with volume rendering, a segmentation with closed surfaces and a table of tumour volumes (mL).
+For raw exams (sequences on different grids, skull on, thick or oblique slices) tick "Raw scans:
+register and skull-strip" (proposed when the inputs need it): the sequences are co-registered to
+T1ce, skull-stripped and aligned to the atlas first; the results come on the T1ce grid with the
+brain mask and the registrations as transforms.
 See <a href="https://github.com/nslfslicer/NSLFSlicer">the project page</a> and
 <a href="https://github.com/ImZhangyYing/NLSF">the authors' code</a>.
 """)
@@ -105,6 +111,7 @@ class NSLFSlicerParameterNode:
     t2: vtkMRMLScalarVolumeNode
     flair: vtkMRMLScalarVolumeNode
     resampleToReference: bool = False
+    preprocess: bool = False  # raw scans: register and skull-strip first (proposed by preprocessing_reason)
     mirror: Annotated[str, Choice(["none", "lr", "all"])] = "none"  # test-time mirroring; nslfcore.inference.DEFAULT_MIRROR
     outputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
@@ -146,6 +153,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.plots: TrainingPlots | None = None
         self.models: ChoiceList = ChoiceList(key=lambda entry: entry.spec)  # replaced before the model combo box refills
         self.show3D: Show3DPreference = Show3DPreference()
+        self.preprocessProposal: PreprocessProposal = PreprocessProposal()  # ticks "Raw scans" for inputs that need it
         self.datasetChecker: DatasetChecker = DatasetChecker(check_dataset)  # a background thread, after typing stops
         self.timer: qt.QTimer = qt.QTimer()
         self.timer.setInterval(100)
@@ -225,10 +233,22 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, node: NSLFSlicerParameterNode | None) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
         self._parameterNode = node
         if node:
             self._parameterNodeGuiTag = node.connectGui(self.ui)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
             self.updateTrainingButtons()
+            self.onParameterChanged()
+
+    def onParameterChanged(self, caller=None, event=None) -> None:
+        """New inputs: tick "Raw scans" and say why when they need it (:class:`NSLFSlicerLib.panel_state.PreprocessProposal`)."""
+        p = self._parameterNode
+        nodes = {m: getattr(p, m) for m in ("t1", "t1ce", "t2", "flair")}
+        key = tuple(n.GetID() if n else None for n in nodes.values())
+        change = self.preprocessProposal.inputs_changed(key, lambda: preprocessing_reason(nodes), p.preprocess)
+        if change is not None:
+            p.preprocess, self.ui.preprocessReasonLabel.text = change
 
     # ------------------------------------------------------------------------------- settings
     def setting(self, key: str, default: str) -> str:
@@ -279,15 +299,15 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onRun(*self.runButtons[button])
 
     def onRun(self, fuse: bool, segment: bool) -> None:
-        if not ensure_dependencies(ask=True):  # torch via the PyTorch extension, monai/nibabel via pip
-            return
         p = self._parameterNode
+        if not ensure_dependencies(ask=True, preprocess=p.preprocess):  # torch, monai/nibabel (and deepbet for raw scans)
+            return
         with slicer.util.tryWithErrorDisplay(_("NSLF cannot start."), waitCursor=True):
             job = BackgroundRun(
                 self.logic, p.t1, p.t1ce, p.t2, p.flair, outputVolume=p.outputVolume,
                 outputSegmentation=p.outputSegmentation, model=self.ui.modelComboBox.currentData,
                 device=self.ui.deviceComboBox.currentData, resampleToReference=p.resampleToReference,
-                fuse=fuse, segment=segment, workdir=slicer.app.temporaryPath, mirror=p.mirror,
+                fuse=fuse, segment=segment, workdir=slicer.app.temporaryPath, mirror=p.mirror, preprocess=p.preprocess,
             ).start()  # fmt: skip
             self.ui.confidenceLabel.text = ""
             self.startJob(job, _("Fusing and segmenting") if fuse and segment else _("Fusing") if fuse else _("Segmenting"))

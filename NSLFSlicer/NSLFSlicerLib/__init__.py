@@ -8,7 +8,7 @@ One job per file: :mod:`.app_setup` (scene + module logics), :mod:`.mrml_io` (vo
 arrays and :class:`nslfcore.data.case.Case`, storage), :mod:`.checks` (input checks),
 :mod:`.resample`, :mod:`.assign` (inputs from node names), :mod:`.engine` (calls nslfcore),
 :mod:`.segmentation`, :mod:`.terminology`, :mod:`.volume_rendering`, :mod:`.tables`,
-:mod:`.hierarchy`, :mod:`.logic` (:class:`NSLFLogicCore`), :mod:`.rendering` (offscreen PNG),
+:mod:`.hierarchy`, :mod:`.registrations` (a preprocessed run's transform nodes), :mod:`.logic` (:class:`NSLFLogicCore`), :mod:`.rendering` (offscreen PNG),
 :mod:`.scene_io` (save results), :mod:`.dependencies` (pip / PyTorch installation inside Slicer),
 :mod:`.testing` (the scenario shared by CI and the Slicer self-test).
 """

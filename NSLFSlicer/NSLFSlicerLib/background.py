@@ -7,6 +7,12 @@
 result files and writes the nodes through :meth:`NSLFLogicCore.writeResults` (the code the blocking
 API uses), so both paths give the same nodes. Cancel ends the child and its children; the scene
 is not touched.
+
+With ``preprocess`` (raw scans, issue 32) each input is written on its own grid instead
+(:meth:`NSLFLogicCore.prepareExam`); the child co-registers, skull-strips and aligns them to the
+atlas first, its step messages arriving as progress events, and :meth:`BackgroundRun.finish` also
+imports the brain mask and the registrations (:meth:`NSLFLogicCore.writePreprocessing`). A cancel
+during any step ends the child and deletes the job's folder; the scene is not touched.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ class BackgroundRun:
         outputVolume, outputSegmentation, outputTable: nodes to fill in place, or ``None``.
         model: model id, ``.pt`` path or URL (``None``: the default model).
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
-        resampleToReference, fuse, segment, mirror: as for :meth:`NSLFLogicCore.process`.
+        resampleToReference, fuse, segment, mirror, preprocess: as for :meth:`NSLFLogicCore.process`.
         workdir: parent folder of the job's files (default: the system temporary folder).
 
     Raises :class:`.checks.InputError` at construction for bad inputs (nothing is started).
@@ -50,21 +56,30 @@ class BackgroundRun:
         self, logic: NSLFLogicCore, t1: Any = None, t1ce: Any = None, t2: Any = None, flair: Any = None, outputVolume: Any = None,
         outputSegmentation: Any = None, outputTable: Any = None, model: str | None = None, device: str = "auto",
         resampleToReference: bool = False, fuse: bool = True, segment: bool = True, workdir: str | Path | None = None,
-        mirror: str | None = None,
+        mirror: str | None = None, preprocess: bool = False,
     ) -> None:  # fmt: skip
         if model is not None and not isinstance(model, (str, Path)):
             raise TypeError("A background run takes a model id, file or URL, not a network object.")
         self.logic = logic
         self.nodes = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
         self.outputs = (outputVolume, outputSegmentation, outputTable)
-        self.name, case = logic.prepareCase(self.nodes, resampleToReference)
-        self.folder = Path(tempfile.mkdtemp(prefix="NSLF-", dir=workdir))
-        inputs = {m: str(write_image(case.images[m], case.geometry, self.folder / f"{m}.nii.gz", np.float32))
-                  for m in case.images}  # fmt: skip
+        if preprocess:
+            self.folder = Path(tempfile.mkdtemp(prefix="NSLF-", dir=workdir))
+            try:
+                self.name, inputs = logic.prepareExam(self.nodes, self.folder)  # checked, then each on its own grid
+            except BaseException:
+                self.cleanup()
+                raise
+        else:
+            self.name, case = logic.prepareCase(self.nodes, resampleToReference)
+            self.folder = Path(tempfile.mkdtemp(prefix="NSLF-", dir=workdir))
+            inputs = {m: str(write_image(case.images[m], case.geometry, self.folder / f"{m}.nii.gz", np.float32))
+                      for m in case.images}  # fmt: skip
         job = {
             "engine_path": str(Path(nslfcore.__file__).resolve().parents[1]), "inputs": inputs,
             "model": None if model is None else str(model), "models_dir": str(engine.models_folder()),
             "device": device, "fuse": fuse, "segment": segment, "mirror": mirror, "out": str(self.folder / "results"),
+            "preprocess": preprocess,
         }  # fmt: skip
         job_file = self.folder / "job.json"
         job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
@@ -99,7 +114,11 @@ class BackgroundRun:
             fused = read_image(result["fused"])[0].astype(np.float32) if result.get("fused") else None
             labels = read_image(result["labels"])[0].astype(np.uint8) if result.get("labels") else None
             confidence = _confidence(result.get("confidence"))
-            outputs = self.logic.writeResults(self.nodes, self.name, fused, labels, *self.outputs, confidence)
+            preprocessed = result.get("preprocessed")
+            grid = self.nodes[preprocessed["reference"]] if preprocessed else None
+            outputs = self.logic.writeResults(self.nodes, self.name, fused, labels, *self.outputs, confidence, grid)
+            if preprocessed:
+                self.logic.writePreprocessing(outputs, self.nodes, self.name, preprocessed)
             outputs.missing, outputs.message = result.get("missing"), result.get("message") or ""
             return outputs
         finally:

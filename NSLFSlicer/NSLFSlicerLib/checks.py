@@ -7,6 +7,10 @@ error unless the caller resamples to the T1 grid (``resampleToReference=True``).
 One of the four inputs may be left empty (issue 31: any three sequences work; the engine gives the
 missing one no fusion weight). The reference grid is then the first given input in the order
 T1, T1ce, T2, FLAIR (:func:`reference_modality`): T1 unless T1 is the missing one.
+
+Raw scans (issue 32): :func:`preprocessing_reason` says in one sentence why the inputs need the
+"Raw scans: register and skull-strip" option (grids differ, coarse or oblique voxels, a head), for
+the panel to propose it; its head heuristic is :func:`tissue_ml`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from .mrml_io import array_view, ijk_to_ras
 
 ensure_engine_on_path()
 from nslfcore import MIN_SEQUENCES, MODALITIES  # noqa: E402  (torch-free: imported before torch is installed)
+from nslfcore.preprocess.detection import MAX_BRAIN_ML, MAX_OBLIQUE_DEGREES, foreground_ml  # noqa: E402  (torch-free too)
+from nslfcore.preprocess.detection import MAX_SPACING_MM as ENGINE_MAX_SPACING_MM  # noqa: E402
+from nslfcore.preprocess.pipeline import REFERENCE_ORDER  # noqa: E402
 
 #: Display names of the modalities in messages.
 LABELS: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
@@ -144,3 +151,70 @@ def plausibility_problems(nodes: dict[str, Any]) -> list[str]:
                 problems.append(f"The {LABELS[a]} input '{nodes[a].GetName()}' and the {LABELS[b]} input "
                                 f"'{nodes[b].GetName()}' hold the same image; select four different modalities.")  # fmt: skip
     return problems
+
+
+# ------------------------------------------------------------------------------- raw scans (issue 32)
+# The thresholds and the reference order are the engine's (torch-free modules): the panel proposes the
+# option exactly when ``nslf run`` would advise --preprocess.
+PREPROCESS_REFERENCE_ORDER = REFERENCE_ORDER
+MAX_SPACING_MM = ENGINE_MAX_SPACING_MM
+OBLIQUE_DEGREES = MAX_OBLIQUE_DEGREES
+HEAD_TISSUE_ML = MAX_BRAIN_ML
+
+
+def preprocess_reference(nodes: dict[str, Any]) -> str:
+    """The modality whose grid a preprocessed run's results take: the first given in :data:`PREPROCESS_REFERENCE_ORDER`."""
+    return next((m for m in PREPROCESS_REFERENCE_ORDER if nodes.get(m) is not None), PREPROCESS_REFERENCE_ORDER[0])
+
+
+def oblique_degrees(node: Any) -> float:
+    """The largest angle (degrees) between one of the node's grid axes and the nearest LPS (or RAS) axis."""
+    axes = ijk_to_ras(node)[:3, :3]
+    axes = axes / np.linalg.norm(axes, axis=0, keepdims=True)
+    return float(np.degrees(np.arccos(np.clip(np.abs(axes).max(axis=0), -1.0, 1.0))).max())
+
+
+def tissue_ml(node: Any) -> float:
+    """The volume (ml) of the node's tissue: :func:`nslfcore.preprocess.detection.foreground_ml` of its voxels."""
+    return foreground_ml(array_view(node), node.GetSpacing())
+
+
+def _usable(node: Any) -> bool:
+    image = None if node is None else node.GetImageData()
+    return (image is not None and node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
+            and image.GetNumberOfScalarComponents() == 1 and min(image.GetDimensions()) >= 2)  # fmt: skip
+
+
+def preprocessing_reason(nodes: dict[str, Any]) -> str | None:
+    """One sentence saying why the inputs need "Raw scans: register and skull-strip", or ``None``.
+
+    In this order (the first found is said): the grids differ (as :func:`geometry_problem` compares
+    them, against the :func:`preprocess_reference` input); a voxel coarser than
+    :data:`MAX_SPACING_MM` along any axis; a grid more than :data:`OBLIQUE_DEGREES` from the
+    axes; a head in the reference volume (:func:`tissue_ml` above :data:`HEAD_TISSUE_ML`). Inputs
+    that are not 3-D scalar volumes are ignored (:func:`check_inputs` names them at run time).
+    """
+    given = {m: nodes[m] for m in MODALITIES if _usable(nodes.get(m))}
+    if not given:
+        return None
+    reference = preprocess_reference(given)
+    ref = given[reference]
+    for modality, node in given.items():
+        if modality != reference and geometry_problem(modality, node, ref, reference):
+            return (f"{LABELS[modality]} '{node.GetName()}' is not on the grid of {LABELS[reference]} '{ref.GetName()}', "
+                    "so the sequences need co-registering: Raw scans is on.")  # fmt: skip
+    for modality, node in given.items():
+        spacing = max(node.GetSpacing())
+        if spacing > MAX_SPACING_MM:
+            return (f"{LABELS[modality]} '{node.GetName()}' has {spacing:.1f} mm voxels (NSLF was trained on 1 mm), "
+                    "so it needs resampling: Raw scans is on.")  # fmt: skip
+    for modality, node in given.items():
+        degrees = oblique_degrees(node)
+        if degrees > OBLIQUE_DEGREES:
+            return (f"{LABELS[modality]} '{node.GetName()}' is oblique ({degrees:.0f} degrees from the axes), "
+                    "so it needs reorienting: Raw scans is on.")  # fmt: skip
+    tissue = tissue_ml(ref)
+    if tissue > HEAD_TISSUE_ML:
+        return (f"{LABELS[reference]} '{ref.GetName()}' looks like a whole head ({tissue / 1000:.1f} l of tissue, more than "
+                "a brain), so it needs skull-stripping: Raw scans is on.")  # fmt: skip
+    return None

@@ -9,6 +9,10 @@
   torch, numpy, SimpleITK, VTK, requests or anything else Slicer ships. Requirements naming
   Slicer's own packages are refused outright.
 * nslfcore: not installed; it ships next to the module (see ``NSLFSlicerLib.ensure_engine_on_path``).
+* Optional features: a ``# [name]`` comment line in ``requirements.txt`` starts the requirements of
+  feature ``name``, asked for and installed the same way only when the feature is first used. The
+  one feature is ``preprocess`` (:data:`PREPROCESS`): deepbet and its dependencies, for the "Raw
+  scans: register and skull-strip" option (issue 32).
 
 Failures open an error dialog with pip's output; a restart is offered when a package that was
 installed still cannot be imported in the running Slicer.
@@ -26,6 +30,10 @@ from pathlib import Path
 from . import MODULE_DIR
 
 PROTECTED = ("simpleitk", "vtk", "numpy", "torch", "requests", "scipy", "pydicom", "pillow", "packaging")
+#: The feature "Raw scans: register and skull-strip" (the ``# [preprocess]`` section of requirements.txt).
+PREPROCESS = "preprocess"
+#: Import names of requirements whose distribution name is not their import name.
+IMPORT_NAMES = {"connected-components-3d": "cc3d", "python-dateutil": "dateutil"}
 #: The torch versions the pinned monai (``Resources/requirements.txt``) supports.
 TORCH_REQUIREMENT = ">=2.8"
 
@@ -42,19 +50,36 @@ def _name(requirement: str) -> str:
     return re.split(r"[=<>!~;\[ ]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
 
 
-def requirements() -> list[str]:
-    """Pinned requirement lines (comments dropped); raises if one names a package Slicer ships."""
-    lines = [ln.split("#")[0].strip() for ln in requirements_file().read_text(encoding="utf-8").splitlines()]
-    reqs = [ln for ln in lines if ln]
+def requirements(feature: str | None = None) -> list[str]:
+    """Pinned requirement lines of the module (``feature=None``) or of one feature's ``# [feature]`` section.
+
+    Comments are dropped; raises if a line names a package Slicer ships.
+    """
+    section: str | None = None
+    reqs = []
+    for line in requirements_file().read_text(encoding="utf-8").splitlines():
+        marker = re.match(r"#\s*\[([\w-]+)\]", line.strip())
+        if marker:
+            section = marker[1]
+        requirement = line.split("#")[0].strip()
+        if requirement and section == feature:
+            reqs.append(requirement)
     for req in reqs:
         if _name(req) in PROTECTED:
             raise ValueError(f"requirements.txt asks for {_name(req)}, which Slicer provides; remove it from {requirements_file()}.")
     return reqs
 
 
-def missing_packages() -> list[str]:
-    """Requirement lines whose import module is not importable (``torch`` not included)."""
-    return [req for req in requirements() if importlib.util.find_spec(_name(req).replace("-", "_")) is None]
+def import_name(requirement: str) -> str:
+    """The module a requirement line installs (``connected-components-3d==4.1.1`` -> ``cc3d``)."""
+    name = _name(requirement)
+    return IMPORT_NAMES.get(name, name.replace("-", "_"))
+
+
+def missing_packages(features: tuple[str, ...] = ()) -> list[str]:
+    """Requirement lines of the module and of ``features`` whose import module is not importable (``torch`` not included)."""
+    reqs = requirements() + [req for feature in features for req in requirements(feature)]
+    return [req for req in reqs if importlib.util.find_spec(import_name(req)) is None]
 
 
 def missing_for_self_test() -> list[str]:
@@ -103,8 +128,13 @@ def install_packages(packages: list[str]) -> None:
         slicer.util.pip_install(pip_arguments(packages, constraints))
 
 
-def ensure_dependencies(ask: bool = True) -> bool:
-    """Inside Slicer: install torch and missing packages after asking; ``False`` if declined or failed (with a dialog)."""
+def ensure_dependencies(ask: bool = True, preprocess: bool = False) -> bool:
+    """Inside Slicer: install torch and missing packages after asking; ``False`` if declined or failed (with a dialog).
+
+    ``preprocess``: the run preprocesses raw scans, so the :data:`PREPROCESS` feature's packages
+    (deepbet) are needed too; they are asked for only then.
+    """
+    features = (PREPROCESS,) if preprocess else ()
     import slicer
 
     try:
@@ -121,7 +151,7 @@ def ensure_dependencies(ask: bool = True) -> bool:
         if problem:
             slicer.util.errorDisplay(problem)
             return False
-    missing = missing_packages()
+    missing = missing_packages(features)
     if not missing:
         return True
     if ask and not slicer.util.confirmOkCancelDisplay(
@@ -135,7 +165,7 @@ def ensure_dependencies(ask: bool = True) -> bool:
         slicer.util.errorDisplay("Installing " + ", ".join(missing) + " failed; NSLF cannot run yet.", detailedText=str(error))
         return False
     importlib.invalidate_caches()
-    still = missing_packages()
+    still = missing_packages(features)
     if still:
         if slicer.util.confirmYesNoDisplay(
             ", ".join(still) + " were installed but need a restart of Slicer to be used. Restart now?", "NSLF dependencies"

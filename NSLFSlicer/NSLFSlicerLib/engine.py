@@ -34,6 +34,7 @@ class EngineResult:
     labels: np.ndarray | None
     missing: str | None = None
     confidence: Any = None  # nslfcore.inference.Confidence of the segmentation, or None
+    preprocessed: Any = None  # with preprocess: the nslfcore.preprocess.pipeline.PreparedExam (registrations, brain mask)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -79,25 +80,29 @@ def load_model(spec: Any, device: str) -> Any:
     return load(spec, device, models_dir=models_folder())[0].eval()
 
 
-def run(case: Case, model: Any, device: str, fuse: bool, segment: bool, progress: Progress,
-        mirror: str | None = None) -> EngineResult:  # fmt: skip
+def run(case: Case | dict[str, str], model: Any, device: str, fuse: bool, segment: bool, progress: Progress,
+        mirror: str | None = None, preprocess: bool = False) -> EngineResult:  # fmt: skip
     """Run NSLF on ``case`` with :func:`nslfcore.inference.run` (results on the case grid).
 
     ``mirror``: test-time mirroring, ``"none"``, ``"lr"`` or ``"all"`` (``None``: the engine's default,
-    :data:`nslfcore.inference.DEFAULT_MIRROR`).
+    :data:`nslfcore.inference.DEFAULT_MIRROR`). ``preprocess``: ``case`` is a raw exam, ``{modality: file}``
+    each on its own grid, co-registered, skull-stripped and aligned to the atlas first
+    (:func:`nslfcore.preprocess.pipeline.prepare_exam`); the results are then on the grid of the
+    exam's reference (:func:`.checks.preprocess_reference`) and :attr:`EngineResult.preprocessed` holds the way there.
     """
     from nslfcore.inference import DEFAULT_MIRROR
     from nslfcore.inference import run as run_inference
 
     result = run_inference(
         case, model, fuse=fuse, segment=segment, device=device, progress=progress, label_convention="brats2021",
-        mirror=mirror or DEFAULT_MIRROR,
+        mirror=mirror or DEFAULT_MIRROR, preprocess=preprocess,
     )  # fmt: skip
     return EngineResult(
         np.asarray(result.fused, dtype=np.float32) if fuse else None,
         np.asarray(result.labels, dtype=np.uint8) if segment else None,
         result.missing,
         result.confidence if segment else None,
+        result.preprocessed,
     )
 
 

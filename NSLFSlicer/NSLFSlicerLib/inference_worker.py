@@ -4,12 +4,17 @@
 
     {"engine_path": "<folder holding nslfcore/>", "inputs": {"t1": "t1.nii.gz", ...},
      "model": "<id, .pt path or URL>" or null, "models_dir": "<registry folder>", "device": "auto",
-     "fuse": true, "segment": true, "mirror": "none" | "lr" | "all" | null, "out": "<folder>"}
+     "fuse": true, "segment": true, "mirror": "none" | "lr" | "all" | null, "out": "<folder>",
+     "preprocess": false}
 
 Writes ``fused.nii.gz`` (float32) and ``labels.nii.gz`` (uint8, BraTS 2021 labels) into ``out``
 on the inputs' grid, printing ``{"progress": f, "message": m}`` lines, then
 ``{"result": {"fused": path|null, "labels": path|null, "mode": ..., "device": ..., "timings": {...},
-"missing": modality|null, "message": sentence, "confidence": {...}|null}}`` (``confidence``: the
+"missing": modality|null, "message": sentence, "confidence": {...}|null, "preprocessed": {...}|null}}``
+(``preprocessed``: with ``"preprocess": true`` the inputs are a raw exam, each file on its own grid,
+co-registered, skull-stripped and aligned to the atlas by the engine first, whose messages are
+progress lines; results are on the grid of the exam's reference, and this holds that reference and
+the files of :func:`write_preprocessed`; ``confidence``: the
 segmentation's :meth:`nslfcore.inference.Confidence.to_dict`; ``inputs`` may lack one modality: ``message`` then
 says which and what it costs, :func:`nslfcore.inference.missing.missing_sentence`, and is also a
 progress line);
@@ -42,23 +47,47 @@ def run(job: dict) -> dict:
 
     emit(progress=0.0, message="loading the model")
     model, info = load_model(job.get("model"), device="cpu", models_dir=job.get("models_dir"))
-    case = as_case(job["inputs"])
+    preprocess = bool(job.get("preprocess"))
     result = infer(
-        case, model, fuse=job["fuse"], segment=job["segment"], device=job.get("device", "auto"),
-        mirror=job.get("mirror") or DEFAULT_MIRROR,
+        job["inputs"] if preprocess else as_case(job["inputs"]), model, fuse=job["fuse"], segment=job["segment"],
+        device=job.get("device", "auto"), mirror=job.get("mirror") or DEFAULT_MIRROR, preprocess=preprocess,
         progress=lambda fraction, message: emit(progress=0.05 + 0.9 * fraction, message=message),
     )  # fmt: skip
     out = Path(job["out"])
-    paths: dict[str, str | None] = {"fused": None, "labels": None}
+    paths: dict[str, object] = {"fused": None, "labels": None, "preprocessed": None}
     if result.fused is not None:
-        paths["fused"] = str(write_image(result.fused, case.geometry, out / "fused.nii.gz", np.float32))
+        paths["fused"] = str(write_image(result.fused, result.geometry, out / "fused.nii.gz", np.float32))
     if result.labels is not None:
-        paths["labels"] = str(write_image(result.labels, case.geometry, out / "labels.nii.gz", np.uint8))
+        paths["labels"] = str(write_image(result.labels, result.geometry, out / "labels.nii.gz", np.uint8))
+    if result.preprocessed is not None:
+        paths["preprocessed"] = write_preprocessed(result.preprocessed, out)
     message = "" if result.missing is None else missing_sentence(result.missing, info.id, job["fuse"], job["segment"])
     emit(progress=1.0, message=message or "results written")
     return {**paths, "model": info.id, "mode": result.mode, "device": result.device, "timings": result.timings,
             "missing": result.missing, "message": message,
             "confidence": result.confidence.to_dict() if job["segment"] and result.confidence else None}  # fmt: skip
+
+
+def write_preprocessed(exam, out: Path) -> dict:
+    """What the panel shows of a preprocessed run, as files in ``out``; returns their paths.
+
+    ``{"reference": "t1ce", "brain_mask": "<out>/brain_mask.nii.gz" (uint8, the reference's native grid),
+    "registrations": {"t1": "<out>/t1_to_t1ce.tfm", ...} (rigid, ITK resampling transforms: reference
+    point -> sequence point), "atlas": "<out>/t1ce_to_atlas.tfm" (affine: atlas point -> reference point)}``.
+    ``exam`` is the run's :class:`nslfcore.preprocess.pipeline.PreparedExam`.
+    """
+    import SimpleITK as sitk
+
+    out.mkdir(parents=True, exist_ok=True)
+    mask = out / "brain_mask.nii.gz"
+    sitk.WriteImage(exam.brain.native, str(mask), useCompression=True)
+    registrations = {}
+    for name, registration in exam.registrations.items():
+        registrations[name] = str(out / f"{name}_to_{exam.reference}.tfm")
+        sitk.WriteTransform(registration.transform, registrations[name])
+    atlas = out / f"{exam.reference}_to_atlas.tfm"
+    sitk.WriteTransform(exam.alignment.transform, str(atlas))
+    return {"reference": exam.reference, "brain_mask": str(mask), "registrations": registrations, "atlas": str(atlas)}
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,15 @@ no fusion weight, the results take the grid of the first given input (T1 unless 
 :func:`.checks.reference_modality`), and :attr:`NSLFOutputs.message` says which sequence was
 missing and what that costs (also logged).
 
+Raw scans (issue 32, ``preprocess=True``): the inputs may lie on different grids, with the skull
+on, in any orientation and spacing. Each given node is written on its own grid into a temporary
+folder (:meth:`NSLFLogicCore.prepareExam`) and the engine co-registers, skull-strips and aligns
+them to the atlas before NSLF (:func:`nslfcore.inference.run` with ``preprocess``). The results
+then take the grid of the exam's reference, T1ce when given (:func:`.checks.preprocess_reference`,
+:attr:`NSLFOutputs.reference`), and the run adds the brain mask as a "Brain" segment and the
+registrations as linear transform nodes (:mod:`.registrations`), next to the results in the
+subject hierarchy (:meth:`NSLFLogicCore.writePreprocessing`).
+
 Nothing in the scene changes until the computation has finished: a failed check or a cancel
 (:meth:`NSLFLogicCore.requestCancel`, checked between phases and at every engine progress step)
 leaves the scene as it was. Outputs passed in are filled in place; otherwise new nodes are made.
@@ -16,11 +25,14 @@ leaves the scene as it was. Outputs passed in are filled in place; otherwise new
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,11 +40,12 @@ import numpy as np
 from . import engine, ensure_engine_on_path
 from .app_setup import SlicerContext, default_context
 from .assign import assign_inputs
-from .checks import check_inputs, reference_modality
+from .checks import LABELS, check_inputs, reference_modality
 from .hierarchy import place_with
-from .mrml_io import array_from_volume, case_from_nodes, geometry_of, new_node, set_volume
+from .mrml_io import array_from_volume, array_view, case_from_nodes, geometry_of, new_node, set_volume, write_volume
+from .registrations import load_transform
 from .resample import resample_to
-from .segmentation import fill_segmentation
+from .segmentation import fill_brain_segmentation, fill_segmentation
 from .tables import TABLE_NAME, fill_table
 from .volume_rendering import set_window_level, setup_volume_rendering
 
@@ -50,7 +63,13 @@ class Cancelled(RuntimeError):
 @dataclass
 class NSLFOutputs:
     """Nodes written by a run (``None`` for what was not asked); ``missing``: the modality the inputs
-    lacked (or ``None``), ``message``: the one sentence saying so and what it costs (``""`` with all four)."""
+    lacked (or ``None``), ``message``: the one sentence saying so and what it costs (``""`` with all four).
+
+    ``reference``: the input node whose grid the results are on. With preprocessing, ``brain``: a
+    segmentation node holding the "Brain" segment (the brain mask on ``reference``'s grid), and
+    ``transforms``: sequence -> linear transform node of its registration to the reference (to-parent:
+    the sequence onto the reference), and ``"atlas"`` -> the reference's alignment to the atlas.
+    """
 
     fused: Any = None
     segmentation: Any = None
@@ -58,6 +77,9 @@ class NSLFOutputs:
     missing: str | None = None
     message: str = ""
     confidence: Any = None  # the segmentation's nslfcore.inference.Confidence (None without segmentation)
+    reference: Any = None
+    brain: Any = None
+    transforms: dict[str, Any] = field(default_factory=dict)
 
 
 def case_name(t1_name: str, modality: str = "t1") -> str:
@@ -77,6 +99,7 @@ class NSLFLogicCore:
 
     def __init__(self, context: SlicerContext | None = None, scene: Any = None) -> None:
         self.context = context or default_context(scene)
+        self.workdir: str | Path | None = None  # parent of a preprocessed run's temporary folder (None: the system's)
         self._cancel = threading.Event()
         self._models: dict[tuple[str, str], Any] = {}
 
@@ -121,6 +144,8 @@ class NSLFLogicCore:
         fuse: bool = True,
         segment: bool = True,
         mirror: str | None = None,
+        preprocess: bool = False,
+        keepPreprocessed: str | Path | None = None,
     ) -> NSLFOutputs:
         """Fuse and/or segment; blocking. Returns :class:`NSLFOutputs`.
 
@@ -135,6 +160,11 @@ class NSLFLogicCore:
             fuse, segment: which results to compute.
             mirror: test-time mirroring, ``"none"``, ``"lr"`` or ``"all"`` (``None``: the engine's default); the
                 segmentation's confidence goes into the table and :attr:`NSLFOutputs.confidence`.
+            preprocess: the inputs are raw scans: register and skull-strip them first (see the module
+                docstring; needs deepbet). ``resampleToReference`` is then ignored.
+            keepPreprocessed: with ``preprocess``, a folder that receives the intermediate results
+                (:meth:`nslfcore.preprocess.pipeline.PreparedExam.write`: brain mask, co-registered and
+                atlas-space sequences, transforms).
 
         Raises:
             checks.InputError: bad inputs (message names the node); scene unchanged.
@@ -150,17 +180,30 @@ class NSLFLogicCore:
             report(fraction, message)
 
         step(0.0, "Checking inputs")
-        name, case = self.prepareCase(nodes, resampleToReference, lambda: step(0.05, "Reading volumes"))
-        step(0.1, "Loading the model")
-        device = engine.resolve_device(device)
-        net = self._model(model, device)
-        result = engine.run(case, net, device, fuse, segment, lambda f, m: step(0.15 + 0.75 * f, m), mirror)
-        message = "" if result.missing is None else engine.missing_sentence(result.missing, model, fuse, segment)
-        if message:
-            log.info(message)
-        step(0.9, "Writing results to the scene")
-        outputs = self.writeResults(nodes, name, result.fused, result.labels, outputVolume, outputSegmentation, outputTable,
-                                    result.confidence)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="NSLF-", dir=self.workdir) if preprocess else contextlib.nullcontext() as folder:
+            if preprocess:
+                name, source = self.prepareExam(nodes, folder, lambda: step(0.05, "Writing the raw volumes"))
+            else:
+                name, source = self.prepareCase(nodes, resampleToReference, lambda: step(0.05, "Reading volumes"))
+            step(0.1, "Loading the model")
+            device = engine.resolve_device(device)
+            net = self._model(model, device)
+            result = engine.run(source, net, device, fuse, segment, lambda f, m: step(0.15 + 0.75 * f, m), mirror, preprocess)
+            message = "" if result.missing is None else engine.missing_sentence(result.missing, model, fuse, segment)
+            if message:
+                log.info(message)
+            step(0.9, "Writing results to the scene")
+            files = None
+            if result.preprocessed is not None:
+                from .inference_worker import write_preprocessed
+
+                files = write_preprocessed(result.preprocessed, Path(folder) / "preprocessed")
+                if keepPreprocessed is not None:
+                    result.preprocessed.write(keepPreprocessed)
+            outputs = self.writeResults(nodes, name, result.fused, result.labels, outputVolume, outputSegmentation,
+                                        outputTable, result.confidence, files and nodes[files["reference"]])  # fmt: skip
+            if files is not None:
+                self.writePreprocessing(outputs, nodes, name, files)
         outputs.missing, outputs.message = result.missing, message
         report(1.0, "Done")
         return outputs
@@ -182,6 +225,22 @@ class NSLFLogicCore:
         arrays = self._resampled(nodes) if resampleToReference else None
         return name, case_from_nodes(nodes, name, arrays, reference)
 
+    def prepareExam(self, nodes: dict[str, Any], folder: str | Path, checked: Callable[[], None] | None = None
+                    ) -> tuple[str, dict[str, str]]:  # fmt: skip
+        """Check the input nodes of a raw exam and write each on its own grid into ``folder`` (LPS NIfTI, float32).
+
+        As :meth:`prepareCase` but the grids may differ. Returns ``(case name, {modality: file})``,
+        the files named ``<case>.<modality>.nii.gz`` (the engine names the case after them).
+        Raises :class:`.checks.InputError` (scene unchanged).
+        """
+        check_inputs(nodes, resample_to_reference=True)
+        if checked is not None:
+            checked()
+        reference = reference_modality(nodes)
+        name = case_name(nodes[reference].GetName(), reference)
+        stem = re.sub(r"[^\w-]+", "_", name) or "case"
+        return name, {m: str(write_volume(n, Path(folder) / f"{stem}.{m}.nii.gz")) for m, n in nodes.items() if n is not None}
+
     def writeResults(
         self,
         nodes: dict[str, Any],
@@ -192,16 +251,18 @@ class NSLFLogicCore:
         segmentation: Any = None,
         table: Any = None,
         confidence: Any = None,
+        grid: Any = None,
     ) -> NSLFOutputs:
         """Put results on the T1 grid into the scene: fused volume (VR), segmentation, tumour volumes table.
 
-        ``fused`` float32 and ``labels`` uint8 BraTS 2021 are ``(z, y, x)`` arrays on the T1 node's
-        grid (the first given input's when T1 is missing) or ``None``. Given output nodes are filled
-        in place; otherwise new nodes are made. ``confidence`` (an :class:`nslfcore.inference.Confidence`
-        or ``None``) adds the confidence columns to the table (:func:`.tables.fill_table`).
+        ``fused`` float32 and ``labels`` uint8 BraTS 2021 are ``(z, y, x)`` arrays on the grid of the
+        ``grid`` node (default: T1's, the first given input's when T1 is missing) or ``None``. Given
+        output nodes are filled in place; otherwise new nodes are made. ``confidence`` (an
+        :class:`nslfcore.inference.Confidence` or ``None``) adds the confidence columns to the table
+        (:func:`.tables.fill_table`).
         """
-        t1 = nodes[reference_modality(nodes)]
-        out = NSLFOutputs(confidence=confidence)
+        t1 = grid or nodes[reference_modality(nodes)]
+        out = NSLFOutputs(confidence=confidence, reference=t1)
         if fused is not None:
             out.fused = volume or new_node(self.scene, "vtkMRMLScalarVolumeNode", f"{name} NSLF fused")
             set_volume(out.fused, fused.astype(np.float32), t1)
@@ -216,6 +277,28 @@ class NSLFLogicCore:
             fill_table(out.table, labels, tuple(t1.GetSpacing()), confidence)  # type: ignore[arg-type]
         place_with([n for n in (out.fused, out.segmentation, out.table) if n is not None], t1)
         return out
+
+    def writePreprocessing(self, outputs: NSLFOutputs, nodes: dict[str, Any], name: str, files: dict[str, Any]) -> None:
+        """Add what preprocessing found to the scene and to ``outputs``: the brain mask and the registrations.
+
+        ``files`` are :func:`.inference_worker.write_preprocessed`'s (the brain mask on the reference's
+        grid, ``.tfm`` transforms). The "Brain" segment goes into a new segmentation node, each
+        registration into a new linear transform node (:func:`.registrations.load_transform`), all
+        placed next to the results in the subject hierarchy.
+        """
+        from nslfcore.data.io import read_image
+
+        reference = nodes[files["reference"]]
+        mask = read_image(files["brain_mask"])[0]
+        if mask.shape != array_view(reference).shape:
+            raise ValueError(f"The brain mask {files['brain_mask']} is not on the grid of '{reference.GetName()}'.")
+        label = LABELS[files["reference"]]
+        outputs.brain = new_node(self.scene, "vtkMRMLSegmentationNode", f"{name} NSLF brain mask")
+        fill_brain_segmentation(outputs.brain, mask, reference)
+        for sequence, path in files["registrations"].items():
+            outputs.transforms[sequence] = load_transform(self.scene, path, f"{name} {LABELS[sequence]} to {label}")
+        outputs.transforms["atlas"] = load_transform(self.scene, files["atlas"], f"{name} {label} to atlas")
+        place_with([outputs.brain, *outputs.transforms.values()], reference)
 
     # ----------------------------------------------------------------------------- internals
     def _resampled(self, nodes: dict[str, Any]) -> dict[str, np.ndarray]:

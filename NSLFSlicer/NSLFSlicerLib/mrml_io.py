@@ -97,6 +97,13 @@ def case_from_nodes(
     return Case(name=name, images=images, label=None, geometry=geometry_of(nodes[reference]))
 
 
+def write_volume(node: Any, path: str | Path) -> Path:
+    """Write the node's voxels (float32) on its own grid to ``path`` (NIfTI or NRRD from the suffix); returns the path."""
+    from nslfcore.data.io import write_image
+
+    return write_image(array_from_volume(node), geometry_of(node), path, np.float32)
+
+
 def load_volume(volumes_logic: Any, path: str | Path, name: str | None = None, labelmap: bool = False) -> Any:
     """Read an image file into a new volume node via ``vtkSlicerVolumesLogic.AddArchetypeVolume`` (storage node kept).
 
@@ -146,5 +153,5 @@ def volume_nodes(scene: Any) -> list[Any]:
 __all__ = [
     "RAS_FROM_LPS", "array_from_volume", "array_view", "case_from_nodes", "geometry_of", "ijk_to_ras",
     "image_data_from_array", "load_volume", "new_node", "ras_matrix", "save_node", "set_volume",
-    "volume_nodes", "vtk_matrix",
+    "volume_nodes", "vtk_matrix", "write_volume",
 ]  # fmt: skip

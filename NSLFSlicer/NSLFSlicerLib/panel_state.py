@@ -137,3 +137,33 @@ class DatasetChecker:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class PreprocessProposal:
+    """Whether "Raw scans: register and skull-strip" is ticked, as the selected inputs change.
+
+    ``inputs_changed(key, reason, checked)`` is called whenever the parameter node changes; ``key``
+    names the selected input nodes (their IDs), ``reason()`` gives :func:`.checks.preprocessing_reason`'s
+    sentence or ``None`` (called only for new inputs: it reads voxels), and ``checked`` is the
+    option's state now. It returns ``(checked, text)`` to show when the inputs differ from the last
+    call, else ``None``: the user's own tick or untick is never undone for the same inputs. New
+    inputs with a reason tick the option and say why; new inputs without one untick it only if it
+    was this proposal that ticked it.
+    """
+
+    def __init__(self) -> None:
+        self.inputs: tuple | None = None
+        self.proposed = False
+
+    def inputs_changed(self, key: tuple, reason: Callable[[], str | None], checked: bool) -> tuple[bool, str] | None:
+        if key == self.inputs:
+            return None
+        self.inputs = key
+        sentence = reason()
+        if sentence:
+            self.proposed = self.proposed or not checked
+            return True, sentence
+        if self.proposed:
+            self.proposed = False
+            return False, ""
+        return checked, ""

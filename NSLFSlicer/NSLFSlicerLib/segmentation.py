@@ -14,7 +14,7 @@ import slicer
 import vtk
 
 from .mrml_io import array_view, image_data_from_array, ijk_to_ras, vtk_matrix
-from .terminology import segment_specs
+from .terminology import BRAIN, SegmentSpec, segment_specs
 
 BINARY_LABELMAP = "Binary labelmap"
 CLOSED_SURFACE = "Closed surface"
@@ -28,11 +28,11 @@ def oriented_mask(mask: np.ndarray, reference: Any) -> Any:
     return image
 
 
-def fill_segmentation(node: Any, labels: np.ndarray, reference: Any) -> None:
-    """Replace every segment of ``node`` with the three tumour segments of ``labels`` (BraTS 2021, ``(z, y, x)``).
+def replace_segments(node: Any, segments: list[tuple[SegmentSpec, np.ndarray]], reference: Any) -> None:
+    """Replace every segment of ``node`` with one binary-labelmap segment per ``(spec, boolean (z, y, x) mask)``.
 
-    Sets the reference geometry to ``reference``, the segments' names, colours and terminology
-    tags (:mod:`.terminology`), and creates the closed-surface representation (shown in 3-D).
+    The masks are on ``reference``'s grid, which becomes the node's reference geometry; each
+    segment gets its spec's ID, name, colour and terminology tag.
     """
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
@@ -42,19 +42,42 @@ def fill_segmentation(node: Any, labels: np.ndarray, reference: Any) -> None:
     try:
         segmentation.RemoveAllSegments()
         segmentation.SetSourceRepresentationName(BINARY_LABELMAP)
-        for spec in segment_specs():
+        for spec, mask in segments:
             segment = slicer.vtkSegment()
             segment.SetName(spec.name)
             segment.SetColor(*spec.color)
             segment.SetTerminology(spec.terminology)
-            segment.AddRepresentation(BINARY_LABELMAP, oriented_mask(labels == spec.label, reference))
+            segment.AddRepresentation(BINARY_LABELMAP, oriented_mask(mask, reference))
             segmentation.AddSegment(segment, spec.segment_id)
     finally:
         node.EndModify(was_modifying)
+
+
+def fill_segmentation(node: Any, labels: np.ndarray, reference: Any) -> None:
+    """Replace every segment of ``node`` with the three tumour segments of ``labels`` (BraTS 2021, ``(z, y, x)``).
+
+    Sets the reference geometry to ``reference``, the segments' names, colours and terminology
+    tags (:mod:`.terminology`), and creates the closed-surface representation (shown in 3-D).
+    """
+    replace_segments(node, [(spec, labels == spec.label) for spec in segment_specs()], reference)
     node.CreateClosedSurfaceRepresentation()
     display = node.GetDisplayNode()
     display.SetPreferredDisplayRepresentationName3D(CLOSED_SURFACE)
     display.SetVisibility(True)
+
+
+def fill_brain_segmentation(node: Any, mask: np.ndarray, reference: Any) -> None:
+    """Replace every segment of ``node`` with one "Brain" segment (:data:`.terminology.BRAIN`) of a ``(z, y, x)`` mask.
+
+    ``mask`` (non-zero = brain) is on ``reference``'s grid, which becomes the node's reference
+    geometry. Shown as an outline in the slice views only: a closed surface of the whole brain would
+    hide the tumour in 3-D.
+    """
+    replace_segments(node, [(BRAIN, np.asarray(mask) > 0)], reference)
+    display = node.GetDisplayNode()
+    display.SetVisibility(True)
+    display.SetVisibility3D(False)
+    display.SetAllSegmentsOpacity2DFill(0.0)
 
 
 def labels_from_segmentation(node: Any, reference: Any, segmentations_logic: Any) -> np.ndarray:

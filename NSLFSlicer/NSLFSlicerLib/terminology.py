@@ -61,3 +61,15 @@ def segment_specs() -> tuple[SegmentSpec, ...]:
         rgb = tuple(v / 255.0 for v in t["recommendedDisplayRGBValue"])
         specs.append(SegmentSpec(ids[t["BraTSLabel"]], t["3dSlicerLabel"], int(t["BraTSLabel"]), rgb, tag))  # type: ignore[arg-type]
     return tuple(sorted(specs, key=lambda s: s.label))
+
+
+#: The brain mask of a preprocessed run (issue 32): SNOMED CT "Brain" in the "Anatomical Structure"
+#: category of Slicer's General Anatomy terminology, in the colour Slicer's anatomy colour table gives brain.
+BRAIN = SegmentSpec(
+    segment_id="Brain",
+    name="Brain",
+    label=1,
+    color=(250 / 255, 250 / 255, 225 / 255),
+    terminology="Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+    "~SCT^12738006^Brain~^^~Anatomic codes - DICOM master list~^^~^^",
+)

@@ -2,6 +2,7 @@
 
     Slicer --no-main-window --python-script nslf_batch.py -- --case DIR --out DIR [--model M] [--device D]
     python nslf_batch.py --cases DIR --out DIR [--model M] [--device D] [--mirror none|lr|all] [--no-render] [--overwrite]
+                         [--preprocess [--keep-preprocessed DIR]]
 
 Per case (a folder with T1, T1ce, T2 and FLAIR files named like BraTS 2021 ``*_t1.nii.gz``, 2023
 ``*-t1n.nii.gz`` or as :func:`nslfcore.data.modality_names.modality_of` reads names): the volumes are read through MRML storage nodes, the logic runs, and
@@ -13,6 +14,13 @@ sub-folder in turn, skips failed cases and prints a report; the exit code is 1 i
 A case folder may lack one of the four sequences: the case is processed from the other three and a
 line says which was missing and what that costs (:func:`nslfcore.inference.missing.missing_sentence`);
 a folder lacking two or more is refused.
+
+``--preprocess`` takes raw exams (issue 32: sequences on different grids, skull on, thick or oblique
+slices): the logic co-registers, skull-strips and aligns them to the atlas first (what the panel's
+"Raw scans: register and skull-strip" option does; needs deepbet), the results are on the T1ce's
+grid, and ``scene.mrb`` also holds the brain mask segment and the registrations' transform nodes.
+``--keep-preprocessed DIR`` also keeps the intermediate files (brain mask, co-registered and
+atlas-space sequences, ``.tfm`` transforms) in ``DIR`` (``DIR/<case>`` with ``--cases``).
 
 Nothing is lost or half-written: the input files are checked by the engine first (truncated
 ``.nii.gz``, NaN/Inf, impossible header sizes, label maps or identical images given as modalities:
@@ -39,7 +47,6 @@ from NSLFSlicerLib import ensure_engine_on_path  # noqa: E402
 ensure_engine_on_path()
 from NSLFSlicerLib.app_setup import create_standalone_context, in_slicer_application  # noqa: E402
 from NSLFSlicerLib.assign import load_case_folder  # noqa: E402
-from NSLFSlicerLib.checks import reference_modality  # noqa: E402
 from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
 from NSLFSlicerLib.rendering import render_png  # noqa: E402
 from NSLFSlicerLib.scene_io import existing_results, save_results  # noqa: E402
@@ -62,18 +69,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="test-time mirroring (default: the engine's, none); lr doubles the time")
     parser.add_argument("--no-render", action="store_true", help="skip render.png")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
-    return parser.parse_args([a for a in argv if a != "--"] if argv[:1] == ["--"] else argv)
+    parser.add_argument("--preprocess", action="store_true",
+                        help="raw exams: co-register, skull-strip (deepbet) and align to the atlas first")  # fmt: skip
+    parser.add_argument("--keep-preprocessed", type=Path, default=None, metavar="DIR",
+                        help="with --preprocess, keep the brain mask, registered sequences and transforms in DIR")  # fmt: skip
+    args = parser.parse_args([a for a in argv if a != "--"] if argv[:1] == ["--"] else argv)
+    if args.keep_preprocessed is not None and not args.preprocess:
+        parser.error("--keep-preprocessed needs --preprocess.")
+    return args
 
 
 def process_case(
     case_dir: Path, out_dir: Path, model: str | None, device: str, render: bool, overwrite: bool = False,
-    mirror: str | None = None,
+    mirror: str | None = None, preprocess: bool = False, keep_preprocessed: Path | None = None,
 ) -> dict[str, Path]:
-    """Process one case folder into ``out_dir`` in a fresh scene; returns the written files."""
+    """Process one case folder into ``out_dir`` in a fresh scene; returns the written files.
+
+    ``preprocess``: a raw exam (see the module docstring); ``keep_preprocessed``: where its intermediate files go.
+    """
     existing = existing_results(out_dir, ("render.png",))
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds results ({existing[0].name}); use --overwrite or another --out.")
-    check_inputs(case_dir)
+    check_inputs(case_dir, same_grid=not preprocess)
     logic = NSLFLogicCore(create_standalone_context())
     nodes = load_case_folder(logic.context, case_dir)
     missing = [m for m in ("t1", "t1ce", "t2", "flair") if m not in nodes]
@@ -82,7 +99,8 @@ def process_case(
                          f"{MIN_SEQUENCES} of the four, so add the files named like <case>_t1ce.nii.gz.")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "NSLF batch run"):
-        outputs = logic.process(**nodes, model=model, device=device, mirror=mirror,
+        outputs = logic.process(**nodes, model=model, device=device, mirror=mirror, preprocess=preprocess,
+                                keepPreprocessed=keep_preprocessed,
                                 progressCallback=lambda f, m: print(f"  {f:4.0%} {m}", flush=True))  # fmt: skip
         if outputs.confidence is not None:
             print(f"  confidence: {outputs.confidence.summary()}", flush=True)
@@ -92,7 +110,7 @@ def process_case(
             print(f"  {outputs.message}", flush=True)
         staging = out_dir / f".staging-{os.getpid()}"
         try:
-            staged = save_results(logic.scene, outputs, staging, nodes[reference_modality(nodes)], logic.context.segmentations)
+            staged = save_results(logic.scene, outputs, staging, outputs.reference, logic.context.segmentations)
             if render:
                 try:
                     render_png(outputs.fused, outputs.segmentation, staging / "render.png")
@@ -107,10 +125,11 @@ def process_case(
     return {key: out_dir / path.name for key, path in staged.items()}
 
 
-def check_inputs(case_dir: Path) -> None:
+def check_inputs(case_dir: Path, same_grid: bool = True) -> None:
     """The engine's checks of the case's files (Slicer's readers zero-fill truncated files and read NaN as 0).
 
-    One sequence may lack a file; two or more missing are refused in one sentence.
+    One sequence may lack a file; two or more missing are refused in one sentence. Without
+    ``same_grid`` (a raw exam) each file is checked on its own, so grids may differ.
     """
     if not case_dir.is_dir():
         raise FileNotFoundError(f"Case folder {case_dir} does not exist; check the path.")
@@ -119,7 +138,12 @@ def check_inputs(case_dir: Path) -> None:
         raise ValueError(f"{case_dir} holds {len(found)} cases; give the folder of one case.")
     if 4 - len(found[0].missing) < MIN_SEQUENCES:
         raise DataValidationError([too_few_sequences(found[0].name, found[0].missing, "file")])
-    problems = case_problems(dataclasses.replace(found[0], label=None), require_label=False, missing_ok=True)
+    files = dataclasses.replace(found[0], label=None)
+    if same_grid:
+        problems = case_problems(files, require_label=False, missing_ok=True)
+    else:
+        problems = [p for m, path in files.images.items()
+                    for p in case_problems(dataclasses.replace(files, images={m: path}), require_label=False, missing_ok=True)]  # fmt: skip
     if problems:
         raise DataValidationError(problems)
 
@@ -152,7 +176,9 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         print(f"{case_dir.name}:", flush=True)
         try:
-            paths = process_case(case_dir, out_dir, args.model, args.device, not args.no_render, args.overwrite, args.mirror)
+            keep = args.keep_preprocessed and (args.keep_preprocessed if args.case else args.keep_preprocessed / case_dir.name)
+            paths = process_case(case_dir, out_dir, args.model, args.device, not args.no_render, args.overwrite, args.mirror,
+                                 args.preprocess, keep)  # fmt: skip
             print(f"  done in {time.perf_counter() - start:.1f} s; results in {out_dir}:", flush=True)
             for key, path in paths.items():
                 print(f"    {key:12s} {path}", flush=True)

@@ -14,6 +14,10 @@ from NSLFSlicerLib.logic import NSLFLogicCore  # noqa: E402
 from NSLFSlicerLib.testing import run_scenario  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes a minute or more on 2 cores (deselect with -m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def scenario(tmp_path_factory):
     """The shared scenario (oblique phantom, random compact model), run once."""

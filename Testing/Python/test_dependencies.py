@@ -6,6 +6,8 @@ with the frozen-constraints file of that Python) is run here with ``--dry-run --
 torch. A real torch build for Python 3.12 is a multi-GB CUDA download, so the torch is its
 metadata only (``torch-2.13.0.dist-info`` on ``PYTHONPATH``): pip resolves against installed
 *metadata*, which is what is under test. Needs PyPI (the resolver reads monai's and nibabel's).
+The same for the ``preprocess`` feature (deepbet, for the "Raw scans" option, issue 32): asked
+for only with the option, and accepting the numpy and packaging Slicer 5.10 ships.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ SLICER_PYTHON = ROOT / ".venv-slicer" / "bin" / "python"
 #: Packages 3D Slicer 5.10+ ships (and the torch the PyTorch extension installs): pip must change none.
 SLICER_SHIPS = {"numpy", "scipy", "simpleitk", "vtk", "requests", "pydicom", "pillow", "packaging", "torch",
                 "urllib3", "certifi", "idna", "charset-normalizer", "slicer-core"}  # fmt: skip
+#: The numpy and packaging of Slicer 5.10's Python (3.12), which the packages pip adds must accept.
+SLICER_NUMPY, SLICER_PACKAGING = "2.0.2", "25.0"
 
 
 def test_requirements_are_pinned_and_never_name_slicers_packages():
@@ -54,8 +58,13 @@ def test_torch_version_requirement():
     assert "needs PyTorch >=2.8, but this Slicer has PyTorch 2.4.1" in torch_version_problem("2.4.1")
 
 
-@pytest.mark.skipif(not SLICER_PYTHON.exists(), reason="no .venv-slicer (NSLFCore/run test makes it where Python 3.12 exists)")
-def test_pip_command_changes_nothing_slicer_ships(tmp_path):
+def slicer_pip_dry_run(tmp_path: Path, features: tuple[str, ...] = ()) -> tuple[dict, list[list[str]]]:
+    """pip's ``--dry-run --report`` of the module's install command for ``features`` in ``.venv-slicer``.
+
+    Returns pip's report and what :func:`missing_packages` asks for there without and with
+    ``features``; the frozen constraints are left in ``tmp_path / "c.txt"``. Skips the test when
+    PyPI cannot be reached.
+    """
     fake = tmp_path / "site"
     info = fake / "torch-2.13.0.dist-info"
     info.mkdir(parents=True)
@@ -67,21 +76,61 @@ def test_pip_command_changes_nothing_slicer_ships(tmp_path):
         "import json, subprocess, sys\n"
         "from NSLFSlicerLib.dependencies import frozen_constraints, missing_packages, pip_arguments\n"
         f"open({str(tmp_path / 'c.txt')!r}, 'w').write(frozen_constraints())\n"
-        f"args = pip_arguments(missing_packages(), {str(tmp_path / 'c.txt')!r})\n"
+        f"json.dump([missing_packages(), missing_packages({features!r})], open({str(tmp_path / 'm.json')!r}, 'w'))\n"
+        f"args = pip_arguments(missing_packages({features!r}), {str(tmp_path / 'c.txt')!r})\n"
         f"cmd = [sys.executable, '-m', 'pip', 'install', '--dry-run', '--report', {str(tmp_path / 'r.json')!r}, '-q', *args]\n"
         "sys.exit(subprocess.run(cmd).returncode)\n"
     )
     proc = subprocess.run([str(SLICER_PYTHON), "-c", code], capture_output=True, text=True, timeout=600, env=env)
     if proc.returncode != 0 and ("NewConnectionError" in proc.stderr or "Could not fetch URL" in proc.stderr):
-        pytest.skip("PyPI is not reachable: the resolver cannot read monai's and nibabel's metadata")
+        pytest.skip("PyPI is not reachable: the resolver cannot read the requirements' metadata")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / "r.json").read_text()), json.loads((tmp_path / "m.json").read_text())
+
+
+@pytest.mark.skipif(not SLICER_PYTHON.exists(), reason="no .venv-slicer (NSLFCore/run test makes it where Python 3.12 exists)")
+def test_pip_command_changes_nothing_slicer_ships(tmp_path):
+    report, _ = slicer_pip_dry_run(tmp_path)
     constraints = (tmp_path / "c.txt").read_text().lower()
     assert "torch==2.13.0" in constraints and "numpy==" in constraints and "vtk==" in constraints
-    report = json.loads((tmp_path / "r.json").read_text())
     installs = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"] for item in report["install"]}
     assert installs.get("monai") == "1.6.1" and installs.get("nibabel") == "5.4.2", installs
     assert not SLICER_SHIPS & set(installs), installs  # nothing Slicer ships is upgraded, downgraded or replaced
     assert set(installs) <= {"monai", "nibabel", "typing-extensions"}, installs
+
+
+def test_deepbet_is_a_feature_of_its_own_pinned_as_the_engine_pins_it():
+    from NSLFSlicerLib import dependencies
+
+    assert dependencies.requirements() == ["monai==1.6.1", "nibabel==5.4.2"]  # asked for at the first run
+    preprocess = dependencies.requirements(dependencies.PREPROCESS)
+    assert preprocess[0] == "deepbet==1.0.2"
+    constraints = {line.split("==")[0].lower(): line for line in (ROOT / "NSLFCore" / "constraints.txt").read_text().split()}
+    for requirement in preprocess:
+        assert constraints[requirement.split("==")[0].lower()] == requirement  # the engine's pins
+    assert [dependencies.import_name(r) for r in preprocess[:2]] == ["deepbet", "cc3d"]
+    assert dependencies.missing_packages((dependencies.PREPROCESS,)) == []  # this environment has deepbet
+
+
+@pytest.mark.skipif(not SLICER_PYTHON.exists(), reason="no .venv-slicer (NSLFCore/run test makes it where Python 3.12 exists)")
+def test_deepbet_is_asked_for_only_with_the_option_and_installs_without_changing_slicer(tmp_path):
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    report, (without, with_option) = slicer_pip_dry_run(tmp_path, ("preprocess",))
+    assert without == ["monai==1.6.1", "nibabel==5.4.2"]  # deepbet is not asked for before the option is used
+    assert with_option[:3] == [*without, "deepbet==1.0.2"] and "pandas==3.1.2" in with_option
+    installs = {item["metadata"]["name"].lower().replace("_", "-"): item for item in report["install"]}
+    assert installs["deepbet"]["metadata"]["version"] == "1.0.2" and installs["pandas"]["metadata"]["version"] == "3.1.2"
+    assert not SLICER_SHIPS & set(installs), sorted(installs)  # nothing Slicer ships is upgraded, downgraded or replaced
+    environment = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.10", "extra": ""}
+    for name, item in installs.items():  # Slicer 5.10's numpy and packaging satisfy every package pip would add
+        for text in item["metadata"].get("requires_dist", []):
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate(environment):
+                continue
+            wanted = {"numpy": SLICER_NUMPY, "packaging": SLICER_PACKAGING}.get(requirement.name.lower())
+            assert wanted is None or requirement.specifier.contains(wanted), f"{name} needs {text}"
 
 
 def test_self_test_knows_what_it_lacks():

@@ -202,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.preprocessed.timings.items())
         print(f"nslf {args.task}: preprocessing: {steps}; brain {result.preprocessed.brain.volume_ml:.0f} ml "
               f"({result.preprocessed.brain.method}); results on the {result.preprocessed.reference} grid")  # fmt: skip
+        for warning in result.preprocessed.warnings():
+            print(f"nslf {args.task}: warning: {warning}", file=sys.stderr)
     if result.advice is not None:
         print(f"nslf {args.task}: warning: {result.advice}", file=sys.stderr)
     if result.missing is not None:

@@ -25,17 +25,7 @@ import SimpleITK as sitk
 
 from nslfcore.data.case import Geometry
 from nslfcore.data.phantom_fields import gaussian_blur, sample, sigmoid, smooth_noise
-
-#: Environment variable naming another folder that holds :data:`TEMPLATE_FILES`.
-TEMPLATE_DIR_ENV = "NSLF_MNI_TEMPLATE_DIR"
-#: The copy shipped with the package.
-PACKAGED_TEMPLATE_DIR = Path(__file__).resolve().parent / "mni152"
-
-TEMPLATE_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
+from nslfcore.data.templates import PACKAGED_TEMPLATE_DIR, TEMPLATE_DIR_ENV, TEMPLATE_FILES  # noqa: F401  (re-exported)
 
 
 def _fractions(brain: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> dict[str, np.ndarray]:

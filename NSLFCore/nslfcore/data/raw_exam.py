@@ -75,6 +75,10 @@ NECK_CONTRAST = (0.65, 0.8, 0.6, 0.55)
 
 ORIENTATIONS = ("axial", "coronal", "sagittal")
 
+SLICE_COVERAGE_MM = {"axial": (150.0, 190.0), "coronal": (200.0, 230.0), "sagittal": (180.0, 210.0)}
+"""The range of the slices' extent along their normal per orientation (mm): the whole brain and some margin, as a
+technologist plans them (a brain is about 140 mm wide, 170 mm long and 120 mm high)."""
+
 # The slice normal's LPS axis of each orientation and the two in-plane LPS axes (column order).
 _ORIENTATION_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
 
@@ -240,9 +244,10 @@ def _direction(orientation: str, tilt_degrees: float, rng: np.random.Generator) 
 def _native_grid(
     orientation: str, direction: np.ndarray, spacing: tuple[float, float, float], centre: np.ndarray, rng: np.random.Generator
 ) -> sitk.Image:
-    """An empty native grid: field of view 220-256 mm in plane, slices covering 150-190 mm."""
+    """An empty native grid: field of view 220-256 mm in plane, slices covering :data:`SLICE_COVERAGE_MM`."""
     fov_plane = float(rng.uniform(220.0, 256.0))
-    fov_slices = float(rng.uniform(150.0, 190.0)) if orientation == "axial" else float(rng.uniform(160.0, 200.0))
+    # The slices cover the head along their normal: feet-head for axial, left-right (sagittal), front-back (coronal).
+    fov_slices = float(rng.uniform(*SLICE_COVERAGE_MM[orientation]))
     size = (
         int(round(fov_plane / spacing[0])),
         int(round(fov_plane * (1.0 if orientation == "axial" else 0.9) / spacing[1])),

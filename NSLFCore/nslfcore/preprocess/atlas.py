@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from nslfcore.data.phantom_anatomy import PACKAGED_TEMPLATE_DIR, TEMPLATE_FILES
+from nslfcore.data.templates import PACKAGED_TEMPLATE_DIR, TEMPLATE_FILES
 from nslfcore.preprocess.orientation import isotropic_copy, resample_like
 from nslfcore.preprocess.registration import RegistrationError, evaluate_metric, metric_problem, optimise
 

@@ -46,6 +46,9 @@ from nslfcore.preprocess.orientation import resample_like
 from nslfcore.preprocess.registration import RAW_WORKING_SPACING_MM, RegistrationResult, register_rigid
 
 REFERENCE_ORDER = ("t1ce", "t1", "flair", "t2")
+
+MIN_COVERAGE = 0.97
+"""A sequence whose field of view holds less of the brain than this fraction gets a warning."""
 """The reference sequence is the first of these the exam has."""
 
 Progress = Callable[[float, str], None]
@@ -84,6 +87,8 @@ class PreparedExam:
         atlas_images: sequence -> float32 image on the atlas grid, 0 outside the brain.
         atlas_mask: the brain mask on the atlas grid (uint8).
         timings: seconds per step (``coregister``, ``brain``, ``atlas``, ``resample``, ``bias``).
+        coverage: sequence -> the fraction of the brain (atlas mask) inside its native field of view;
+            below :data:`MIN_COVERAGE` the results there rest on the other sequences (:meth:`warnings`).
     """
 
     name: str
@@ -95,6 +100,13 @@ class PreparedExam:
     atlas_images: dict[str, sitk.Image]
     atlas_mask: sitk.Image
     timings: dict[str, float] = field(default_factory=dict)
+    coverage: dict[str, float] = field(default_factory=dict)
+
+    def warnings(self) -> list[str]:
+        """One sentence per sequence whose field of view leaves part of the brain out."""
+        return [f"{self.name}: the {sequence} covers only {100 * fraction:.0f} % of the brain (its field of view ends "
+                "inside it); the results there rest on the other sequences."
+                for sequence, fraction in self.coverage.items() if fraction < MIN_COVERAGE]  # fmt: skip
 
     @property
     def native_grid(self) -> sitk.Image:
@@ -313,6 +325,11 @@ def prepare_exam(
         to_native = prepared.atlas_to_sequence(sequence)
         moved = resample_like(sitk.Cast(image, sitk.sitkFloat32), alignment.reference, to_native, "linear")
         prepared.atlas_images[sequence] = sitk.Mask(moved, atlas_mask)
+        field_of_view = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+        field_of_view.CopyInformation(image)
+        inside = sitk.GetArrayViewFromImage(resample_like(field_of_view, alignment.reference, to_native, "nearest"))
+        brain_voxels = sitk.GetArrayViewFromImage(atlas_mask) > 0
+        prepared.coverage[sequence] = float((inside[brain_voxels] > 0).mean()) if brain_voxels.any() else 1.0
     timings["resample"] = time.perf_counter() - start
 
     if options.bias_correction:
