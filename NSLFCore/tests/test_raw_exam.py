@@ -274,3 +274,17 @@ def test_n4_flattens_a_smooth_bias_field() -> None:
     before = np.std((tissue * field)[inside]) / np.mean((tissue * field)[inside])
     after = np.std(corrected[inside]) / np.mean(corrected[inside])
     assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_a_cohort_reads_raw_exams_as_they_are_with_preprocess(exam_folder: Path, tmp_path: Path) -> None:
+    from nslfcore.cohort import CohortError, _read, run_cohort
+
+    files = find_cases(exam_folder)[0]
+    assert _read(files).case is None and "--preprocess" in _read(files).error  # refused without preprocessing
+    raw = _read(files, raw=True)
+    assert raw.error == "" and isinstance(raw.case, dict) and set(raw.case) == set(MODALITIES)
+    assert len({image.GetSize() for image in raw.case.values()}) > 1  # each on its own grid
+    with pytest.raises(CohortError, match="--keep-preprocessed"):
+        run_cohort(exam_folder.parent, tmp_path / "out", "nslf-phantom-fast-v4", keep_preprocessed=True)
+    assert not (tmp_path / "out").exists()
