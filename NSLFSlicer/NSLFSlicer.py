@@ -7,6 +7,7 @@ template thin.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import tempfile
@@ -34,21 +35,27 @@ from NSLFSlicerLib.background import BackgroundRun
 from NSLFSlicerLib.checks import InputError, preprocessing_reason
 from NSLFSlicerLib.compatibility import running_slicer_problem
 from NSLFSlicerLib.dependencies import ensure_dependencies
-from NSLFSlicerLib.engine import device_choices
+from NSLFSlicerLib.engine import device_query_command
 from NSLFSlicerLib.logic import NSLFLogicCore
-from NSLFSlicerLib.model_manager import add_model, download, installed_models, remove_model
+from NSLFSlicerLib.model_manager import add_model, download, panel_models, remove_model
 from NSLFSlicerLib.panel_state import (
+    BackgroundCall,
     ChoiceList,
     DatasetChecker,
+    DeviceList,
     PreprocessProposal,
     Show3DPreference,
     can_start_training,
     confidence_text,
     finished_status,
+    model_info_text,
     path_text,
     restore_index,
+    run_blocker,
+    shared_gpu,
 )
 from NSLFSlicerLib.process_runner import ProcessRunner, format_eta
+from NSLFSlicerLib.terminology import register_terminology
 from NSLFSlicerLib.training_events import EventSchemaError
 from NSLFSlicerLib.training_job import TrainingJob, TrainingSettings, check_dataset, parse_crop
 from NSLFSlicerLib.training_plot import TrainingPlots
@@ -73,7 +80,7 @@ For raw exams (sequences on different grids, skull on, thick or oblique slices) 
 register and skull-strip" (proposed when the inputs need it): the sequences are co-registered to
 T1ce, skull-stripped and aligned to the atlas first; the results come on the T1ce grid with the
 brain mask and the registrations as transforms.
-See <a href="https://github.com/nslfslicer/NSLFSlicer">the project page</a> and
+See <a href="https://github.com/nslfslicer/SlicerNSLF">the project page</a> and
 <a href="https://github.com/ImZhangyYing/NLSF">the authors' code</a>.
 """)
         self.parent.acknowledgementText = _("""
@@ -84,8 +91,6 @@ this module.
         slicer.app.connect("startupCompleted()", registerSampleData)  # the BraTS case in the Sample Data module
         problem = running_slicer_problem()  # Slicer older than 5.10: say so instead of failing later
         if problem:
-            import logging
-
             logging.error(problem)
             self.parent.helpText = f"<b>{problem}</b><br>" + self.parent.helpText
 
@@ -148,6 +153,8 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.job: BackgroundRun | ProcessRunner | None = None  # a run, or the sample-case generator
         self.sampleFolder: str = ""  # where the sample-case generator writes
         self.activeButton: Any = None  # the run button that reads Cancel while its run goes on
+        self.runBlocker: str = ""  # why the inputs cannot run ("" when they can): the run buttons' tooltip
+        self.modelCall: tuple[BackgroundCall, str] | None = None  # a model download or validation, and its failure title
         self.training: TrainingJob | None = None
         self.finishedTraining: TrainingJob | None = None  # the last training that ended, for "Add trained model"
         self.plots: TrainingPlots | None = None
@@ -155,6 +162,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.show3D: Show3DPreference = Show3DPreference()
         self.preprocessProposal: PreprocessProposal = PreprocessProposal()  # ticks "Raw scans" for inputs that need it
         self.datasetChecker: DatasetChecker = DatasetChecker(check_dataset)  # a background thread, after typing stops
+        self.devices: DeviceList = DeviceList(lambda: ProcessRunner(device_query_command()).start())  # torch stays out of Slicer
         self.timer: qt.QTimer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self.onPoll)
@@ -188,11 +196,8 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         u.stopTrainingButton.connect("clicked(bool)", self.onStopTraining)
         u.showCurvesButton.connect("clicked(bool)", self.onShowCurves)
         u.addTrainedModelButton.connect("clicked(bool)", self.onAddTrainedModel)
-        devices = device_choices()
-        for combo in (u.deviceComboBox, u.trainingDeviceComboBox):  # filled and set BEFORE the saving signal is connected
-            for label, spec in devices:
-                combo.addItem(label, spec)
-        u.deviceComboBox.currentIndex = restore_index([spec for _, spec in devices], self.setting("device", "auto"), "auto")
+        self.fillDevices()  # filled and set BEFORE the saving signal is connected
+        self.refreshDevices()  # GPUs are listed once a child process has asked torch
         u.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.saveSetting("device", u.deviceComboBox.itemData(i)))
         u.userModelsPathLineEdit.currentPath = self.userModelsFolder()
         self.refreshModels()
@@ -242,9 +247,12 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onParameterChanged()
 
     def onParameterChanged(self, caller=None, event=None) -> None:
-        """New inputs: tick "Raw scans" and say why when they need it (:class:`NSLFSlicerLib.panel_state.PreprocessProposal`)."""
+        """New inputs: the run buttons follow them; tick "Raw scans" and say why when they need it
+        (:class:`NSLFSlicerLib.panel_state.PreprocessProposal`)."""
         p = self._parameterNode
         nodes = {m: getattr(p, m) for m in ("t1", "t1ce", "t2", "flair")}
+        self.runBlocker = run_blocker(nodes, p.outputVolume)
+        self.updateRunButtons()
         key = tuple(n.GetID() if n else None for n in nodes.values())
         change = self.preprocessProposal.inputs_changed(key, lambda: preprocessing_reason(nodes), p.preprocess)
         if change is not None:
@@ -261,6 +269,23 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         default = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "NSLFSlicer", "models")
         return self.setting("userModelsFolder", default)
 
+    def fillDevices(self) -> None:
+        """(Re)fill both device selectors from :attr:`devices`, keeping the saved or current choice (signals blocked)."""
+        specs = [spec for _, spec in self.devices.choices]
+        for combo, wanted in ((self.ui.deviceComboBox, self.setting("device", "auto")),
+                              (self.ui.trainingDeviceComboBox, self.ui.trainingDeviceComboBox.currentData)):  # fmt: skip
+            combo.blockSignals(True)
+            combo.clear()
+            for label, spec in self.devices.choices:
+                combo.addItem(label, spec)
+            combo.currentIndex = restore_index(specs, wanted, "auto")
+            combo.blockSignals(False)
+
+    def refreshDevices(self) -> None:
+        """Ask a child process for torch's devices (at panel open, and after the dependency step installed torch)."""
+        if self.devices.refresh():
+            self.timer.start()
+
     # ------------------------------------------------------------------------------- inputs
     def onAutoAssign(self, quiet: bool = False) -> None:
         try:
@@ -276,6 +301,7 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return self.loadSample(folder)
         if not ensure_dependencies(ask=True):  # the generator runs torch; nothing else is installed for it
             return
+        self.refreshDevices()  # torch may just have been installed
         missing = sample_case.missing_packages()  # scipy: bundled with Slicer, checked all the same
         if missing:
             slicer.util.errorDisplay(_("The sample case generator needs {packages}, which this Slicer lacks.").format(packages=", ".join(missing)))
@@ -302,6 +328,12 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not ensure_dependencies(ask=True, preprocess=p.preprocess):  # torch, monai/nibabel (and deepbet for raw scans)
             return
+        self.refreshDevices()  # torch may just have been installed
+        if self.training is not None:  # one GPU for both: one of them would run out of memory
+            conflict = shared_gpu(self.ui.deviceComboBox.currentData, self.training.settings.device, self.devices.choices)
+            if conflict:
+                slicer.util.errorDisplay(conflict)
+                return
         with slicer.util.tryWithErrorDisplay(_("NSLF cannot start."), waitCursor=True):
             job = BackgroundRun(
                 self.logic, p.t1, p.t1ce, p.t2, p.flair, outputVolume=p.outputVolume,
@@ -324,11 +356,19 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         active = self.activeButton if isinstance(self.job, BackgroundRun) else None
         for button, text in self.runButtonTexts.items():
             button.text = _("Cancel") if running and button is active else text
-            button.enabled = not running or button is active
+        self.updateRunButtons()
         self.ui.loadSampleButton.enabled = not running
         self.ui.statusLabel.text = message
         if running:
             self.ui.progressBar.value = 0
+
+    def updateRunButtons(self) -> None:
+        """During a run only its Cancel is enabled; otherwise the run buttons need inputs that can run
+        (:func:`NSLFSlicerLib.panel_state.run_blocker`, whose sentence is their tooltip)."""
+        active = self.activeButton if isinstance(self.job, BackgroundRun) else None
+        for button in self.runButtonTexts:
+            button.enabled = button is active if self.job is not None else not self.runBlocker
+            button.toolTip = "" if self.job is not None else self.runBlocker
 
     def onPoll(self) -> None:
         if self.job is not None:
@@ -338,7 +378,12 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         checked = self.datasetChecker.poll(time.monotonic())
         if checked is not None:
             self.ui.datasetStatusLabel.text = checked[1]
-        if self.job is None and self.training is None and not self.datasetChecker.busy:
+        if self.devices.poll() is not None:
+            self.fillDevices()
+        if self.modelCall is not None:
+            self.pollModelCall()
+        busy = self.datasetChecker.busy or self.devices.busy or self.modelCall is not None
+        if self.job is None and self.training is None and not busy:
             self.timer.stop()
 
     def pollJob(self) -> None:
@@ -354,7 +399,9 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         job, self.job = self.job, None
         self.setRunning(False, _("Ready."))
-        if not runner.succeeded:
+        if not (runner.delivered if isinstance(job, BackgroundRun) else runner.succeeded):  # a result sent is a result
+            if isinstance(job, BackgroundRun):
+                job.cleanup()  # a failed or cancelled run's files
             if not runner.cancelled:
                 slicer.util.errorDisplay(_("NSLF failed."), detailedText=runner.failure_message())
             self.ui.statusLabel.text = _("Cancelled.") if runner.cancelled else _("Failed; see the log.")
@@ -385,8 +432,10 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.onShow3D(show)
 
     def onCancel(self) -> None:
+        """Ends the run's process tree without waiting for it (the timer's polls finish the job)."""
         if self.job is not None:
-            self.job.cancel()
+            self.job.cancel(wait=False)
+            self.ui.statusLabel.text = _("Cancelling...")
 
     def onShow3DClicked(self, checked: bool) -> None:
         self.show3D.user_toggled(checked)
@@ -399,12 +448,18 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         segmentation.CreateClosedSurfaceRepresentation()
         segmentation.GetDisplayNode().SetVisibility3D(show)
         if show:
-            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
-            slicer.app.layoutManager().threeDWidget(0).threeDView().resetFocalPoint()
+            manager = slicer.app.layoutManager()
+            if manager.threeDViewCount == 0:  # the user's layout is kept when it has a 3-D view
+                manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+            manager.threeDWidget(0).threeDView().resetFocalPoint()
 
     # ------------------------------------------------------------------------------- models
     def refreshModels(self, select: str | None = None) -> None:
-        entries = installed_models(self.userModelsFolder())
+        entries, problem = panel_models(self.userModelsFolder())  # a broken models.json of yours: the shipped ones and why
+        if problem:
+            logging.warning(problem)
+            self.ui.logTextEdit.appendPlainText(problem)
+            self.ui.statusLabel.text = problem
         combo, table = self.ui.modelComboBox, self.ui.modelsTableWidget
         index = self.models.replace(entries, select or self.setting("model", ""))  # the list first, then the combo box
         combo.blockSignals(True)
@@ -427,18 +482,19 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         entry = self.models.at(index)
         if entry is not None:
             self.saveSetting("model", entry.spec)
-            self.ui.modelInfoLabel.text = entry.info.description or entry.metrics()
+            self.ui.modelInfoLabel.text = model_info_text(entry)  # a shipped model not validated on real MRI says so
 
     def selectedEntry(self):
         return self.models.at(self.ui.modelsTableWidget.currentRow())
 
     def onAddModel(self, path: str | None = None) -> None:
-        path = path or qt.QFileDialog.getOpenFileName(self.parent, "Add an NSLF model", "", "NSLF models (*.pt)")
-        if not path:
+        if self.modelCall is not None:  # one download or validation at a time
             return
-        with slicer.util.tryWithErrorDisplay(_("The model was not added."), waitCursor=True):
-            entry = add_model(path, self.userModelsFolder())
-            self.refreshModels(select=entry.spec)
+        path = path or qt.QFileDialog.getOpenFileName(self.parent, "Add an NSLF model", "", "NSLF models (*.pt)")
+        if not path or not ensure_dependencies(ask=True):  # validating loads the model with torch
+            return
+        self.startModelCall(_("Validating {file}...").format(file=os.path.basename(path)), _("The model was not added."),
+                            BackgroundCall(add_model, path, self.userModelsFolder()))  # fmt: skip
 
     def onRemoveModel(self) -> None:
         entry = self.selectedEntry()
@@ -449,11 +505,29 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDownloadModel(self) -> None:
         entry = self.selectedEntry()
-        if entry is None or entry.available:
+        if entry is None or entry.available or self.modelCall is not None:
             return
-        with slicer.util.tryWithErrorDisplay(_("The download failed."), waitCursor=True):
-            download(entry, progress=lambda fraction, message: (setattr(self.ui.statusLabel, "text", message), slicer.app.processEvents()))
-            self.refreshModels(select=entry.spec)
+        self.startModelCall(_("Downloading {model}...").format(model=entry.label()), _("The download failed."),
+                            BackgroundCall(download, entry, progress=True))  # fmt: skip
+
+    def startModelCall(self, message: str, failure: str, call: BackgroundCall) -> None:
+        """A download or a validation runs in a thread; :meth:`pollModelCall` selects its model when it is done."""
+        self.modelCall = (call, failure)
+        self.ui.addModelButton.enabled = self.ui.downloadModelButton.enabled = False
+        self.ui.statusLabel.text = message
+        self.timer.start()
+
+    def pollModelCall(self) -> None:
+        call, failure = self.modelCall
+        if call.message:
+            self.ui.statusLabel.text = call.message
+        if not call.done:
+            return
+        self.modelCall = None
+        self.ui.addModelButton.enabled = self.ui.downloadModelButton.enabled = True
+        self.ui.statusLabel.text = _("Ready.")
+        with slicer.util.tryWithErrorDisplay(failure):
+            self.refreshModels(select=call.result().spec)  # the added or downloaded model's entry
 
     def onOpenModelsFolder(self) -> None:
         os.makedirs(self.userModelsFolder(), exist_ok=True)
@@ -500,10 +574,18 @@ class NSLFSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStartTraining(self, resume: bool) -> None:
         if not ensure_dependencies(ask=True):
             return
+        self.refreshDevices()  # torch may just have been installed
+        if isinstance(self.job, BackgroundRun):  # one GPU for both: one of them would run out of memory
+            conflict = shared_gpu(self.job.device, self.ui.trainingDeviceComboBox.currentData, self.devices.choices)
+            if conflict:
+                slicer.util.errorDisplay(conflict)
+                return
         with slicer.util.tryWithErrorDisplay(_("Training cannot start."), waitCursor=True):
-            self.training = TrainingJob(self.trainingSettings()).start(resume=resume)
+            settings = self.trainingSettings()
+            self.training = TrainingJob(settings).start(resume=resume)
             if self.plots is None:
                 self.plots = TrainingPlots(slicer.mrmlScene)
+            self.plots.start_run(settings.run_dir, resume)  # a new run: new curves; resuming the same run: the same ones
             self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = False
             self.ui.stopTrainingButton.enabled = True
             self.ui.addTrainedModelButton.enabled = False
@@ -561,6 +643,8 @@ class NSLFSlicerLogic(ScriptedLoadableModuleLogic, NSLFLogicCore):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         NSLFLogicCore.__init__(self, default_context())  # the application's scene in Slicer; standalone with slicer-core
+        if not self.context.standalone:  # the segments' terminology, known to Slicer's terminology selector
+            register_terminology(slicer.modules.terminologies.logic())
 
 
 class NSLFSlicerTest(ScriptedLoadableModuleTest):

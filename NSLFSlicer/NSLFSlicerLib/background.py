@@ -1,7 +1,8 @@
 """Fuse and segment in a separate process so Slicer never freezes; results enter the scene only at the end.
 
 :class:`BackgroundRun` checks the input nodes (same checks and messages as the blocking
-:meth:`NSLFLogicCore.process`), writes them as NIfTI files on the T1 grid into a work folder
+:meth:`NSLFLogicCore.process`), writes them as uncompressed NIfTI files (``.nii``: compressing on the GUI
+thread took ten times as long) on the T1 grid into a work folder
 (Slicer's temporary folder from the GUI), and runs :mod:`.inference_worker` with
 :class:`.process_runner.ProcessRunner`. The GUI polls it; :meth:`BackgroundRun.finish` reads the
 result files and writes the nodes through :meth:`NSLFLogicCore.writeResults` (the code the blocking
@@ -13,6 +14,9 @@ With ``preprocess`` (raw scans, issue 32) each input is written on its own grid 
 atlas first, its step messages arriving as progress events, and :meth:`BackgroundRun.finish` also
 imports the brain mask and the registrations (:meth:`NSLFLogicCore.writePreprocessing`). A cancel
 during any step ends the child and deletes the job's folder; the scene is not touched.
+
+Closing the scene cancels the run (the logic tracks it from :meth:`BackgroundRun.start`), and
+:meth:`BackgroundRun.finish` refuses to write against inputs or outputs removed meanwhile.
 """
 
 from __future__ import annotations
@@ -61,8 +65,10 @@ class BackgroundRun:
         if model is not None and not isinstance(model, (str, Path)):
             raise TypeError("A background run takes a model id, file or URL, not a network object.")
         self.logic = logic
+        self.device = device
         self.nodes = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
         self.outputs = (outputVolume, outputSegmentation, outputTable)
+        logic.checkOutputVolume(self.nodes, outputVolume)  # an input chosen as the output: refused before anything runs
         if preprocess:
             self.folder = Path(tempfile.mkdtemp(prefix="NSLF-", dir=workdir))
             try:
@@ -73,7 +79,7 @@ class BackgroundRun:
         else:
             self.name, case = logic.prepareCase(self.nodes, resampleToReference)
             self.folder = Path(tempfile.mkdtemp(prefix="NSLF-", dir=workdir))
-            inputs = {m: str(write_image(case.images[m], case.geometry, self.folder / f"{m}.nii.gz", np.float32))
+            inputs = {m: str(write_image(case.images[m], case.geometry, self.folder / f"{m}.nii", np.float32))
                       for m in case.images}  # fmt: skip
         job = {
             "engine_path": str(Path(nslfcore.__file__).resolve().parents[1]), "inputs": inputs,
@@ -86,26 +92,39 @@ class BackgroundRun:
         self.runner = ProcessRunner([python_executable(), str(WORKER), str(job_file)])
 
     def start(self) -> BackgroundRun:
+        """Start the child; the logic cancels the run if its scene closes meanwhile (:meth:`NSLFLogicCore.track`)."""
         self.runner.start()
+        self.logic.track(self)
         return self
 
     def poll(self) -> list[RunnerEvent]:
-        """New events from the child (progress, log lines, result, error); never blocks."""
-        return self.runner.poll()
+        """New events from the child (progress, log lines, result, error); never blocks.
+
+        A run cancelled without waiting deletes its files here once its child has exited.
+        """
+        events = self.runner.poll()
+        if self.runner.cancelled and self.runner.finished:
+            self.cleanup()
+        return events
 
     @property
     def finished(self) -> bool:
         return self.runner.finished
 
-    def cancel(self) -> None:
-        """End the child process tree and delete the job's files; the scene is unchanged."""
-        self.runner.cancel()
-        self.cleanup()
+    def cancel(self, wait: bool = True) -> None:
+        """End the child process tree and delete the job's files; the scene is unchanged.
+
+        ``wait=False`` (the panel's Cancel) returns at once: :meth:`poll` finishes the job (SIGKILL after
+        the grace period, files deleted once the child has exited).
+        """
+        self.runner.cancel(wait=wait)
+        if wait:
+            self.cleanup()
 
     def finish(self) -> NSLFOutputs:
         """Import the results into the scene (after :attr:`finished`); raises ``RuntimeError`` with the child's log on failure."""
         self.runner.poll()
-        if not self.runner.succeeded or self.runner.result is None:
+        if not self.runner.delivered:  # a child that crashed after sending its result still delivered it
             message = self.runner.failure_message()
             self.cleanup()
             raise RuntimeError(message)
@@ -130,6 +149,7 @@ class BackgroundRun:
         return self.finish()
 
     def cleanup(self) -> None:
+        self.logic.untrack(self)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -58,6 +58,16 @@ def missing_problem(nodes: dict[str, Any]) -> str | None:
             "so select the missing input volumes.")  # fmt: skip
 
 
+def output_problem(nodes: dict[str, Any], output_volume: Any) -> str | None:
+    """One sentence when the output volume is one of the inputs (the results would overwrite it), else ``None``."""
+    for modality in MODALITIES:
+        node = nodes.get(modality)
+        if output_volume is not None and node is not None and node.GetID() == output_volume.GetID():
+            return (f"The {LABELS[modality]} input '{node.GetName()}' is also chosen as the output volume and would be "
+                    "overwritten; choose another output volume or '(create new)'.")  # fmt: skip
+    return None
+
+
 def node_problems(modality: str, node: Any) -> list[str]:
     """Problems of one input on its own: missing, not a scalar volume, not 3-D, empty, NaN/Inf."""
     label = LABELS[modality]

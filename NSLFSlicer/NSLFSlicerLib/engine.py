@@ -44,20 +44,36 @@ def resolve_device(device: str = "auto") -> str:
     return str(resolve(device))
 
 
+#: The device selector's entries without torch (and until the device query of :func:`device_query_command` answers).
+DEFAULT_DEVICES: tuple[tuple[str, str], ...] = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"))
+
+
 def device_choices() -> list[tuple[str, str]]:
     """``(label, device spec)`` for the device selector: automatic, each CUDA GPU by name, the CPU.
 
-    Without torch (not installed yet) only automatic and CPU are offered.
+    Imports torch: runs in the child process of :func:`device_query_command`, never in Slicer's
+    (the panel shows :data:`DEFAULT_DEVICES` until that child answers). Without torch only
+    automatic and CPU are offered.
     """
-    choices = [("Automatic (GPU if available)", "auto")]
     try:
         import torch
     except ImportError:
-        return choices + [("CPU", "cpu")]
+        return list(DEFAULT_DEVICES)
+    choices = [DEFAULT_DEVICES[0]]
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         props = torch.cuda.get_device_properties(index)
         choices.append((f"GPU {index}: {props.name} ({props.total_memory / 1024**3:.0f} GiB)", f"cuda:{index}"))
-    return choices + [("CPU", "cpu")]
+    return choices + [DEFAULT_DEVICES[1]]
+
+
+def device_query_command() -> list[str]:
+    """The command whose child prints ``{"result": {"devices": [[label, spec], ...], "torch": version}}``
+    (the protocol of :mod:`.process_runner`): torch and CUDA are loaded there, not in Slicer's process."""
+    from .process_runner import python_executable
+
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from NSLFSlicerLib.engine import device_choices; "
+            "import torch; print(json.dumps({'result': {'devices': device_choices(), 'torch': torch.__version__}}))")  # fmt: skip
+    return [python_executable(), "-c", code, str(MODULE_DIR)]
 
 
 def models_folder() -> Path:

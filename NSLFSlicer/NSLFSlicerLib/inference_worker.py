@@ -2,12 +2,13 @@
 
 ``python inference_worker.py JOB.json`` (``PythonSlicer`` inside Slicer) where the job holds::
 
-    {"engine_path": "<folder holding nslfcore/>", "inputs": {"t1": "t1.nii.gz", ...},
+    {"engine_path": "<folder holding nslfcore/>", "inputs": {"t1": "t1.nii", ...},
      "model": "<id, .pt path or URL>" or null, "models_dir": "<registry folder>", "device": "auto",
      "fuse": true, "segment": true, "mirror": "none" | "lr" | "all" | null, "out": "<folder>",
      "preprocess": false}
 
-Writes ``fused.nii.gz`` (float32) and ``labels.nii.gz`` (uint8, BraTS 2021 labels) into ``out``
+Writes ``fused.nii`` (float32) and ``labels.nii`` (uint8, BraTS 2021 labels; uncompressed: Slicer reads
+them on its GUI thread) into ``out``
 on the inputs' grid, printing ``{"progress": f, "message": m}`` lines, then
 ``{"result": {"fused": path|null, "labels": path|null, "mode": ..., "device": ..., "timings": {...},
 "missing": modality|null, "message": sentence, "confidence": {...}|null, "preprocessed": {...}|null}}``
@@ -56,9 +57,9 @@ def run(job: dict) -> dict:
     out = Path(job["out"])
     paths: dict[str, object] = {"fused": None, "labels": None, "preprocessed": None}
     if result.fused is not None:
-        paths["fused"] = str(write_image(result.fused, result.geometry, out / "fused.nii.gz", np.float32))
+        paths["fused"] = str(write_image(result.fused, result.geometry, out / "fused.nii", np.float32))
     if result.labels is not None:
-        paths["labels"] = str(write_image(result.labels, result.geometry, out / "labels.nii.gz", np.uint8))
+        paths["labels"] = str(write_image(result.labels, result.geometry, out / "labels.nii", np.uint8))
     if result.preprocessed is not None:
         paths["preprocessed"] = write_preprocessed(result.preprocessed, out)
     message = "" if result.missing is None else missing_sentence(result.missing, info.id, job["fuse"], job["segment"])

@@ -21,6 +21,12 @@ subject hierarchy (:meth:`NSLFLogicCore.writePreprocessing`).
 Nothing in the scene changes until the computation has finished: a failed check or a cancel
 (:meth:`NSLFLogicCore.requestCancel`, checked between phases and at every engine progress step)
 leaves the scene as it was. Outputs passed in are filled in place; otherwise new nodes are made.
+
+Closing the scene (``vtkMRMLScene.StartCloseEvent``, which ``Clear`` and File > Close Scene send)
+cancels what runs on its nodes: the blocking run stops at its next step and every background run
+the logic tracks (:meth:`NSLFLogicCore.track`, :class:`.background.BackgroundRun`) ends its child.
+Results are never written against nodes that have left the scene: :meth:`NSLFLogicCore.writeResults`
+refuses with :class:`.checks.InputError` naming the node.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import numpy as np
 from . import engine, ensure_engine_on_path
 from .app_setup import SlicerContext, default_context
 from .assign import assign_inputs
-from .checks import LABELS, check_inputs, reference_modality
+from .checks import LABELS, InputError, check_inputs, output_problem, reference_modality
 from .hierarchy import place_with
 from .mrml_io import array_from_volume, array_view, case_from_nodes, geometry_of, new_node, set_volume, write_volume
 from .registrations import load_transform
@@ -102,6 +108,8 @@ class NSLFLogicCore:
         self.workdir: str | Path | None = None  # parent of a preprocessed run's temporary folder (None: the system's)
         self._cancel = threading.Event()
         self._models: dict[tuple[str, str], Any] = {}
+        self._jobs: list[Any] = []  # background runs on this scene's nodes (each has cancel()), cancelled when it closes
+        self.scene.AddObserver(self.scene.StartCloseEvent, self._onSceneStartClose)
 
     @property
     def scene(self) -> Any:
@@ -111,6 +119,22 @@ class NSLFLogicCore:
     def requestCancel(self) -> None:
         """Ask the running computation to stop at the next check; it raises :class:`Cancelled`."""
         self._cancel.set()
+
+    def track(self, job: Any) -> None:
+        """Cancel ``job`` (anything with ``cancel()``) when the scene closes, until :meth:`untrack`."""
+        if job not in self._jobs:
+            self._jobs.append(job)
+
+    def untrack(self, job: Any) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+
+    def _onSceneStartClose(self, caller: Any = None, event: Any = None) -> None:
+        """The scene is closing: its nodes are going, so every run on them is cancelled (see the module docstring)."""
+        self._cancel.set()
+        for job in list(self._jobs):
+            job.cancel()
+            self.untrack(job)
 
     def assignInputs(self, scene_or_nodes: Any = None) -> dict[str, Any]:
         """``{"t1": node, "t1ce": ..., "t2": ..., "flair": ...}`` from node names (see :mod:`.assign`)."""
@@ -180,6 +204,7 @@ class NSLFLogicCore:
             report(fraction, message)
 
         step(0.0, "Checking inputs")
+        self.checkOutputVolume(nodes, outputVolume)
         with tempfile.TemporaryDirectory(prefix="NSLF-", dir=self.workdir) if preprocess else contextlib.nullcontext() as folder:
             if preprocess:
                 name, source = self.prepareExam(nodes, folder, lambda: step(0.05, "Writing the raw volumes"))
@@ -230,7 +255,8 @@ class NSLFLogicCore:
         """Check the input nodes of a raw exam and write each on its own grid into ``folder`` (LPS NIfTI, float32).
 
         As :meth:`prepareCase` but the grids may differ. Returns ``(case name, {modality: file})``,
-        the files named ``<case>.<modality>.nii.gz`` (the engine names the case after them).
+        the files named ``<case>.<modality>.nii`` (the engine names the case after them; uncompressed, as
+        this runs on Slicer's GUI thread and compressing takes ten times as long as writing).
         Raises :class:`.checks.InputError` (scene unchanged).
         """
         check_inputs(nodes, resample_to_reference=True)
@@ -239,7 +265,7 @@ class NSLFLogicCore:
         reference = reference_modality(nodes)
         name = case_name(nodes[reference].GetName(), reference)
         stem = re.sub(r"[^\w-]+", "_", name) or "case"
-        return name, {m: str(write_volume(n, Path(folder) / f"{stem}.{m}.nii.gz")) for m, n in nodes.items() if n is not None}
+        return name, {m: str(write_volume(n, Path(folder) / f"{stem}.{m}.nii")) for m, n in nodes.items() if n is not None}
 
     def writeResults(
         self,
@@ -261,6 +287,7 @@ class NSLFLogicCore:
         :class:`nslfcore.inference.Confidence` or ``None``) adds the confidence columns to the table
         (:func:`.tables.fill_table`).
         """
+        self.checkStillInScene([*nodes.values(), volume, segmentation, table, grid])
         t1 = grid or nodes[reference_modality(nodes)]
         out = NSLFOutputs(confidence=confidence, reference=t1)
         if fused is not None:
@@ -277,6 +304,22 @@ class NSLFLogicCore:
             fill_table(out.table, labels, tuple(t1.GetSpacing()), confidence)  # type: ignore[arg-type]
         place_with([n for n in (out.fused, out.segmentation, out.table) if n is not None], t1)
         return out
+
+    def checkOutputVolume(self, nodes: dict[str, Any], outputVolume: Any) -> None:
+        """Raise :class:`.checks.InputError` when ``outputVolume`` is one of the inputs (:func:`.checks.output_problem`)."""
+        problem = output_problem(nodes, outputVolume)
+        if problem:
+            raise InputError([problem])
+
+    def checkStillInScene(self, nodes: list[Any]) -> None:
+        """Raise :class:`.checks.InputError` naming each node (``None`` skipped) that is no longer in this scene.
+
+        A node the user deleted, or that a scene close removed, during a run must not receive its results.
+        """
+        gone = [node.GetName() for node in nodes if node is not None and node.GetScene() is not self.scene]
+        if gone:
+            raise InputError([f"'{name}' was removed from the scene during the run; the results were not imported. "
+                              "Select the inputs and outputs again and rerun." for name in gone])  # fmt: skip
 
     def writePreprocessing(self, outputs: NSLFOutputs, nodes: dict[str, Any], name: str, files: dict[str, Any]) -> None:
         """Add what preprocessing found to the scene and to ``outputs``: the brain mask and the registrations.

@@ -32,7 +32,8 @@ from nslfcore.model_store import (  # noqa: E402
     sha256_file,
 )
 
-__all__ = ["ModelEntry", "ModelError", "add_model", "download", "installed_models", "remove_model", "validate_model_file"]
+__all__ = ["ModelEntry", "ModelError", "add_model", "download", "installed_models", "panel_models", "remove_model",
+           "validate_model_file"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,23 @@ def _located(info: ModelInfo) -> ModelInfo:
 
 
 def installed_models(user_dir: str | Path | None = None) -> list[ModelEntry]:
-    """Shipped models first (registry order), then the user's."""
+    """Shipped models first (registry order), then the user's; raises :class:`ModelError` naming a registry it cannot read."""
     entries = [ModelEntry(_located(info), "shipped", info.id) for info in list_models(engine.models_folder())]
     if user_dir is not None and (Path(user_dir) / REGISTRY_NAME).is_file():
         entries += [ModelEntry(info, "user", str(info.path)) for info in list_models(user_dir)]
     return entries
+
+
+def panel_models(user_dir: str | Path | None) -> tuple[list[ModelEntry], str]:
+    """What the panel lists: :func:`installed_models`, or only the shipped ones when the user's registry is broken.
+
+    Returns ``(entries, problem)``: ``problem`` is ``""``, or the one sentence naming the user's
+    ``models.json`` that could not be read and what to do (the panel shows it; it never stops the panel opening).
+    """
+    try:
+        return installed_models(user_dir), ""
+    except ModelError as error:
+        return installed_models(), f"Your models are not listed: {error} Until then only the shipped models are offered."
 
 
 def validate_model_file(path: str | Path) -> ModelInfo:

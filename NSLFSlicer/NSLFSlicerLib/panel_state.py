@@ -8,12 +8,23 @@ the GUI thread on every keystroke) are decided and tested here, in plain Python.
 
 from __future__ import annotations
 
+import html
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+#: The project's repository (also named in the module's help text).
+PROJECT_URL = "https://github.com/nslfslicer/SlicerNSLF"
+#: The README section that says the shipped model does not work on real MRI yet and how to validate one.
+VALIDATION_ADVICE_URL = PROJECT_URL + "#two-commands"
+#: What a shipped model is until its registry entry reports results on real MRI (``evaluation.real_mri``).
+SYNTHETIC_CAUTION = ("Trained on synthetic phantoms; not validated on real MRI. Use it to try the pipeline, not on patients: "
+                     "validate a model on labelled scans of your own site first "
+                     f'(<a href="{VALIDATION_ADVICE_URL}">how</a>).')  # fmt: skip
 
 
 def path_text(value: Any) -> str:
@@ -39,6 +50,50 @@ def confidence_text(confidence: Any) -> tuple[str, bool]:
         return "", False
     text = f"Confidence: {confidence.summary()}."
     return (f"{text} {confidence.warning}", True) if confidence.low else (text, False)
+
+
+def model_info_text(entry: Any) -> str:
+    """The rich text under the model selector for a :class:`.model_manager.ModelEntry`: its description (or metrics).
+
+    A shipped model whose registry ``evaluation`` has no ``real_mri`` results is first labelled as what it
+    is, :data:`SYNTHETIC_CAUTION` (in bold red, with the link to the README's validation advice).
+    """
+    text = html.escape(entry.info.description or entry.metrics())
+    if entry.source == "shipped" and not (entry.info.evaluation or {}).get("real_mri"):
+        return f'<p style="color: #c0392b"><b>{SYNTHETIC_CAUTION}</b></p><p>{text}</p>'
+    return text
+
+
+def run_blocker(nodes: dict[str, Any], output_volume: Any) -> str:
+    """Why Fuse / Segment cannot be pressed for these inputs, ``""`` when they can: fewer than three of the four
+    inputs (:func:`.checks.missing_problem`) or an input chosen as the output volume (:func:`.checks.output_problem`).
+
+    Cheap (no voxels read): called on every change of the parameter node; the full checks run on the press.
+    """
+    from .checks import missing_problem, output_problem
+
+    return missing_problem(nodes) or output_problem(nodes, output_volume) or ""
+
+
+def shared_gpu(run_device: str, training_device: str, choices: Sequence[tuple[str, str]]) -> str:
+    """One sentence when a Fuse / Segment run and a training would use the same GPU, else ``""``.
+
+    ``choices``: the device list (:attr:`DeviceList.choices`); ``"auto"`` means its first GPU (the CPU when it
+    lists none) and ``"cuda"`` means ``"cuda:0"``, as :func:`nslfcore.inference.resolve_device` decides. Two jobs
+    on one GPU compete for its memory and one of them fails with an out-of-memory error.
+    """
+    gpus = [spec for _, spec in choices if spec.startswith("cuda:")]
+
+    def resolved(device: str) -> str:
+        device = "cuda:0" if device == "cuda" else device
+        return (gpus[0] if gpus else "cpu") if device == "auto" else device
+
+    gpu = resolved(run_device)
+    if not gpu.startswith("cuda") or gpu != resolved(training_device):
+        return ""
+    name = next((label for label, spec in choices if spec == gpu), gpu)
+    return (f"The training uses {name}; fusing or segmenting there at the same time can run out of GPU memory. Choose "
+            "the CPU or another GPU under Device (and Training device), or wait for the other job to end.")  # fmt: skip
 
 
 def restore_index(values: Sequence[str], saved: str | None, default: str | None = None) -> int:
@@ -132,6 +187,9 @@ class DatasetChecker:
             return None
         try:
             return path, future.result().message()
+        except ModuleNotFoundError as error:  # nibabel before the dependency step
+            return path, (f"{Path(path).name}: checking it needs {error.name}, one of NSLF's dependencies; press Start "
+                          "once to install them, then choose the folder again.")  # fmt: skip
         except Exception as error:  # noqa: BLE001 - shown in the panel, never raised into Qt
             return path, f"{Path(path).name}: could not be checked ({error})."
 
@@ -167,3 +225,92 @@ class PreprocessProposal:
             self.proposed = False
             return False, ""
         return checked, ""
+
+
+class DeviceList:
+    """The device selector's entries, found in a child process so that torch never loads in Slicer's.
+
+    :attr:`choices` starts as :data:`.engine.DEFAULT_DEVICES` (automatic, CPU). :meth:`refresh` starts
+    the query (``start()`` returns a started :class:`.process_runner.ProcessRunner` of
+    :func:`.engine.device_query_command`) when torch is installed (``torch_installed()``, which must
+    not import it) and not yet queried: at panel open, and again after the dependency step, which
+    may just have installed torch. :meth:`poll` (from the panel's timer) returns the new choices
+    once the child has answered, else ``None``; the answer is kept for the session.
+    """
+
+    def __init__(self, start: Callable[[], Any], torch_installed: Callable[[], bool] | None = None) -> None:
+        from .engine import DEFAULT_DEVICES
+
+        self.start = start
+        self.torch_installed = torch_installed or _torch_installed
+        self.choices: list[tuple[str, str]] = list(DEFAULT_DEVICES)
+        self.queried = False  # the child has answered with torch's devices
+        self.error = ""  # why the last query failed (its log tail), "" if it did not
+        self._runner: Any = None
+
+    @property
+    def busy(self) -> bool:
+        return self._runner is not None
+
+    def refresh(self) -> bool:
+        """Start the query unless it has answered, is running or torch is missing; returns whether it started."""
+        if self.queried or self._runner is not None or not self.torch_installed():
+            return False
+        try:
+            self._runner = self.start()
+        except OSError as error:  # no PythonSlicer: the panel still opens, with automatic and CPU
+            self.error = str(error)
+            logging.warning("NSLF could not list the GPUs (Automatic and CPU stay offered): %s", error)
+            return False
+        return True
+
+    def poll(self) -> list[tuple[str, str]] | None:
+        runner = self._runner
+        if runner is None:
+            return None
+        runner.poll()
+        if not runner.finished:
+            return None
+        self._runner = None
+        devices = (runner.result or {}).get("devices") if runner.succeeded else None
+        if not devices:
+            self.error = runner.failure_message()
+            logging.warning("NSLF could not list the GPUs (Automatic and CPU stay offered): %s", self.error)
+            return None
+        self.choices, self.queried, self.error = [(str(label), str(spec)) for label, spec in devices], True, ""
+        return self.choices
+
+
+def _torch_installed() -> bool:
+    """Whether torch can be found on the path (found, not imported)."""
+    import importlib.util
+
+    importlib.invalidate_caches()  # torch may have been installed since the last look
+    return importlib.util.find_spec("torch") is not None
+
+
+class BackgroundCall:
+    """One call of seconds (a model's download, a model file's validation) in a worker thread, polled from the panel's timer.
+
+    ``BackgroundCall(function, *args, progress=True)`` passes ``progress=self.report`` to ``function``, whose
+    last message is :attr:`message` (the panel's status line). :attr:`done` says when it has returned;
+    :meth:`result` then gives its value or raises its exception, on the calling (GUI) thread.
+    """
+
+    def __init__(self, function: Callable[..., Any], *args: Any, progress: bool = False, **kwargs: Any) -> None:
+        self.message = ""
+        if progress:
+            kwargs["progress"] = self.report
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nslf-call")
+        self._future = executor.submit(function, *args, **kwargs)
+        executor.shutdown(wait=False)
+
+    def report(self, fraction: float, message: str) -> None:
+        self.message = message
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> Any:
+        return self._future.result()

@@ -72,6 +72,15 @@ def child_process_options() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
+def child_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A child's environment: this process's plus ``env``, unbuffered output, and UTF-8 on its standard streams.
+
+    ``PYTHONIOENCODING=utf-8``: the parent reads children as UTF-8, and a child on a Windows code page
+    or a C locale would otherwise fail (``UnicodeEncodeError``) or garble a non-ASCII path or message.
+    """
+    return {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+
+
 def format_eta(fraction: float, elapsed_s: float) -> str:
     """Progress text for a bar: ``"42% (about 3 min left)"``; no estimate before 2 % or after the end."""
     percent = f"{100 * fraction:.0f}%"
@@ -124,7 +133,7 @@ class ProcessRunner:
                  log_lines: int = 200) -> None:  # fmt: skip
         self.args = [str(a) for a in args]
         self.cwd = None if cwd is None else str(cwd)
-        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.env = child_environment(env)
         self.process: subprocess.Popen | None = None
         self.progress = 0.0
         self.message = ""
@@ -134,6 +143,7 @@ class ProcessRunner:
         self._log: deque[str] = deque(maxlen=log_lines)
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader: threading.Thread | None = None
+        self._kill_at: float | None = None  # after a cancel that did not wait: when poll() sends SIGKILL
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> ProcessRunner:
@@ -175,8 +185,26 @@ class ProcessRunner:
     def succeeded(self) -> bool:
         return self.finished and self.returncode == 0 and self.error is None and not self.cancelled
 
+    @property
+    def delivered(self) -> bool:
+        """The child has ended after sending its result and no error, and was not cancelled, whatever its exit code.
+
+        A worker whose interpreter crashes on the way out (a CUDA or OpenMP teardown) after writing its
+        result files and the result line has done its job; :attr:`succeeded` would throw that result away.
+        """
+        return self.finished and self.result is not None and self.error is None and not self.cancelled
+
     def poll(self) -> list[RunnerEvent]:
-        """Events parsed from the lines the child wrote since the last call (never blocks)."""
+        """Events parsed from the lines the child wrote since the last call (never blocks).
+
+        After :meth:`cancel` with ``wait=False`` it also ends the child's process group with SIGKILL once the
+        grace period is over (or once the child has exited, for grandchildren that outlive it).
+        """
+        if self._kill_at is not None and self.process is not None and (
+            self.process.poll() is not None or time.monotonic() >= self._kill_at
+        ):
+            self._kill_group(signal.SIGKILL)
+            self._kill_at = None
         events = []
         while True:
             try:
@@ -207,10 +235,12 @@ class ProcessRunner:
         self.poll()
         return code
 
-    def cancel(self, grace: float = 2.0) -> None:
+    def cancel(self, grace: float = 2.0, wait: bool = True) -> None:
         """End the child and every process it started: SIGTERM to its group, SIGKILL after ``grace`` seconds.
 
-        On Windows ``taskkill /T /F`` ends the tree. Returns once the child has exited.
+        On Windows ``taskkill /T /F`` ends the tree (without a console window). ``wait``: return once the
+        child has exited (scripts, tests, scene close); ``wait=False`` (the panel's Cancel button) returns at
+        once and :meth:`poll` sends the SIGKILL when ``grace`` is over, so the GUI never blocks on it.
         """
         if self.process is None:
             return
@@ -219,14 +249,19 @@ class ProcessRunner:
             self._kill_group(signal.SIGKILL if os.name != "nt" else None)  # grandchildren may outlive it
             return
         if os.name == "nt":
-            subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True)
+            command = ["taskkill", "/T", "/F", "/PID", str(self.process.pid)]
+            subprocess.run(command, capture_output=True, **child_process_options())  # no console window flashes
         else:
             self._kill_group(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while self.process.poll() is None and time.monotonic() < deadline:
+            self._kill_at = time.monotonic() + grace
+            if not wait:
+                return
+            while self.process.poll() is None and time.monotonic() < self._kill_at:
                 time.sleep(0.05)
             self._kill_group(signal.SIGKILL)
-        self.process.wait(10)
+            self._kill_at = None
+        if wait:
+            self.process.wait(10)
 
     def _kill_group(self, sig: Any) -> None:
         if os.name == "nt" or self.process is None:

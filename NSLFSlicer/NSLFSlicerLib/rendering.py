@@ -10,7 +10,6 @@ IJK-to-RAS matrix, ``.vtp`` surfaces in RAS).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import vtk
 
 from .mrml_io import ijk_to_ras
-from .process_runner import child_process_options, python_executable
+from .process_runner import child_environment, child_process_options, python_executable
 from .terminology import segment_specs
 
 WORKER = Path(__file__).with_name("rendering_worker.py")
@@ -106,7 +105,7 @@ def render_png(volume_node: Any, segmentation_node: Any, png: str | Path, size: 
     with tempfile.TemporaryDirectory(prefix="nslf-render-") as tmp:
         job = write_job(volume_node, segmentation_node, png, Path(tmp), size)
         for backend in BACKENDS:
-            env = dict(os.environ)
+            env = child_environment()
             env.pop("VTK_DEFAULT_OPENGL_WINDOW", None)
             if backend:
                 env["VTK_DEFAULT_OPENGL_WINDOW"] = backend

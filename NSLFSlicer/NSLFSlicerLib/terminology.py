@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from . import RESOURCES_DIR
 
@@ -73,3 +74,20 @@ BRAIN = SegmentSpec(
     terminology="Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
     "~SCT^12738006^Brain~^^~Anatomic codes - DICOM master list~^^~^^",
 )
+
+
+def register_terminology(terminologies_logic: Any) -> str:
+    """Load :data:`TERMINOLOGY_FILE` into Slicer's Terminologies logic, once; returns its context name.
+
+    Without it the segments' tags name a context Slicer does not know, and its terminology selector
+    (double-click a segment) cannot show them. ``terminologies_logic``: a ``vtkSlicerTerminologiesModuleLogic``
+    (``slicer.modules.terminologies.logic()`` in Slicer).
+    """
+    import vtk
+
+    name = json.loads(TERMINOLOGY_FILE.read_text(encoding="utf-8"))["SegmentationCategoryTypeContextName"]
+    loaded = vtk.vtkStringArray()
+    terminologies_logic.GetLoadedTerminologyNames(loaded)
+    if name not in {loaded.GetValue(i) for i in range(loaded.GetNumberOfValues())}:
+        terminologies_logic.LoadTerminologyFromFile(str(TERMINOLOGY_FILE))
+    return name

@@ -6,6 +6,11 @@ per iteration event) and chart "NSLF training: stage N" with one line series per
 feeds chart "NSLF validation": per stage the validation loss, and for stage 3 the Dice of ET, TC and
 WT, against the epoch. Missing values are NaN. The nodes are ordinary MRML nodes, so the curves
 show in any plot view and are saved with the scene.
+
+One set of nodes per training run: :meth:`TrainingPlots.start_run` removes the previous run's
+nodes unless the same run folder is resumed, so a second run never appends to the first one's
+tables. When the scene closes (``StartCloseEvent``) the plots forget their nodes, which the close
+removes, and the next events create new ones in the new scene.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ class TrainingPlots:
 
     def __init__(self, scene: Any) -> None:
         self.scene = scene
+        self.run_dir: str | None = None  # the run folder these curves belong to (start_run)
+        self._forget()
+        scene.AddObserver(scene.StartCloseEvent, lambda caller, event: self._forget())
+
+    def _forget(self) -> None:
+        """Drop every reference to the nodes (they are, or are about to be, out of the scene)."""
         self.tables: dict[int, Any] = {}
         self.charts: dict[int, Any] = {}
         self.validation_table: Any = None
@@ -118,8 +129,15 @@ class TrainingPlots:
     def clear(self) -> None:
         """Remove every node these plots created from the scene."""
         for node in self.nodes():
-            self.scene.RemoveNode(node)
-        self.__init__(self.scene)  # type: ignore[misc]
+            if node.GetScene() is self.scene:
+                self.scene.RemoveNode(node)
+        self._forget()
+
+    def start_run(self, run_dir: str, resume: bool = False) -> None:
+        """A training run starts: keep the curves only when ``run_dir``'s run is resumed, else start new ones."""
+        if not (resume and run_dir == self.run_dir):
+            self.clear()
+        self.run_dir = run_dir
 
 
 def _number(value: Any) -> float:

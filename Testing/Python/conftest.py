@@ -50,3 +50,20 @@ def fresh_inputs(scenario):
     put_in_study(nodes)
     return logic, nodes
 
+
+
+@pytest.fixture(scope="session")
+def small_case_dir(tmp_path_factory):
+    """A 32^3 phantom case on a straight grid (fast to load; no model run)."""
+    from NSLFSlicerLib.testing import write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("small-case"), size=(32, 32, 32), oblique=False)
+
+
+@pytest.fixture
+def small_inputs(small_case_dir):
+    """A logic on a fresh scene and the small case's four input nodes."""
+    from NSLFSlicerLib.testing import load_case_nodes
+
+    logic = NSLFLogicCore()
+    return logic, load_case_nodes(logic.context, small_case_dir)

@@ -6,6 +6,8 @@ with the frozen-constraints file of that Python) is run here with ``--dry-run --
 torch. A real torch build for Python 3.12 is a multi-GB CUDA download, so the torch is its
 metadata only (``torch-2.13.0.dist-info`` on ``PYTHONPATH``): pip resolves against installed
 *metadata*, which is what is under test. Needs PyPI (the resolver reads monai's and nibabel's).
+The frozen constraints are written after ``import setuptools``, as in a Slicer where anything
+imported it (its ``_vendor`` then sits on ``sys.path`` with older packaging and typing_extensions).
 The same for the ``preprocess`` feature (deepbet, for the "Raw scans" option, issue 32): asked
 for only with the option, and accepting the numpy and packaging Slicer 5.10 ships.
 """
@@ -24,7 +26,8 @@ MODULE = ROOT / "NSLFSlicer"
 SLICER_PYTHON = ROOT / ".venv-slicer" / "bin" / "python"
 #: Packages 3D Slicer 5.10+ ships (and the torch the PyTorch extension installs): pip must change none.
 SLICER_SHIPS = {"numpy", "scipy", "simpleitk", "vtk", "requests", "pydicom", "pillow", "packaging", "torch",
-                "urllib3", "certifi", "idna", "charset-normalizer", "slicer-core"}  # fmt: skip
+                "urllib3", "certifi", "idna", "charset-normalizer", "slicer-core", "typing-extensions", "setuptools",
+                "six", "pyparsing", "python-dateutil", "pip", "wheel"}  # fmt: skip
 #: The numpy and packaging of Slicer 5.10's Python (3.12), which the packages pip adds must accept.
 SLICER_NUMPY, SLICER_PACKAGING = "2.0.2", "25.0"
 
@@ -48,6 +51,32 @@ def test_frozen_constraints_pin_every_installed_distribution():
     assert pins["numpy"] == version("numpy") and pins["torch"] == version("torch") and pins["vtk"] == version("vtk")
     args = pip_arguments(["monai==1.6.1"], "/tmp/c.txt")
     assert args[:3] == ["monai==1.6.1", "--constraint", "/tmp/c.txt"]
+
+
+def _dist_info(folder: Path, name: str, version: str) -> None:
+    info = folder / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_frozen_constraints_pin_the_first_copy_on_sys_path_as_import_and_pip_do(tmp_path, monkeypatch):
+    """Slicer 5.10 once setuptools is imported: its ``_vendor`` (packaging 24.2) comes after site-packages (25.0)."""
+    import importlib.metadata
+
+    from NSLFSlicerLib.dependencies import frozen_constraints
+
+    site, vendor = tmp_path / "site-packages", tmp_path / "setuptools" / "_vendor"
+    _dist_info(site, "packaging", "25.0")
+    _dist_info(site, "typing_extensions", "4.14.0")
+    _dist_info(vendor, "packaging", "24.2")
+    _dist_info(vendor, "typing_extensions", "4.12.2")
+    _dist_info(vendor, "jaraco.text", "3.12.1")
+    monkeypatch.setattr(sys, "path", [str(site), str(vendor)])
+    pins = frozen_constraints().split()
+    assert pins == ["jaraco.text==3.12.1", "packaging==25.0", "typing_extensions==4.14.0"], pins
+    for pin in pins:  # the independent reference: what importlib.metadata (and so pip) resolves each name to
+        name, version = pin.split("==")
+        assert importlib.metadata.version(name) == version
 
 
 def test_torch_version_requirement():
@@ -74,6 +103,7 @@ def slicer_pip_dry_run(tmp_path: Path, features: tuple[str, ...] = ()) -> tuple[
     env = {"PYTHONPATH": f"{fake}:{MODULE}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     code = (
         "import json, subprocess, sys\n"
+        "import setuptools  # as in Slicer once anything imported it: its _vendor (packaging 24.2) joins sys.path\n"
         "from NSLFSlicerLib.dependencies import frozen_constraints, missing_packages, pip_arguments\n"
         f"open({str(tmp_path / 'c.txt')!r}, 'w').write(frozen_constraints())\n"
         f"json.dump([missing_packages(), missing_packages({features!r})], open({str(tmp_path / 'm.json')!r}, 'w'))\n"
@@ -93,10 +123,12 @@ def test_pip_command_changes_nothing_slicer_ships(tmp_path):
     report, _ = slicer_pip_dry_run(tmp_path)
     constraints = (tmp_path / "c.txt").read_text().lower()
     assert "torch==2.13.0" in constraints and "numpy==" in constraints and "vtk==" in constraints
+    # Slicer's packaging and typing_extensions, not the older ones in setuptools' _vendor
+    assert "\npackaging==25.0\n" in constraints and "\ntyping_extensions==4.14.0\n" in constraints
     installs = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"] for item in report["install"]}
     assert installs.get("monai") == "1.6.1" and installs.get("nibabel") == "5.4.2", installs
     assert not SLICER_SHIPS & set(installs), installs  # nothing Slicer ships is upgraded, downgraded or replaced
-    assert set(installs) <= {"monai", "nibabel", "typing-extensions"}, installs
+    assert set(installs) == {"monai", "nibabel"}, installs
 
 
 def test_deepbet_is_a_feature_of_its_own_pinned_as_the_engine_pins_it():

@@ -164,10 +164,11 @@ def _line_of(function: ast.FunctionDef, text: str) -> int:
 
 def test_widget_connects_saving_signals_only_after_filling_and_restoring():
     setup = _method("setup")
-    fill = _line_of(setup, "combo.addItem(label, spec)")
-    restore = _line_of(setup, "restore_index(")
-    save = _line_of(setup, 'u.deviceComboBox.connect(\'currentIndexChanged(int)\'')
-    assert fill < restore < save
+    assert _line_of(setup, "self.fillDevices()") < _line_of(setup, 'u.deviceComboBox.connect(\'currentIndexChanged(int)\'')
+    fill = _method("fillDevices")  # also refills when the device query answers: with the signals blocked
+    steps = ("combo.blockSignals(True)", "combo.addItem(label, spec)", "restore_index(", "combo.blockSignals(False)")
+    block, add, restore, unblock = (_line_of(fill, step) for step in steps)
+    assert block < add < restore < unblock
     assert _line_of(setup, "self.refreshModels()") < _line_of(setup, "u.modelComboBox.connect(")
     refresh = _method("refreshModels")
     assert _line_of(refresh, "self.models.replace(") < _line_of(refresh, "combo.addItem(")

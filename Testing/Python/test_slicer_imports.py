@@ -6,12 +6,14 @@ menu before its dependency dialog can run (a top-level ``nibabel`` import did ex
 check is an allowlist (``shims/import_allowlist.py``): every top-level package outside the
 standard library, Slicer's bundled packages, Slicer's own modules and the extension is refused.
 It runs in this environment and, when the machine has Python 3.12 (Slicer 5.10-5.12's), in
-``.venv-slicer``: Python 3.12 with Slicer's bundled packages and slicer-core only, no torch.
+``.venv-slicer``: Python 3.12 with Slicer 5.10's bundled packages at Slicer 5.10's versions
+(``NSLFCore/constraints-slicer.txt``) and slicer-core only, no torch.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "NSLFSlicer"
 SCRIPT = Path(__file__).parent / "shims" / "import_allowlist.py"
 SLICER_PYTHON = ROOT / ".venv-slicer" / "bin" / "python"
+#: What Slicer 5.10.0 bundles (Slicer/Slicer tag v5.10.0, SuperBuild/External_python-*.cmake and
+#: External_SimpleITK.cmake), as pip names them.
+SLICER_5_10 = {"numpy": "2.0.2", "scipy": "1.13.1", "simpleitk": "2.5.2", "pydicom": "2.4.4", "pillow": "11.2.1",
+               "setuptools": "80.9.0", "packaging": "25.0", "requests": "2.32.3", "urllib3": "2.4.0", "certifi": "2025.4.26",
+               "idna": "3.10", "charset-normalizer": "3.4.2", "typing-extensions": "4.14.0", "pip": "25.1.1"}  # fmt: skip
 #: Never imported before the dependency step (the allowlist refuses them; this names them in the failure).
 HEAVY = {"torch", "monai", "nibabel", "nilearn", "tqdm", "skimage"}
 
@@ -62,6 +69,32 @@ def test_module_loads_in_slicers_python_312_without_torch():
     assert report["python"].startswith("3.12")
 
 
+def slicer_pins() -> dict[str, str]:
+    """``name: version`` of NSLFCore/constraints-slicer.txt (names normalised as pip does)."""
+    lines = (ROOT / "NSLFCore" / "constraints-slicer.txt").read_text().splitlines()
+    pins = [line.split("#")[0].strip().split("==") for line in lines if line.split("#")[0].strip()]
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins}
+
+
+def test_slicer_env_pins_are_slicer_5_10s():
+    """The pins of .venv-slicer are what Slicer 5.10.0's SuperBuild installs (SuperBuild/External_python-*.cmake)."""
+    pins = slicer_pins()
+    assert {name: pins.get(name) for name in SLICER_5_10} == SLICER_5_10
+    assert pins["slicer-core"] == "5.13.31053.0" and pins["vtk"] == "9.6.2"  # MRML in plain Python; needs this VTK
+    main = (ROOT / "NSLFCore" / "constraints.txt").read_text()
+    assert "numpy==2.4.6" in main and pins["numpy"] != "2.4.6"  # why the Slicer pins are a file of their own
+
+
+@pytest.mark.skipif(not SLICER_PYTHON.exists(), reason="no .venv-slicer (NSLFCore/run test makes it where Python 3.12 exists)")
+def test_slicer_env_holds_its_pins():
+    """.venv-slicer is rebuilt when constraints-slicer.txt changes: every pinned package is installed at its pin."""
+    code = ("import importlib.metadata as m, json, re; print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): "
+            "d.version for d in m.distributions()}))")  # fmt: skip
+    out = subprocess.run([str(SLICER_PYTHON), "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    installed = json.loads(out)
+    assert {name: installed.get(name) for name in slicer_pins()} == slicer_pins()
+
+
 @pytest.mark.skipif(not SLICER_PYTHON.exists(), reason="no .venv-slicer (NSLFCore/run test makes it where Python 3.12 exists)")
 def test_every_source_file_compiles_on_python_312(tmp_path):
     folders = [ROOT / "NSLFCore" / "nslfcore", MODULE, ROOT / "benchmarks"]
@@ -84,15 +117,3 @@ def test_minimum_slicer_version_is_checked_and_stated():
     assert running_slicer_problem() is None  # slicer-core has no application: nothing to check
     for path in ("README.md", "NSLFSlicer.s4ext", "CMakeLists.txt"):
         assert "5.10" in (ROOT / path).read_text(), f"{path} does not state the minimum Slicer version"
-
-
-def test_catalog_entry_follows_the_schema_and_the_extension_metadata():
-    entry = json.loads((ROOT / "Resources" / "ExtensionsIndex" / "NSLFSlicer.json").read_text())
-    allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "enabled", "scm_revision", "scm_type",
-               "scm_url", "tier"}  # fmt: skip
-    assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
-    s4ext = dict(line.split(" ", 1) for line in (ROOT / "NSLFSlicer.s4ext").read_text().splitlines()
-                 if line.strip() and not line.startswith("#") and " " in line)  # fmt: skip
-    assert entry["category"] == s4ext["category"] and entry["scm_url"] == s4ext["scmurl"]
-    assert entry["build_dependencies"] == s4ext["depends"].split()
-    assert "5.10" in (ROOT / "Resources" / "ExtensionsIndex" / "README.md").read_text()

@@ -22,7 +22,10 @@ EXTENSION = {"NSLFSlicer", "NSLFSlicerLib", "nslfcore", "slicer_app_shims"}
 #: Standard-library probes for other platforms (copy's Jython ``org``, platform's Windows ``_wmi``):
 #: allowed to be looked up, they are simply not found here and the standard library goes on.
 STDLIB_PROBES = {"org", "_wmi"}
-ALLOWED = set(sys.stdlib_module_names) | SLICER_BUNDLED | SLICER_OWN | EXTENSION | STDLIB_PROBES
+#: SWIG's runtime looks this module up when SimpleITK 2.5.2 (Slicer 5.10's, built with SWIG 4.x < 4.3)
+#: loads, and goes on when it is not found; newer SWIG registers ``swig_runtime_data5`` without a lookup.
+SWIG_PROBES = {"swig_runtime_data4"}
+ALLOWED = set(sys.stdlib_module_names) | SLICER_BUNDLED | SLICER_OWN | EXTENSION | STDLIB_PROBES | SWIG_PROBES
 
 
 class Allowlist(importlib.abc.MetaPathFinder):
@@ -49,11 +52,11 @@ def main() -> None:
 
     logic = NSLFSlicer.NSLFSlicerLogic()
     refused_at_load = list(Allowlist.refused)  # loading the module and its logic: nothing may be refused
-    from NSLFSlicerLib.engine import device_choices  # tries torch inside, falls back without it
     from NSLFSlicerLib.model_manager import installed_models
+    from NSLFSlicerLib.panel_state import DeviceList  # what the panel lists before its device query answers
 
     models = installed_models()
-    devices = [label for label, _ in device_choices()]
+    devices = [label for label, _ in DeviceList(start=lambda: None).choices]
     top = sorted({name.split(".")[0] for name in sys.modules} - set(sys.stdlib_module_names))
     print(json.dumps({"python": sys.version.split()[0], "logic": type(logic).__name__, "models": len(models), "devices": devices,
                       "imported": top, "refused": refused_at_load}))  # fmt: skip
