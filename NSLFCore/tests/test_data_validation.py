@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import shutil
 from pathlib import Path
 
@@ -162,3 +164,18 @@ def test_check_data_command(template_dir, tmp_path, capsys):
     assert main(["check-data", str(tmp_path)]) == 1
     assert "no usable case" in capsys.readouterr().out
     assert main(["check-data", str(tmp_path / "absent")]) == 1
+
+
+@pytest.mark.parametrize("nibabel", ["installed", "missing"])
+def test_a_file_truncated_mid_stream_is_caught_with_or_without_nibabel(case_dir, monkeypatch, nibabel):
+    """SimpleITK reads a half-written .nii.gz without complaint; the raw check must catch it even where nibabel
+    is not installed yet (3D Slicer before the module's dependency step)."""
+    if nibabel == "missing":
+        monkeypatch.setitem(sys.modules, "nibabel", None)  # `import nibabel` raises ImportError
+    path = _path(case_dir, "t2")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    (files,) = find_cases(case_dir.parent)
+    with pytest.raises(DataValidationError) as info:
+        validate_case(files, require_label=True)
+    assert "cannot read" in str(info.value) and f"{CASE}_t2" in str(info.value)

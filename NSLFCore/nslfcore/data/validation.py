@@ -19,6 +19,7 @@ Geometry is compared in SimpleITK terms: ``(x, y, z)`` order, mm, LPS.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +70,14 @@ def _nifti_check(path: Path) -> tuple[str | None, int]:
 
     SimpleITK's NIfTI reader silently accepts truncated ``.nii.gz`` files and turns stored NaNs
     into 0, so NIfTI files are also read raw here. nibabel is imported here, not at module level:
-    3D Slicer does not bundle it, and the Slicer module imports this file before its dependency step.
+    3D Slicer does not bundle it, and the Slicer module checks datasets before its dependency step;
+    without nibabel a ``.nii.gz`` file's gzip stream is still read to its end (a truncated file is
+    reported), and stored NaNs are left to the voxel check.
     """
-    import nibabel as nib
+    try:
+        import nibabel as nib
+    except ImportError:
+        return _gzip_check(path), 0
 
     try:
         image = nib.load(str(path))
@@ -81,6 +87,19 @@ def _nifti_check(path: Path) -> tuple[str | None, int]:
     if np.issubdtype(raw.dtype, np.floating):
         return None, int(raw.size - np.isfinite(raw).sum())
     return None, 0
+
+
+def _gzip_check(path: Path) -> str | None:
+    """A ``.gz`` file read to its end: the error (truncated or corrupt stream) or ``None``; other files: ``None``."""
+    if not path.name.endswith(".gz"):
+        return None
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, EOFError) as error:
+        return (str(error).strip().splitlines() or ["unknown error"])[-1][:100]
+    return None
 
 
 def _voxel_problems(case: str, role: str, path: Path, array: np.ndarray, convention: str, nonfinite: int = 0) -> list[str]:
