@@ -36,6 +36,7 @@ import logging
 import re
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,17 @@ class NSLFLogicCore:
         self._cancel = threading.Event()
         self._models: dict[tuple[str, str], Any] = {}
         self._jobs: list[Any] = []  # background runs on this scene's nodes (each has cancel()), cancelled when it closes
-        self.scene.AddObserver(self.scene.StartCloseEvent, self._onSceneStartClose)
+        # The scene holds the callback; through a weak reference it does not hold this logic, so no
+        # reference cycle runs through VTK (the garbage collector may break one after VTK has freed
+        # the scene, which crashes).
+        this = weakref.ref(self)
+
+        def on_scene_start_close(caller: Any, event: Any) -> None:
+            logic = this()
+            if logic is not None:
+                logic._onSceneStartClose()
+
+        self.scene.AddObserver(self.scene.StartCloseEvent, on_scene_start_close)
 
     @property
     def scene(self) -> Any:

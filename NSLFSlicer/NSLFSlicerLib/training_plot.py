@@ -9,8 +9,10 @@ show in any plot view and are saved with the scene.
 
 One set of nodes per training run: :meth:`TrainingPlots.start_run` removes the previous run's
 nodes unless the same run folder is resumed, so a second run never appends to the first one's
-tables. When the scene closes (``StartCloseEvent``) the plots forget their nodes, which the close
-removes, and the next events create new ones in the new scene.
+tables. When the scene closes, its nodes leave it; the plots notice that (a node of theirs no longer
+in the scene) before they are used, forget them, and the next events create new ones in the new
+scene. (No scene observer: a Python callback held by the scene and referring back to these plots
+forms a cycle that the garbage collector may break after VTK has freed the scene, which crashes.)
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ class TrainingPlots:
         self.scene = scene
         self.run_dir: str | None = None  # the run folder these curves belong to (start_run)
         self._forget()
-        scene.AddObserver(scene.StartCloseEvent, lambda caller, event: self._forget())
+
+    def _forget_if_closed(self) -> None:
+        """Forget the nodes when one of them has left the scene (the scene was closed or the node removed)."""
+        held = [*self.tables.values(), *self.charts.values(), *self.series.values(),
+                *(n for n in (self.validation_table, self.validation_chart) if n is not None)]  # fmt: skip
+        if any(node.GetScene() is not self.scene for node in held):
+            self._forget()
 
     def _forget(self) -> None:
         """Drop every reference to the nodes (they are, or are about to be, out of the scene)."""
@@ -51,6 +59,7 @@ class TrainingPlots:
     # --------------------------------------------------------------------------------- updating
     def update(self, events: list[dict[str, Any]]) -> None:
         """Append the iteration and validation events to the tables (creating nodes as needed)."""
+        self._forget_if_closed()
         for event in events:
             if event["event"] == "iteration":
                 stage = event["stage"]
@@ -122,7 +131,8 @@ class TrainingPlots:
         return self.validation_table
 
     def nodes(self) -> list[Any]:
-        """Every node these plots created."""
+        """Every node these plots created that is still in the scene."""
+        self._forget_if_closed()
         found = [*self.tables.values(), *self.charts.values(), *self.series.values()]
         return found + [n for n in (self.validation_table, self.validation_chart) if n is not None]
 
