@@ -52,7 +52,7 @@ def _break(kind: str, tiny_case, tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("kind", "message"), [("geometry", "origin"), ("missing", "t2"), ("2d", "3-D"), ("4d", "3-D")]
+    ("kind", "message"), [("geometry", "--preprocess"), ("missing", "t2"), ("2d", "3-D"), ("4d", "3-D")]
 )
 def test_bad_inputs_are_refused_without_partial_outputs(kind, message, random_model_file, tiny_case, tmp_path, capsys):
     out = tmp_path / "out"

@@ -27,6 +27,9 @@ from nslfcore.data.validation import DataValidationError, plausibility_problems
 from nslfcore.inference.missing import MIN_SEQUENCES, too_few_sequences
 from nslfcore.preprocess.detection import DIFFERENT_GRIDS, preprocessing_advice, preprocessing_reasons, read_grids
 
+GRID_MISMATCH = "; resample it onto the "
+"""The tail of :func:`nslfcore.data.validation.inspect_case`'s grid-mismatch messages."""
+
 Source = Case | Mapping[str, str | Path] | Mapping[str, sitk.Image] | str | Path
 """What inference reads: a case, ``{modality: file}``, a case folder; or, for preprocessing only,
 ``{modality: SimpleITK image}`` (a raw exam's sequences as read, :func:`nslfcore.preprocess.pipeline.read_exam`)."""
@@ -64,10 +67,16 @@ def load_inputs(files: CaseFiles) -> Case:
     """
     if len(MODALITIES) - len(files.missing) < MIN_SEQUENCES:
         raise DataValidationError([too_few_sequences(files.name, files.missing, "file")])
-    reasons = preprocessing_reasons(read_grids(files.images))
-    if reasons and reasons[0] == DIFFERENT_GRIDS:
-        raise DataValidationError([preprocessing_advice(reasons, files.name) or DIFFERENT_GRIDS])
-    return load_case(dataclasses.replace(files, label=None), missing_ok=True)
+    try:
+        return load_case(dataclasses.replace(files, label=None), missing_ok=True)
+    except DataValidationError as error:
+        # Only grid mismatches (every file readable and 3-D): a raw exam, said in one sentence naming --preprocess.
+        if error.problems and all(GRID_MISMATCH in problem for problem in error.problems):
+            reasons = preprocessing_reasons(read_grids(files.images))
+            advice = preprocessing_advice(reasons, files.name) if reasons and reasons[0] == DIFFERENT_GRIDS else None
+            if advice is not None:
+                raise DataValidationError([advice]) from None
+        raise
 
 
 def raw_exam_advice(case: Case) -> str | None:
