@@ -118,7 +118,6 @@ def child(raw: Path, out: Path, bias_correction: bool, threads: int, model_spec:
     fingerprint = engine_fingerprint()
     import SimpleITK as sitk
     import torch
-
     from nslfcore.cohort import output_names, write_outputs
     from nslfcore.inference import run
     from nslfcore.model_store import load_model
@@ -176,7 +175,6 @@ def exam_for(index: int, work: Path):
 def dice_per_region(predicted, reference) -> dict[str, float]:
     """Dice ET / TC / WT of BraTS 2021 labels ``(z, y, x)`` against internal labels on the same grid."""
     import numpy as np
-
     from nslfcore.data.labels import REGIONS, to_internal
     from nslfcore.metrics import overlap_metrics
 
@@ -196,7 +194,6 @@ def measure(exam, folder: Path, args, model) -> dict:
     """One exam: the child's raw run (time, memory, Dice on the native grid) and the clean run (Dice)."""
     import numpy as np
     import SimpleITK as sitk
-
     from nslfcore.inference import run
 
     acquisitions = {m: {"orientation": a.orientation, "tilt_degrees": round(a.tilt_degrees, 1),
@@ -403,7 +400,6 @@ def main() -> None:
         return
 
     import torch
-
     from nslfcore.model_store import load_model
 
     sys.path.insert(0, str(Path(__file__).parent))

@@ -88,7 +88,8 @@ def main() -> None:
     z = int(np.argmax((truth_in_atlas > 0).sum(axis=(1, 2))))
     for column, modality in enumerate(MODALITIES, start=1):
         atlas = sitk.GetArrayFromImage(prepared.atlas_images[modality])
-        _show(axes[1, column], atlas[z], f"{TITLES[modality]} on the atlas grid (slice {z})\nco-registered, skull-stripped, affine")
+        title = f"{TITLES[modality]} on the atlas grid (slice {z})\nco-registered, skull-stripped, affine"
+        _show(axes[1, column], atlas[z], title)
 
     _show(axes[2, 0], t1ce[k], "truth on the T1ce grid", (spacing[1], spacing[0]))
     axes[2, 0].imshow(truth[k], cmap=COLOURS, vmin=0, vmax=4, aspect=spacing[1] / spacing[0], interpolation="nearest")

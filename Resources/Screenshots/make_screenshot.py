@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "NSLFSlicer"
 sys.path.insert(0, str(MODULE))
 
-from NSLFSlicerLib import ensure_engine_on_path  # noqa: E402
+from NSLFSlicerLib import ensure_engine_on_path
 
 ensure_engine_on_path()
-from NSLFSlicerLib.sample_case import CASE_NAME, case_folder, generate_command  # noqa: E402
-from NSLFSlicerLib.terminology import segment_specs  # noqa: E402
+from NSLFSlicerLib.sample_case import CASE_NAME, case_folder, generate_command
+from NSLFSlicerLib.terminology import segment_specs
 
 UI = MODULE / "Resources" / "UI" / "NSLFSlicer.ui"
 OUT = Path(__file__).with_name("NSLFSlicer.png")
@@ -143,7 +143,7 @@ def ui_rows(values: dict[str, str]) -> list[tuple[str, ...]]:
     return rows
 
 
-def draw_panel(fig, values: dict[str, str]) -> None:  # noqa: ANN001 - a matplotlib Figure
+def draw_panel(fig, values: dict[str, str]) -> None:
     from matplotlib.patches import FancyBboxPatch, Rectangle
 
     ax = fig.add_axes((0, 0, PANEL_W, 0.94))
@@ -196,7 +196,7 @@ def draw_panel(fig, values: dict[str, str]) -> None:  # noqa: ANN001 - a matplot
     ax.add_patch(Rectangle((1 - 2 * px, 0), 2 * px, 1, color="#b0b0b0"))
 
 
-def draw_rich_text(ax, text: str, y: float, line: float) -> float:  # noqa: ANN001 - a matplotlib Axes
+def draw_rich_text(ax, text: str, y: float, line: float) -> float:
     """A label's text (Qt rich text: ``<p>`` paragraphs, a red bold one for the model's caution) wrapped to the panel."""
     paragraphs = re.findall(r"<p([^>]*)>(.*?)</p>", text, re.DOTALL) or [("", text)]
     for attributes, body in paragraphs:
@@ -218,12 +218,12 @@ def slices(results: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int],
     image = sitk.ReadImage(str(results / "fused.nii.gz"))
     fused = sitk.GetArrayFromImage(image).astype(np.float32)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(results / "labels.nii.gz")))
-    centre = tuple(int(round(c)) for c in np.argwhere(labels > 0).mean(axis=0))
+    centre = tuple(round(c) for c in np.argwhere(labels > 0).mean(axis=0))
     x, y, z = image.TransformIndexToPhysicalPoint((centre[2], centre[1], centre[0]))  # LPS mm
     return fused, labels, centre, (-x, -y, z)  # type: ignore[return-value]
 
 
-def draw_slice(ax, image: np.ndarray, label: np.ndarray, name: str, caption: str, lo: float, hi: float) -> None:  # noqa: ANN001
+def draw_slice(ax, image: np.ndarray, label: np.ndarray, name: str, caption: str, lo: float, hi: float) -> None:
     """One slice view: ``image``/``label`` 2-D, row 0 at the top of the screen."""
     from matplotlib.colors import ListedColormap
 
@@ -240,14 +240,14 @@ def draw_slice(ax, image: np.ndarray, label: np.ndarray, name: str, caption: str
     view_header(ax, name, caption)
 
 
-def view_header(ax, name: str, caption: str) -> None:  # noqa: ANN001
+def view_header(ax, name: str, caption: str) -> None:
     ax.set_title(f"  {name[0] if name != '3D' else '1'}   {caption}", loc="left", fontsize=8.5, color="black",
                  backgroundcolor=VIEW_COLOURS[name], pad=2)  # fmt: skip
     for spine in ax.spines.values():
         spine.set_color(VIEW_COLOURS[name])
 
 
-def draw_views(fig, results: Path) -> None:  # noqa: ANN001
+def draw_views(fig, results: Path) -> None:
     import matplotlib.image as mpimg
 
     fused, labels, (cz, cy, cx), (r, a, s) = slices(results)
@@ -274,7 +274,7 @@ def draw_views(fig, results: Path) -> None:  # noqa: ANN001
     draw_table(fig.add_axes((left + 0.003, 0.01, width - 0.006, table_h - 0.01)), results)
 
 
-def draw_table(ax, results: Path) -> None:  # noqa: ANN001
+def draw_table(ax, results: Path) -> None:
     with open(results / "tumor_volumes.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     header, body = rows[0], rows[1:]

@@ -12,7 +12,7 @@ NON_ASCII = "Patiënt Müller – T1ce ✓"
 
 
 def test_children_write_utf8_even_under_an_ascii_locale():
-    code = f"import sys; print(sys.stdout.encoding); print({ascii(NON_ASCII)}, flush=True)"  # the command line itself stays ASCII
+    code = f"import sys; print(sys.stdout.encoding); print({NON_ASCII!a}, flush=True)"  # the command line itself stays ASCII
     ascii_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}  # a console on code page 437 alike
     runner = ProcessRunner([sys.executable, "-c", code], env=ascii_locale).start()
     runner.wait(60)

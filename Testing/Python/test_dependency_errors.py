@@ -16,7 +16,11 @@ import types
 import pytest
 import slicer.util
 from NSLFSlicerLib import dependencies
-from NSLFSlicerLib.dependencies import DependencyError, ensure_dependencies, install_packages
+from NSLFSlicerLib.dependencies import (
+    DependencyError,
+    ensure_dependencies,
+    install_packages,
+)
 
 MISSING_WHEEL = "/nonexistent/nslf_missing-1.0-py3-none-any.whl"
 
@@ -89,8 +93,8 @@ def test_a_declined_torch_install_is_no_error(monkeypatch, dialogs):
 def test_without_the_pytorch_extension_the_dialog_says_what_to_install(monkeypatch, dialogs):
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # import fails
     assert ensure_dependencies(ask=True) is False
-    assert dialogs["error"] == [("NSLF needs the PyTorch extension; install 'PyTorch' from the Extensions Manager and "
-                                 "restart Slicer.", None)]  # fmt: skip
+    assert dialogs["error"] == [(("NSLF needs the PyTorch extension; install 'PyTorch' from the Extensions Manager and "
+                                  "restart Slicer."), None)]  # fmt: skip
 
 
 def test_with_everything_installed_the_step_passes(monkeypatch, dialogs):

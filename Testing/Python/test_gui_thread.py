@@ -48,7 +48,7 @@ print(json.dumps({{"torch_loaded": "torch" in sys.modules, "models": len(models)
 
 
 def test_opening_the_panel_leaves_torch_out_of_slicers_process_and_lists_devices_from_a_child():
-    proc = subprocess.run([sys.executable, "-c", PANEL_OPEN], capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, "-c", PANEL_OPEN], capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["torch_loaded"] is False, "torch was imported in the panel's process"

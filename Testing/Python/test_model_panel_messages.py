@@ -15,8 +15,17 @@ from pathlib import Path
 
 import pytest
 from NSLFSlicerLib import panel_state
-from NSLFSlicerLib.model_manager import ModelEntry, ModelError, installed_models, panel_models
-from NSLFSlicerLib.panel_state import SYNTHETIC_CAUTION, VALIDATION_ADVICE_URL, model_info_text
+from NSLFSlicerLib.model_manager import (
+    ModelEntry,
+    ModelError,
+    installed_models,
+    panel_models,
+)
+from NSLFSlicerLib.panel_state import (
+    SYNTHETIC_CAUTION,
+    VALIDATION_ADVICE_URL,
+    model_info_text,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +69,7 @@ def test_the_link_leads_to_the_readmes_section_on_real_mri_of_the_project_page()
     assert base == panel_state.PROJECT_URL
     assert f'<a href="{base}">the project page</a>' in (ROOT / "NSLFSlicer" / "NSLFSlicer.py").read_text()
     readme = (ROOT / "README.md").read_text()
-    sections = re.split(r"^## ", readme, flags=re.M)
+    sections = re.split(r"^## ", readme, flags=re.MULTILINE)
     slug = {re.sub(r"[^\w\- ]", "", s.splitlines()[0].strip().lower()).replace(" ", "-"): s for s in sections[1:]}
     assert anchor in slug, f"README.md has no section #{anchor}"
     assert "The shipped model does not work on real MRI yet." in slug[anchor]

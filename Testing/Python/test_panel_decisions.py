@@ -98,8 +98,8 @@ def test_a_dataset_check_before_the_dependency_step_says_what_to_do():
             break
         threading_wait(0.1)
     checker.shutdown()
-    assert answer == ("/data/BraTS2021", "BraTS2021: checking it needs nibabel, one of NSLF's dependencies; press Start once "
-                                         "to install them, then choose the folder again.")  # fmt: skip
+    assert answer == ("/data/BraTS2021", ("BraTS2021: checking it needs nibabel, one of NSLF's dependencies; press Start once "
+                                          "to install them, then choose the folder again."))  # fmt: skip
 
 
 def threading_wait(seconds: float) -> None:

@@ -18,23 +18,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from nslfcore.data.case import Geometry
 from NSLFSlicerLib.background import BackgroundRun
 from NSLFSlicerLib.checks import (
     HEAD_TISSUE_ML,
-    InputError,
     PREPROCESS_REFERENCE_ORDER,
+    InputError,
     preprocess_reference,
     preprocessing_reason,
     tissue_ml,
 )
 from NSLFSlicerLib.hierarchy import study_of
 from NSLFSlicerLib.logic import Cancelled, NSLFLogicCore, NSLFOutputs
-from NSLFSlicerLib.mrml_io import RAS_FROM_LPS, array_view, ijk_to_ras, new_node, set_volume, vtk_matrix
+from NSLFSlicerLib.mrml_io import (
+    RAS_FROM_LPS,
+    array_view,
+    ijk_to_ras,
+    new_node,
+    set_volume,
+    vtk_matrix,
+)
 from NSLFSlicerLib.panel_state import PreprocessProposal
 from NSLFSlicerLib.terminology import BRAIN
-from NSLFSlicerLib.testing import load_case_nodes, oblique_direction, put_in_study, write_phantom, write_random_model
-
-from nslfcore.data.case import Geometry
+from NSLFSlicerLib.testing import (
+    load_case_nodes,
+    oblique_direction,
+    put_in_study,
+    write_phantom,
+    write_random_model,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "NSLFSlicer" / "Scripts" / "nslf_batch.py"
@@ -92,7 +104,7 @@ def synthetic_head(scene, skull: bool):
 
 # ------------------------------------------------------------------------------- proposal
 def test_the_option_is_proposed_with_one_sentence_for_each_cue(tiny_case):
-    logic, nodes = load_inputs(tiny_case[0])
+    _, nodes = load_inputs(tiny_case[0])
     assert preprocessing_reason(nodes) is None  # a co-registered, skull-stripped 1 mm phantom
     move(nodes["t2"], (3.0, 0.0, 0.0))
     assert preprocessing_reason(nodes) == (

@@ -77,10 +77,9 @@ def test_a_worker_that_crashes_after_sending_its_result_still_delivers_it(small_
     """A child that aborts on the way out (a CUDA or OpenMP teardown) after its result line: the result is imported."""
     import sys
 
+    from nslfcore.data.io import write_image
     from NSLFSlicerLib.mrml_io import geometry_of
     from NSLFSlicerLib.process_runner import ProcessRunner
-
-    from nslfcore.data.io import write_image
 
     logic, nodes = small_inputs
     job = BackgroundRun(logic, **nodes, device="cpu", workdir=tmp_path)  # inputs written, no child yet

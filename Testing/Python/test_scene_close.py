@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from nslfcore.training.events import EventWriter
 from NSLFSlicerLib.app_setup import create_standalone_context
 from NSLFSlicerLib.background import BackgroundRun
 from NSLFSlicerLib.checks import InputError
 from NSLFSlicerLib.logic import Cancelled
 from NSLFSlicerLib.mrml_io import array_view
 from NSLFSlicerLib.training_plot import TrainingPlots
-
-from nslfcore.training.events import EventWriter
 
 
 def written(scene) -> int:

@@ -137,6 +137,17 @@ def write_case(case: Case, out: str | Path, dtype: type = np.int16) -> Path:
     return folder
 
 
+def refuse_taken_names(out: str | Path, start: int, n: int, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` (before anything is written) when ``out`` already holds one of the case
+    names ``start .. start + n - 1`` and ``overwrite`` is not set: they are real BraTS IDs."""
+    taken = [case_name(i) for i in range(start, start + n) if (Path(out) / case_name(i)).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
+            "choose another folder or --start, or pass --overwrite to replace them."
+        )
+
+
 def write_phantom_dataset(
     out: str | Path,
     n: int,
@@ -152,12 +163,7 @@ def write_phantom_dataset(
     The case names are real BraTS IDs, so a folder that already holds one of them is refused
     (``FileExistsError``, before anything is written) unless ``overwrite``.
     """
-    taken = [case_name(i) for i in range(start, start + n) if (Path(out) / case_name(i)).exists()]
-    if taken and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
-            "choose another folder or --start, or pass --overwrite to replace them."
-        )
+    refuse_taken_names(out, start, n, overwrite)
     folders = []
     for index in range(start, start + n):
         if tiny:

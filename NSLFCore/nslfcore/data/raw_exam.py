@@ -38,7 +38,7 @@ import SimpleITK as sitk
 from nslfcore import MODALITIES
 from nslfcore.data.case import Case, Geometry
 from nslfcore.data.labels import internal_to_brats2021
-from nslfcore.data.phantom import case_name, make_phantom
+from nslfcore.data.phantom import case_name, make_phantom, refuse_taken_names
 from nslfcore.data.phantom_fields import smooth_noise
 
 HEAD_MARGIN_MM = (30, 30, 30)
@@ -402,12 +402,7 @@ def write_raw_dataset(
     A folder that already holds one of the case names is refused (``FileExistsError``, before
     anything is written) unless ``overwrite``.
     """
-    taken = [case_name(i) for i in range(start, start + n) if (Path(out) / case_name(i)).exists()]
-    if taken and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
-            "choose another folder or --start, or pass --overwrite to replace them."
-        )
+    refuse_taken_names(out, start, n, overwrite)
     folders = []
     for index in range(start, start + n):
         folders.append(write_raw_exam(simulate_raw_exam(seed, index), out))

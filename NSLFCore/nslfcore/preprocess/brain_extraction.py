@@ -165,7 +165,7 @@ def extract_brain(image: sitk.Image, *, method: str = "deepbet", device: str = "
     grid = _axis_aligned_grid(image, DEEPBET_SPACING_MM)
     iso = resample_like(sitk.Cast(image, sitk.sitkFloat32), grid, None, "linear")
     fine = _deepbet_mask(iso, device) if method == "deepbet" else _command_mask(iso, method)
-    fine = sitk.Cast(resample_like(fine, iso, None, "nearest") if not _same_grid(fine, iso) else fine, sitk.sitkUInt8)
+    fine = sitk.Cast(resample_like(fine, iso, None, "nearest"), sitk.sitkUInt8)  # a command's mask may come on another grid
     volume_ml = brain_volume_ml(fine)
     low, high = BRAIN_VOLUME_ML
     if volume_ml <= 0.0:
@@ -177,15 +177,6 @@ def extract_brain(image: sitk.Image, *, method: str = "deepbet", device: str = "
         )
     native = sitk.Cast(resample_like(fine, image, None, "nearest"), sitk.sitkUInt8)
     return BrainMask(native=native, fine=fine, method=method, volume_ml=volume_ml)
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing())
-        and np.allclose(a.GetOrigin(), b.GetOrigin())
-        and np.allclose(a.GetDirection(), b.GetDirection())
-    )
 
 
 def brain_volume_ml(mask: sitk.Image) -> float:

@@ -3,7 +3,8 @@
 The model was trained on BraTS-preprocessed cases: four co-registered, skull-stripped sequences on
 one ~1 mm axis-aligned grid. An exam needs preprocessing when
 
-* its sequences' grids differ (size, spacing, origin or direction; :data:`GRID_TOLERANCE_MM`),
+* its sequences' grids differ (size, spacing, origin or direction beyond the tolerances of
+  :func:`nslfcore.data.validation.geometry_differences`),
 * a voxel is coarser than :data:`MAX_SPACING_MM` along any axis (thick slices),
 * its grid is oblique (an axis more than :data:`MAX_OBLIQUE_DEGREES` from the nearest LPS axis), or
 * a head is imaged, not a brain: the reference sequence's foreground (:func:`foreground_ml`: voxels above
@@ -26,9 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nslfcore.data.case import Geometry
-
-GRID_TOLERANCE_MM = 1e-3
-"""Grids whose spacing and origin differ by more than this (mm), or directions by more than 1e-4, differ."""
+from nslfcore.data.validation import geometry_differences
 
 MAX_SPACING_MM = 1.5
 """The coarsest voxel (mm, any axis) the model handles without resampling."""
@@ -48,15 +47,6 @@ TISSUE_SAMPLE_VOXELS = 2_000_000
 
 DIFFERENT_GRIDS = "the sequences lie on different grids"
 """The first reason :func:`preprocessing_reasons` gives when the grids differ."""
-
-
-def _same_grid(a: Geometry, b: Geometry) -> bool:
-    return (
-        tuple(a.size) == tuple(b.size)
-        and np.allclose(a.spacing, b.spacing, atol=GRID_TOLERANCE_MM)
-        and np.allclose(a.origin, b.origin, atol=GRID_TOLERANCE_MM)
-        and np.allclose(a.direction, b.direction, atol=1e-4)
-    )
 
 
 def obliquity_degrees(grid: Geometry) -> float:
@@ -93,7 +83,7 @@ def preprocessing_reasons(grids: Mapping[str, Geometry], head: sitk.Image | None
     """
     reasons = []
     listed = list(grids.values())
-    if any(not _same_grid(listed[0], grid) for grid in listed[1:]):
+    if any(geometry_differences(listed[0], grid) for grid in listed[1:]):
         reasons.append(DIFFERENT_GRIDS)
     coarsest = max((max(grid.spacing) for grid in listed), default=0.0)
     if coarsest > MAX_SPACING_MM:
